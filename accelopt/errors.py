@@ -1,0 +1,39 @@
+"""The accelopt error hierarchy.
+
+Every user-facing failure raises one of these, chained with ``from e`` where
+another exception caused it. Messages name the file, node and op involved.
+"""
+
+from __future__ import annotations
+
+
+class AccelOptError(Exception):
+    """Base class of every error accelopt raises on purpose."""
+
+
+class FrontendError(AccelOptError):
+    """A model could not be imported (missing/corrupt file, unsupported op...)."""
+
+
+class VerifyError(AccelOptError):
+    """A graph broke an IR invariant (types, order, dangling uses)."""
+
+
+class ParseError(AccelOptError):
+    """The text form of a graph could not be parsed."""
+
+
+class PassError(AccelOptError):
+    """A pass failed, or a pipeline spec / pass option is invalid."""
+
+
+class ValidationError(AccelOptError):
+    """Validation inputs or tolerances are invalid."""
+
+
+class TargetError(AccelOptError):
+    """A target could not lower or run a graph."""
+
+
+class InterpreterError(AccelOptError):
+    """The reference interpreter could not run a node."""

@@ -1,0 +1,131 @@
+"""The reference interpreter: runs a Graph on numpy arrays through the registry kernels.
+
+Values are freed after their last use unless ``keep_intermediates`` is set
+(used to localize where two graphs start to diverge). Matmuls go to numpy's
+BLAS, so BERT-base runs at BLAS speed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from accelopt.errors import InterpreterError
+from accelopt.ir.graph import Graph
+from accelopt.ir.registry import OpDef, get_op
+from accelopt.ir.types import TensorType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Step:
+    node_name: str
+    op: str
+    opdef: OpDef
+    attrs: dict
+    inputs: list[int | None]  # slot ids
+    outputs: list[int]
+    free_after: list[int]
+
+
+class Interpreter:
+    """A compiled execution plan for one graph; ``run`` may be called many times."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        slots: dict[int, int] = {}
+
+        def slot(v) -> int:
+            return slots.setdefault(id(v), len(slots))
+
+        self._inputs = [(v.name, v.type, slot(v)) for v in graph.inputs]
+        self._consts = [(slot(v), v.const) for v in graph.initializers.values()]
+        self._outputs = [(v.name, slot(v)) for v in graph.outputs]
+        self._slot_names: dict[int, str] = {}
+        for v in graph.values():
+            self._slot_names[slot(v)] = v.name
+        last_use: dict[int, int] = {}
+        for idx, node in enumerate(graph.nodes):
+            for v in node.inputs:
+                if v is not None:
+                    last_use[slot(v)] = idx
+        keep = {s for _, s in self._outputs} | {s for s, _ in self._consts} | {s for _, _, s in self._inputs}
+        frees: dict[int, list[int]] = {}
+        for s, idx in last_use.items():
+            if s not in keep:
+                frees.setdefault(idx, []).append(s)
+        self._steps = []
+        for idx, node in enumerate(graph.nodes):
+            opdef = get_op(node.op)
+            self._steps.append(
+                _Step(
+                    node.name,
+                    node.op,
+                    opdef,
+                    opdef.full_attrs(node.attrs),
+                    [None if v is None else slot(v) for v in node.inputs],
+                    [slot(v) for v in node.outputs],
+                    frees.get(idx, []),
+                )
+            )
+        self._n_slots = len(slots)
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        keep_intermediates: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Run the graph. Returns the outputs by name, or every value if ``keep_intermediates``."""
+        env: list[np.ndarray | None] = [None] * self._n_slots
+        missing = [name for name, _, _ in self._inputs if name not in inputs]
+        if missing:
+            raise InterpreterError(f"graph {self.graph.name!r}: missing input(s) {', '.join(missing)}")
+        for name, t, s in self._inputs:
+            env[s] = _check_input(name, t, inputs[name])
+        for s, arr in self._consts:
+            env[s] = arr
+        for step in self._steps:
+            args = [None if s is None else env[s] for s in step.inputs]
+            try:
+                outs = step.opdef.kernel(args, step.attrs, len(step.outputs))
+            except InterpreterError:
+                raise
+            except Exception as e:
+                shapes = ", ".join("_" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
+                raise InterpreterError(
+                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}"
+                ) from e
+            if len(outs) != len(step.outputs):
+                raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
+            for s, o in zip(step.outputs, outs):
+                env[s] = o
+            if not keep_intermediates:
+                for s in step.free_after:
+                    env[s] = None
+        if keep_intermediates:
+            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
+        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
+
+
+def _check_input(name: str, t: TensorType, arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype != t.dtype.np:
+        if np.can_cast(arr.dtype, t.dtype.np, casting="same_kind") or (arr.dtype.kind in "iu" and t.dtype.is_int):
+            arr = arr.astype(t.dtype.np)
+        else:
+            raise InterpreterError(f"input {name!r}: expected {t}, got {arr.dtype}{list(arr.shape)}")
+    if t.shape is not None:
+        ok = arr.ndim == len(t.shape) and all(not isinstance(d, int) or d == n for d, n in zip(t.shape, arr.shape))
+        if not ok:
+            raise InterpreterError(f"input {name!r}: expected shape {t}, got {list(arr.shape)}")
+    return arr
+
+
+def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False) -> dict[str, np.ndarray]:
+    """Run ``graph`` once (see ``Interpreter`` to run it many times)."""
+    return Interpreter(graph).run(inputs, keep_intermediates=keep_intermediates)

@@ -1,0 +1,3 @@
+"""Op libraries; importing this package registers every op."""
+
+from accelopt.ir.ops import onnx_std  # noqa: F401
