@@ -1,0 +1,65 @@
+"""What the pass manager records for each pass: the data behind the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AccuracyRecord:
+    """Accuracy of one graph, against the reference and against the previous graph.
+
+    ``metrics`` maps an output name to its metrics (max_abs, mean_abs, rel_l2,
+    cosine_min, cosine_mean, and where they apply argmax_agreement and
+    similarity_spearman); ``summary`` holds the worst value of each metric
+    over all outputs.
+    """
+
+    vs_reference: dict[str, float] = field(default_factory=dict)
+    vs_previous: dict[str, float] = field(default_factory=dict)
+    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=dict)
+    ok: bool = True
+    failures: list[str] = field(default_factory=list)  # "cosine_min 0.91 < 0.995 on last_hidden_state"
+
+
+@dataclass
+class Localization:
+    """The first node whose output diverges between the old and new graphs."""
+
+    node: str
+    op: str
+    value: str
+    metric: str
+    error: float
+    detail: str = ""
+
+
+@dataclass
+class PassRecord:
+    """One pass's entry in the report."""
+
+    name: str
+    spec: str  # the pass with its options, as a pipeline element
+    family: str
+    options: dict[str, Any]
+    seconds: float = 0.0
+    validate_seconds: float = 0.0
+    modified: bool = False
+    rolled_back: bool = False
+    rollback_reason: str = ""
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    nodes_added: list[str] = field(default_factory=list)
+    nodes_removed: list[str] = field(default_factory=list)
+    param_bytes_before: dict[str, int] = field(default_factory=dict)
+    param_bytes_after: dict[str, int] = field(default_factory=dict)
+    macs_before: int | None = None
+    macs_after: int | None = None
+    accuracy: AccuracyRecord | None = None
+    localization: Localization | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # rule match counts etc.
+    near_misses: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
