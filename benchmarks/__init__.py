@@ -1,0 +1,1 @@
+"""Reproducible comparisons against peers; `python -m benchmarks.run` writes BENCHMARKS.md."""
