@@ -298,7 +298,7 @@ class Graph:
         else:
             out_names = list(outputs)
         out_values = []
-        for i, (oname, t) in enumerate(zip(out_names, types)):
+        for oname, t in zip(out_names, types):
             v = self._claim(Value(oname, t))
             out_values.append(v)
         node = Node(node_name, op, inputs, out_values, frozen, provenance)

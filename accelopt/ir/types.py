@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from accelopt.ir.dtypes import DType
 
 #: A dimension: a static size, a named symbol (``"batch"``), or ``None`` (unknown).
-Dim = Union[int, str, None]
+Dim = int | str | None
 
 
 @dataclass(frozen=True)
