@@ -58,6 +58,8 @@ class InferContext:
     input_consts: list[np.ndarray | None]
     attrs: Mapping[str, Any]
     num_outputs: int
+    #: the input Values themselves (None for omitted inputs), for symbolic shape propagation
+    values: Sequence[Any] = ()
 
     def type(self, i: int) -> TensorType:
         if i >= len(self.input_types) or self.input_types[i] is None:
@@ -69,6 +71,10 @@ class InferContext:
 
     def const(self, i: int) -> np.ndarray | None:
         return self.input_consts[i] if i < len(self.input_consts) else None
+
+    def value(self, i: int) -> Any:
+        """The input Value ``i`` (or None when omitted or unknown)."""
+        return self.values[i] if i < len(self.values) else None
 
     def error(self, msg: str) -> VerifyError:
         return VerifyError(f"node {self.node_name} ({self.op}): {msg}")
@@ -120,6 +126,7 @@ class OpDef:
             input_consts=[_const_of(v) for v in inputs],
             attrs=self.full_attrs(attrs),
             num_outputs=num_outputs,
+            values=list(inputs),
         )
         return self.infer(ctx)
 
