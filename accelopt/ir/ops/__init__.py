@@ -1,3 +1,3 @@
 """Op libraries; importing this package registers every op."""
 
-from accelopt.ir.ops import onnx_std  # noqa: F401
+from accelopt.ir.ops import fused, onnx_std  # noqa: F401

@@ -1,0 +1,370 @@
+"""Fused transformer ops (domain ``accelopt``) with float32 numpy reference kernels.
+
+Each kernel computes exactly what the unfused subgraph it replaces computes, in
+the input's precision (float32 for float32 models; float16/bfloat16 inputs are
+computed in float32 and cast back), so a fusion changes outputs by rounding
+only (about 1e-6 relative).
+
+Ops:
+
+1. ``LayerNorm(x, gamma, beta?){axis=-1, epsilon}``: normalization over the
+   axes from ``axis`` to the last one.
+2. ``SkipLayerNorm(x, skip, gamma, beta?, bias?){epsilon}`` = LayerNorm over the
+   last axis of ``x + skip (+ bias)``; an optional second output is that sum.
+3. ``Linear(x, W[K,N], b?){activation}``: ``act(x @ W + b)``, activation one
+   of ``none``, ``gelu`` (exact), ``gelu_tanh``, ``gelu_sigmoid``
+   (``x * sigmoid(1.702 x)``), ``relu``.
+4. ``QuickGelu(x){alpha=1.702}`` = ``x * sigmoid(alpha * x)`` (the sigmoid
+   approximation of GELU, onnxruntime's com.microsoft QuickGelu).
+5. ``Attention(x, qkv_weight[H,3H], qkv_bias[3H], mask?){num_heads, scale,
+   mask_filter_value}``: BERT self-attention up to the output projection.
+   ``scale`` 0 means ``1/sqrt(head_dim)``; ``mask`` is a key-padding mask
+   ``[B, S]`` (nonzero = keep) whose padded keys get ``mask_filter_value``
+   added to their scores, as in onnxruntime's com.microsoft.Attention.
+6. ``EmbedLayerNorm(input_ids, token_type_ids?, word_emb, pos_emb, type_emb?,
+   gamma, beta, position_ids?){epsilon}`` = LayerNorm(word_emb[input_ids] +
+   pos_emb[positions] + type_emb[token_type_ids]); positions are
+   ``position_ids`` when given, else ``0..S-1``. An optional second output is
+   the embedding sum before the normalization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
+from accelopt.ir.registry import AttrSpec, InferContext, define_op
+from accelopt.ir.types import Dim, TensorType
+
+DOMAIN = "accelopt"
+
+#: activations ``Linear`` accepts
+LINEAR_ACTIVATIONS = ("none", "gelu", "gelu_tanh", "gelu_sigmoid", "relu")
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+_INV_SQRT_2 = 0.7071067811865476
+
+
+# -------------------------------------------------------------------- helpers
+def _compute_dtype(x: np.ndarray) -> np.dtype:
+    """float64 stays float64; everything else is computed in float32."""
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x).astype(x.dtype, copy=False)
+
+
+def gelu_exact(x: np.ndarray) -> np.ndarray:
+    """``0.5 x (1 + erf(x / sqrt 2))``."""
+    return (0.5 * x) * (1.0 + _erf(x * x.dtype.type(_INV_SQRT_2)))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+    t = x.dtype.type
+    return (0.5 * x) * (1.0 + np.tanh(t(_SQRT_2_OVER_PI) * (x + t(0.044715) * x * x * x)))
+
+
+def quick_gelu(x: np.ndarray, alpha: float = 1.702) -> np.ndarray:
+    """``x * sigmoid(alpha x)``."""
+    from scipy.special import expit
+
+    return x * expit(x * x.dtype.type(alpha)).astype(x.dtype, copy=False)
+
+
+def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "none":
+        return y
+    if activation == "gelu":
+        return gelu_exact(y)
+    if activation == "gelu_tanh":
+        return gelu_tanh(y)
+    if activation == "gelu_sigmoid":
+        return quick_gelu(y)
+    if activation == "relu":
+        return np.maximum(y, 0)
+    raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(LINEAR_ACTIVATIONS)}")
+
+
+def layer_norm(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, epsilon: float, axis: int = -1
+) -> np.ndarray:
+    """Layer normalization over the axes ``axis..`` in ``x``'s compute precision."""
+    ct = _compute_dtype(x)
+    xc = x.astype(ct, copy=False)
+    axes = tuple(range(normalize_axis(axis, x.ndim), x.ndim))
+    mean = xc.mean(axis=axes, keepdims=True)
+    d = xc - mean
+    var = (d * d).mean(axis=axes, keepdims=True)
+    y = d / np.sqrt(var + ct.type(epsilon)) * gamma.astype(ct, copy=False)
+    if beta is not None:
+        y = y + beta.astype(ct, copy=False)
+    return y.astype(x.dtype, copy=False)
+
+
+def softmax_last(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ------------------------------------------------------------------ LayerNorm
+def _layernorm_infer(ctx: InferContext) -> list[TensorType]:
+    x, gamma = ctx.type(0), ctx.type(1)
+    if x.shape is not None:
+        try:
+            axis = normalize_axis(int(ctx.attrs["axis"]), len(x.shape))
+        except ValueError as e:
+            raise ctx.error(str(e)) from None
+        if gamma.shape is not None and len(gamma.shape) > len(x.shape) - axis:
+            raise ctx.error(f"gamma {gamma} has more dims than the normalized axes of {x}")
+    return [x] + [x] * (ctx.num_outputs - 1)
+
+
+def _layernorm_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    x, gamma, beta = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    return [layer_norm(x, gamma, beta, float(attrs["epsilon"]), int(attrs["axis"]))]
+
+
+define_op(
+    "LayerNorm",
+    domain=DOMAIN,
+    inputs=(2, 3),
+    attrs={"axis": AttrSpec("int", -1), "epsilon": AttrSpec("float", 1e-5)},
+    infer=_layernorm_infer,
+    kernel=_layernorm_kernel,
+    doc="Layer normalization of x over axes axis.. with scale gamma and optional shift beta.",
+)
+
+
+# -------------------------------------------------------------- SkipLayerNorm
+def _skip_infer(ctx: InferContext) -> list[TensorType]:
+    x, skip = ctx.type(0), ctx.type(1)
+    if x.dtype != skip.dtype:
+        raise ctx.error(f"x is {x} but skip is {skip}")
+    if x.shape is not None and skip.shape is not None:
+        if len(x.shape) != len(skip.shape):
+            raise ctx.error(f"x {x} and skip {skip} differ in rank")
+        shape = tuple(b if a is None else a for a, b in zip(x.shape, skip.shape))
+        x = TensorType(x.dtype, shape)
+    return [x] * ctx.num_outputs
+
+
+def _skip_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    x, skip, gamma = ins[0], ins[1], ins[2]
+    beta = ins[3] if len(ins) > 3 else None
+    bias = ins[4] if len(ins) > 4 else None
+    s = x + skip
+    if bias is not None:
+        s = s + bias
+    s = s.astype(x.dtype, copy=False)
+    y = layer_norm(s, gamma, beta, float(attrs["epsilon"]))
+    return [y, s][:n_out]
+
+
+define_op(
+    "SkipLayerNorm",
+    domain=DOMAIN,
+    inputs=(3, 5),
+    outputs=(1, 2),
+    attrs={"epsilon": AttrSpec("float", 1e-5)},
+    infer=_skip_infer,
+    kernel=_skip_kernel,
+    doc="LayerNorm(x + skip (+ bias)) over the last axis; output 1 (optional) is the sum.",
+)
+
+
+# --------------------------------------------------------------------- Linear
+def _linear_infer(ctx: InferContext) -> list[TensorType]:
+    x, w = ctx.type(0), ctx.type(1)
+    act = ctx.attrs["activation"]
+    if act not in LINEAR_ACTIVATIONS:
+        raise ctx.error(f"unknown activation {act!r}; expected one of {', '.join(LINEAR_ACTIVATIONS)}")
+    if w.shape is not None and len(w.shape) != 2:
+        raise ctx.error(f"weight must be 2-D [K, N], got {w}")
+    if ctx.has(2):
+        b = ctx.type(2)
+        if b.shape is not None and len(b.shape) != 1:
+            raise ctx.error(f"bias must be 1-D [N], got {b}")
+    if x.shape is None or w.shape is None:
+        return [TensorType(x.dtype, None)]
+    if len(x.shape) < 1:
+        raise ctx.error(f"input must have rank >= 1, got {x}")
+    if not dims_compatible_k(x.shape[-1], w.shape[0]):
+        raise ctx.error(f"inner dimensions differ: {x} @ {w}")
+    return [TensorType(x.dtype, tuple(x.shape[:-1]) + (w.shape[1],))]
+
+
+def _linear_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    y = np.matmul(x, w)
+    if b is not None:
+        y = y + b
+    y = apply_activation(y.astype(x.dtype, copy=False), attrs["activation"])
+    return [y.astype(x.dtype, copy=False)]
+
+
+define_op(
+    "Linear",
+    domain=DOMAIN,
+    inputs=(2, 3),
+    attrs={"activation": AttrSpec("str", "none")},
+    infer=_linear_infer,
+    kernel=_linear_kernel,
+    doc="act(x @ W + b) with W laid out [K, N]; activation none|gelu|gelu_tanh|gelu_sigmoid|relu.",
+)
+
+
+# ------------------------------------------------------------------ QuickGelu
+define_op(
+    "QuickGelu",
+    domain=DOMAIN,
+    attrs={"alpha": AttrSpec("float", 1.702)},
+    infer=same_as_input(0),
+    kernel=lambda ins, attrs, n: [quick_gelu(ins[0], float(attrs["alpha"])).astype(ins[0].dtype, copy=False)],
+    doc="x * sigmoid(alpha * x): the sigmoid approximation of GELU.",
+)
+
+
+# ------------------------------------------------------------------ Attention
+def _attention_infer(ctx: InferContext) -> list[TensorType]:
+    x, w = ctx.type(0), ctx.type(1)
+    heads = int(ctx.attrs["num_heads"])
+    if heads <= 0:
+        raise ctx.error(f"num_heads must be positive, got {heads}")
+    if x.shape is not None and len(x.shape) != 3:
+        raise ctx.error(f"input must be [batch, seq, hidden], got {x}")
+    if w.shape is not None:
+        if len(w.shape) != 2:
+            raise ctx.error(f"qkv_weight must be [hidden, 3*hidden], got {w}")
+        n3 = w.shape[1]
+        if isinstance(n3, int) and (n3 % 3 or (n3 // 3) % heads):
+            raise ctx.error(f"qkv_weight {w}: 3*hidden is not divisible by 3*num_heads={3 * heads}")
+        if x.shape is not None and not dims_compatible_k(x.shape[-1], w.shape[0]):
+            raise ctx.error(f"input {x} does not match qkv_weight {w}")
+    if ctx.has(3):
+        m = ctx.type(3)
+        if m.shape is not None and len(m.shape) != 2:
+            raise ctx.error(f"mask must be a key-padding mask [batch, seq], got {m}")
+    if x.shape is None:
+        return [TensorType(x.dtype, None)]
+    hidden: Dim = None
+    if w.shape is not None and isinstance(w.shape[1], int):
+        hidden = w.shape[1] // 3
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1], hidden))]
+
+
+def attention(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    mask: np.ndarray | None,
+    num_heads: int,
+    scale: float,
+    mask_filter_value: float,
+) -> np.ndarray:
+    """Reference multi-head self-attention (packed QKV) with a key-padding mask."""
+    ct = _compute_dtype(x)
+    bsz, seq, _ = x.shape
+    qkv = np.matmul(x.astype(ct, copy=False), w.astype(ct, copy=False))
+    if b is not None:
+        qkv = qkv + b.astype(ct, copy=False)
+    hidden = w.shape[1] // 3
+    d = hidden // num_heads
+    qkv = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    s = ct.type(scale if scale else 1.0 / np.sqrt(d))
+    scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * s
+    if mask is not None:
+        pad = (np.asarray(mask) == 0)[:, None, None, :]
+        scores = scores + np.where(pad, ct.type(mask_filter_value), ct.type(0))
+    probs = softmax_last(scores)
+    ctxt = np.matmul(probs, v)  # [B, N, S, D]
+    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden).astype(x.dtype, copy=False)
+
+
+def _attention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    mask = ins[3] if len(ins) > 3 else None
+    return [
+        attention(
+            x, w, b, mask, int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
+        )
+    ]
+
+
+define_op(
+    "Attention",
+    domain=DOMAIN,
+    inputs=(2, 4),
+    attrs={
+        "num_heads": AttrSpec("int"),
+        "scale": AttrSpec("float", 0.0),
+        "mask_filter_value": AttrSpec("float", -10000.0),
+    },
+    infer=_attention_infer,
+    kernel=_attention_kernel,
+    doc="Multi-head self-attention with packed QKV weights [H, 3H] and a key-padding mask [B, S].",
+)
+
+
+# ------------------------------------------------------------- EmbedLayerNorm
+def _embed_infer(ctx: InferContext) -> list[TensorType]:
+    ids, word = ctx.type(0), ctx.type(2)
+    ctx.type(3)
+    ctx.type(5)
+    if not ids.dtype.is_int:
+        raise ctx.error(f"input_ids must be integers, got {ids}")
+    if word.shape is not None and len(word.shape) != 2:
+        raise ctx.error(f"word embedding must be [vocab, hidden], got {word}")
+    if ctx.has(1) != ctx.has(4):
+        raise ctx.error("token_type_ids and the token type embedding must be given together")
+    hidden = None if word.shape is None else word.shape[1]
+    shape = None if ids.shape is None else tuple(ids.shape) + (hidden,)
+    return [TensorType(word.dtype, shape)] * ctx.num_outputs
+
+
+def _embed_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    ids, types, word, pos, type_emb, gamma, beta = ins[:7]
+    pos_ids = ins[7] if len(ins) > 7 else None
+    s = word[ids]
+    if pos_ids is None:
+        s = s + pos[np.arange(ids.shape[-1])]
+    else:
+        s = s + pos[np.asarray(pos_ids)]
+    if types is not None:
+        s = s + type_emb[types]
+    s = s.astype(word.dtype, copy=False)
+    return [layer_norm(s, gamma, beta, float(attrs["epsilon"])), s][:n_out]
+
+
+define_op(
+    "EmbedLayerNorm",
+    domain=DOMAIN,
+    inputs=(7, 8),
+    outputs=(1, 2),
+    attrs={"epsilon": AttrSpec("float", 1e-12)},
+    infer=_embed_infer,
+    kernel=_embed_kernel,
+    doc="LayerNorm(word[ids] + pos[positions] + type[token_types]); inputs 1 and 4 may be omitted (_).",
+)
+
+__all__ = [
+    "DOMAIN",
+    "LINEAR_ACTIVATIONS",
+    "apply_activation",
+    "attention",
+    "gelu_exact",
+    "gelu_tanh",
+    "layer_norm",
+    "quick_gelu",
+    "softmax_last",
+]
