@@ -1,3 +1,4 @@
 """Op libraries; importing this package registers every op."""
 
 from accelopt.ir.ops import fused, onnx_std  # noqa: F401
+from accelopt.ir.ops import sdpa  # noqa: F401
