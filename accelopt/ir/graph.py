@@ -231,7 +231,9 @@ class Graph:
                 return cand
 
     def _unique_node_name(self, hint: str) -> str:
-        base = _sanitize(hint) or "node"
+        # kept verbatim (the printer quotes names that are not plain), so imported
+        # node names such as "/encoder/layer.0/Add" survive import and text round trips
+        base = hint or "node"
         if base not in self._node_names:
             return base
         while True:
