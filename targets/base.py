@@ -1,0 +1,300 @@
+"""Targets: capability descriptors, the ``Target`` and ``Artifact`` base classes, and the target registry.
+
+A target is a small package under ``targets/`` that registers itself::
+
+    from accelopt.targets.base import Artifact, Capabilities, Target, register_target
+
+    @register_target
+    class MyTarget(Target):
+        name = "mine"
+        summary = "what it is, in one line"
+        default_passes = "cleanup,fuse"
+        capabilities = Capabilities(name="mine", dtypes=("float32", "int8"), tile_sizes={"gemm": (16, 16)})
+
+        def lower(self, graph, *, model=None, samples=None):
+            return MyArtifact(self.name, graph, ...)
+
+Lookup (``get_target``) is lazy: the names in ``KNOWN_TARGETS`` map to the
+module that defines them, which is imported on first use, so a new target
+only has to exist and register itself. A known name whose module does not
+exist yet (or registers nothing) is "not built yet" (``TargetError``).
+Targets take options as a frozen dataclass (``Options``), given in the same
+syntax as pass options: ``tpu{chip=v4}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from accelopt.errors import PassError, TargetError
+from accelopt.ir.graph import Graph
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target runs well; passes read it from ``PassContext.target``.
+
+    1. ``dtypes``: element types it computes in (``"float32"``, ``"int8"``...).
+    2. ``preferred_layouts``: e.g. ``{"matmul_weight": "KN"}`` or ``{"conv": "NHWC"}``.
+    3. ``tile_sizes``: e.g. ``{"gemm": (16, 16)}``; ``pad_multiple``: dims are padded to it (0: none).
+    4. ``native_ops``: ops it runs natively (empty: every registry op).
+    5. ``quantization``: e.g. ``{"weights": "per-channel-symmetric", "activations": "symmetric"}``.
+    6. ``estimate_only``: timings from this target are model estimates, not measurements.
+    """
+
+    name: str
+    description: str = ""
+    dtypes: tuple[str, ...] = ("float32",)
+    preferred_layouts: Mapping[str, str] = field(default_factory=dict)
+    tile_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    pad_multiple: int = 0
+    native_ops: frozenset[str] = frozenset()
+    quantization: Mapping[str, str] = field(default_factory=dict)
+    estimate_only: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def supports_dtype(self, dtype: Any) -> bool:
+        return str(dtype) in self.dtypes
+
+    def runs_natively(self, op: str) -> bool:
+        return not self.native_ops or op in self.native_ops
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "dtypes": list(self.dtypes),
+            "preferred_layouts": dict(self.preferred_layouts),
+            "tile_sizes": {k: list(v) for k, v in self.tile_sizes.items()},
+            "pad_multiple": self.pad_multiple,
+            "native_ops": sorted(self.native_ops),
+            "quantization": dict(self.quantization),
+            "estimate_only": self.estimate_only,
+        }
+
+
+class Artifact:
+    """What ``Target.lower`` returns: saveable, loadable, runnable.
+
+    Subclasses implement ``save``, ``run`` and ``load``; ``benchmark`` times
+    ``run``. ``files`` lists the names ``save`` writes (for the report).
+    """
+
+    target: str = ""
+    files: tuple[str, ...] = ()
+
+    def __init__(self, target: str, graph: Graph | None = None, *, metadata: Mapping[str, Any] | None = None) -> None:
+        self.target = target
+        self.graph = graph
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    def save(self, directory: str | Path) -> list[Path]:  # pragma: no cover - abstract
+        """Write the artifact's files into ``directory`` (created if needed); returns their paths."""
+        raise NotImplementedError
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Run on numpy inputs keyed by graph input name; outputs keyed by output name."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Artifact:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def benchmark(self, inputs: Mapping[str, np.ndarray], *, warmup: int = 2, repeat: int = 10) -> dict[str, float]:
+        """Wall-clock time of ``run`` in seconds: median, min and mean over ``repeat`` runs after ``warmup``."""
+        for _ in range(warmup):
+            self.run(inputs)
+        times = []
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            self.run(inputs)
+            times.append(time.perf_counter() - t0)
+        arr = np.array(times)
+        return {"median_s": float(np.median(arr)), "min_s": float(arr.min()), "mean_s": float(arr.mean())}
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for the report."""
+        return {"target": self.target, "files": list(self.files), **_jsonable(self.metadata)}
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a target that takes none."""
+
+
+class Target:
+    """Base class of targets: ``name``, ``summary``, ``capabilities``, ``default_passes``, ``lower``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    default_passes: ClassVar[str] = "cleanup"
+    capabilities: ClassVar[Capabilities] = Capabilities(name="")
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        if options is None:
+            try:
+                options = self.Options(**kwargs)
+            except TypeError as e:
+                raise TargetError(f"target {self.name!r}: {e}") from e
+        self.options = options
+
+    def lower(self, graph: Graph, *, model: Any = None, samples: Any = None) -> Artifact:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> str:
+        """The target with the options that differ from their defaults, as ``name{k=v}``."""
+        from accelopt.passes.base import PassSpec, _format_option
+
+        default = self.Options()
+        opts = {
+            f.name: _format_option(getattr(self.options, f.name))
+            for f in dataclasses.fields(self.options)
+            if getattr(self.options, f.name) != getattr(default, f.name)
+        }
+        return str(PassSpec(self.name, opts))
+
+    def __repr__(self) -> str:
+        return f"<Target {self.spec}>"
+
+
+# ---------------------------------------------------------------- registry
+#: every target name the project plans, the module that defines it, and what it is
+KNOWN_TARGETS: dict[str, tuple[str, str]] = {
+    "onnx": ("accelopt.targets.onnx_target", "ONNX written back for ONNX Runtime (contrib ops for fused ops)"),
+    "cpu": ("accelopt.targets.cpu", "TVM Relax -> LLVM for the host CPU"),
+    "gpu": ("accelopt.targets.gpu", "TVM Relax -> CUDA"),
+    "fpga": ("accelopt.targets.fpga", "VTA-class int8 GEMM accelerator (simulator and cycle model)"),
+    "tpu": ("accelopt.targets.tpu", "XLA: StableHLO exported with jax.export"),
+}
+
+_TARGETS: dict[str, type[Target]] = {}
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    """Class decorator adding a target to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    existing = _TARGETS.get(cls.name)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"target name {cls.name!r} is already registered by {existing.__module__}")
+    _TARGETS[cls.name] = cls
+    return cls
+
+
+def _import_target(name: str) -> None:
+    module = KNOWN_TARGETS.get(name, (f"accelopt.targets.{name}", ""))[0]
+    try:
+        if importlib.util.find_spec(module) is None:
+            return
+    except (ImportError, ValueError):
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise TargetError(f"target {name!r} could not be loaded ({module}): {e}") from e
+
+
+def _try_load(name: str) -> bool:
+    """Import ``name``'s module if needed; True when the target is registered."""
+    if name not in _TARGETS:
+        try:
+            _import_target(name)
+        except TargetError as e:
+            log.debug("%s", e)
+            return False
+    return name in _TARGETS
+
+
+def target_class(name: str) -> type[Target]:
+    """The class registered under ``name``, importing its module on first use.
+
+    Raises ``TargetError``: 1. a known target whose module is missing or
+    registers nothing: "not built yet"; 2. a module that fails to import: the
+    import error; 3. an unknown name: lists the known ones.
+    """
+    if name not in _TARGETS:
+        _import_target(name)
+    if name in _TARGETS:
+        return _TARGETS[name]
+    if name in KNOWN_TARGETS:
+        built = [n for n in KNOWN_TARGETS if n != name and _try_load(n)]
+        raise TargetError(f"target {name!r} is not built yet; available targets: {', '.join(built) or 'none'}")
+    known = ", ".join(sorted(set(KNOWN_TARGETS) | set(_TARGETS)))
+    raise TargetError(f"unknown target {name!r}; known targets: {known}")
+
+
+def get_target(spec: str) -> Target:
+    """A target instance from ``name`` or ``name{key=value,...}`` (options converted like pass options)."""
+    from accelopt.passes.base import _convert_option, parse_pipeline
+
+    try:
+        specs = parse_pipeline(spec)
+    except PassError as e:
+        raise TargetError(f"bad target {spec!r}: {e}") from None
+    if len(specs) != 1:
+        raise TargetError(f"bad target {spec!r}: expected one name, e.g. onnx or tpu{{chip=v4}}")
+    s = specs[0]
+    cls = target_class(s.name)
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in s.options.items():
+        if key not in fields:
+            raise TargetError(f"target {s.name!r} has no option {key!r}; its options: {', '.join(fields) or 'none'}")
+        try:
+            kwargs[key] = _convert_option(s.name, fields[key], raw)
+        except PassError as e:
+            raise TargetError(str(e).replace("pass ", "target ", 1)) from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise TargetError(f"target {s.name!r}: {e}") from e
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One row of ``optimize --list-targets``."""
+
+    name: str
+    built: bool
+    summary: str
+    default_passes: str = ""
+    error: str = ""
+
+
+def list_targets() -> list[TargetInfo]:
+    """Every known or registered target, with whether it is built."""
+    rows = []
+    for name in sorted(set(KNOWN_TARGETS) | set(_TARGETS)):
+        try:
+            cls = target_class(name)
+        except TargetError as e:
+            rows.append(TargetInfo(name, False, KNOWN_TARGETS.get(name, ("", ""))[1], error=str(e)))
+            continue
+        rows.append(TargetInfo(name, True, cls.summary or KNOWN_TARGETS.get(name, ("", ""))[1], cls.default_passes))
+    return rows
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)

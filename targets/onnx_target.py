@@ -1,0 +1,170 @@
+"""The ``onnx`` target: the optimized graph written back to ONNX, run by ONNX Runtime.
+
+``lower`` converts the graph with ``accelopt.targets.onnx_writer.write_onnx``
+(fused ops become ONNX Runtime contrib ops where it has them) and checks the
+result with ``onnx.checker``. The artifact:
+
+1. ``save(dir)`` writes ``dir/model.onnx`` (tensors over 2 GiB in total go to
+   ``model.onnx.data`` next to it, as ONNX external data);
+2. ``run(inputs)`` runs it in ONNX Runtime on the CPU (one session, created on
+   first use); inputs are cast to the model's input types;
+3. ``OnnxArtifact.load(dir)`` reads a saved ``model.onnx`` back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelopt.targets.base import Artifact, Capabilities, Target, register_target
+
+from accelopt.errors import TargetError
+from accelopt.ir.graph import Graph
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+EXTERNAL_DATA_FILE = "model.onnx.data"
+#: protobuf's hard limit; larger models keep their tensors in external data
+PROTO_LIMIT = 2**31 - 1
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class OnnxArtifact(Artifact):
+    """An ONNX model (``onnx.ModelProto``) with an ONNX Runtime session for ``run``."""
+
+    files = (MODEL_FILE,)
+
+    def __init__(
+        self,
+        proto: Any,
+        graph: Graph | None = None,
+        *,
+        path: Path | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__("onnx", graph, metadata=metadata)
+        self.proto = proto
+        self.path = path
+        self.providers = list(providers)
+        self._session: Any = None
+
+    # --------------------------------------------------------------- files
+    def save(self, directory: str | Path) -> list[Path]:
+        import onnx
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / MODEL_FILE
+        external = self.proto.ByteSize() > PROTO_LIMIT
+        try:
+            onnx.save_model(
+                self.proto,
+                str(path),
+                save_as_external_data=external,
+                all_tensors_to_one_file=True,
+                location=EXTERNAL_DATA_FILE,
+            )
+        except (OSError, ValueError) as e:
+            raise TargetError(f"cannot write {path}: {e}") from e
+        self.path = path
+        return [path, d / EXTERNAL_DATA_FILE] if external else [path]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> OnnxArtifact:
+        import onnx
+
+        p = Path(directory)
+        path = p / MODEL_FILE if p.is_dir() else p
+        if not path.is_file():
+            raise TargetError(f"no {MODEL_FILE} in {str(directory)!r}")
+        try:
+            proto = onnx.load_model(str(path))
+        except Exception as e:
+            raise TargetError(f"cannot read {path}: {e}") from e
+        return cls(proto, path=path)
+
+    # ----------------------------------------------------------------- run
+    def session(self) -> Any:
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            try:
+                if self.path is not None and self.path.is_file():
+                    self._session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+                else:
+                    self._session = ort.InferenceSession(self.proto.SerializeToString(), opts, providers=self.providers)
+            except Exception as e:
+                raise TargetError(f"onnxruntime cannot load the written model: {e}") from e
+        return self._session
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sess = self.session()
+        feed = {}
+        for i in sess.get_inputs():
+            if i.name not in inputs:
+                raise TargetError(f"missing input {i.name!r}; the model takes {[x.name for x in sess.get_inputs()]}")
+            arr = np.asarray(inputs[i.name])
+            want = _ORT_TYPES.get(i.type)
+            feed[i.name] = arr.astype(want, copy=False) if want is not None else arr
+        try:
+            outs = sess.run(None, feed)
+        except Exception as e:
+            raise TargetError(f"onnxruntime failed to run the model: {e}") from e
+        return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
+
+
+@register_target
+class OnnxTarget(Target):
+    """ONNX written back for ONNX Runtime."""
+
+    name = "onnx"
+    summary = "ONNX written back for ONNX Runtime (fused ops as contrib ops); writes model.onnx"
+    default_passes = "cleanup"
+    capabilities = Capabilities(
+        name="onnx",
+        description="ONNX Runtime CPU execution provider",
+        dtypes=("float32", "float16", "int8", "uint8", "int32", "int64", "bool"),
+        quantization={"weights": "per-channel-symmetric", "activations": "asymmetric"},
+    )
+
+    def lower(self, graph: Graph, *, model: Any = None, samples: Any = None) -> OnnxArtifact:
+        """Write ``graph`` as an ONNX model; ``TargetError`` when an op has no ONNX form or the checker rejects it."""
+        import onnx
+
+        from accelopt.errors import AccelOptError
+
+        try:
+            from accelopt.targets.onnx_writer import write_onnx
+        except ImportError as e:
+            raise TargetError(f"the ONNX writer is not available: {e}") from e
+        try:
+            proto = write_onnx(graph)
+        except AccelOptError:
+            raise
+        except Exception as e:
+            raise TargetError(f"cannot write graph {graph.name!r} as ONNX: {type(e).__name__}: {e}") from e
+        try:
+            if proto.ByteSize() <= PROTO_LIMIT:
+                onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:
+            raise TargetError(f"the written ONNX model does not pass onnx.checker: {e}") from e
+        opsets = {i.domain or "ai.onnx": i.version for i in proto.opset_import}
+        return OnnxArtifact(proto, graph, metadata={"opsets": opsets, "nodes": len(proto.graph.node)})
