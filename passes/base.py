@@ -65,6 +65,8 @@ class Pass:
         elif kwargs:
             options = dataclasses.replace(options, **kwargs)
         self.options = options
+        #: set by ``build_pipeline`` on passes expanded from a group element (``cleanup``)
+        self.group: GroupRun | None = None
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -119,6 +121,7 @@ class PassContext:
 # ----------------------------------------------------------------- registry
 _PASSES: dict[str, type[Pass]] = {}
 _GROUPS: dict[str, list[str]] = {}
+_FIXED_POINT_GROUPS: set[str] = set()
 
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
@@ -133,11 +136,24 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def register_group(name: str, members: Sequence[str]) -> None:
-    """A group alias expands to several passes (``fuse`` = all fusions)."""
+def register_group(name: str, members: Sequence[str], *, fixed_point: bool = False) -> None:
+    """A group alias expands to several passes (``fuse`` = all fusions).
+
+    ``fixed_point=True`` makes the pass manager repeat the group's passes until
+    none of them modifies the graph (``cleanup``).
+    """
     if name in _PASSES:
         raise ValueError(f"group name {name!r} clashes with a pass")
     _GROUPS[name] = list(members)
+    if fixed_point:
+        _FIXED_POINT_GROUPS.add(name)
+    else:
+        _FIXED_POINT_GROUPS.discard(name)
+
+
+def group_is_fixed_point(name: str) -> bool:
+    _ensure_loaded()
+    return name in _FIXED_POINT_GROUPS
 
 
 def _ensure_loaded() -> None:
@@ -202,8 +218,28 @@ def parse_pipeline(text: str) -> list[PassSpec]:
     return specs
 
 
+@dataclass(frozen=True, eq=False)
+class GroupRun:
+    """Tags the passes expanded from one group element of a pipeline (compared by identity)."""
+
+    spec: PassSpec
+    fixed_point: bool = False
+
+
 def format_pipeline(specs: Sequence[PassSpec | Pass]) -> str:
-    return ",".join(str(s.spec if isinstance(s, Pass) else s) for s in specs)
+    """The pipeline string; consecutive passes expanded from one group print as that group element."""
+    parts: list[str] = []
+    last_group: GroupRun | None = None
+    for s in specs:
+        group = s.group if isinstance(s, Pass) else None
+        if group is not None:
+            if group is not last_group:
+                parts.append(str(group.spec))
+            last_group = group
+            continue
+        last_group = None
+        parts.append(str(s.spec if isinstance(s, Pass) else s))
+    return ",".join(parts)
 
 
 def _format_option(v: Any) -> str:
@@ -259,11 +295,14 @@ def build_pipeline(spec: str | Sequence[PassSpec]) -> list[Pass]:
     out: list[Pass] = []
     for s in specs:
         if s.name in _GROUPS:
+            tag = GroupRun(s, fixed_point=s.name in _FIXED_POINT_GROUPS)
             for member in _GROUPS[s.name]:
                 cls = get_pass_class(member)
                 names = {f.name for f in dataclasses.fields(cls.Options)}
                 opts = {k: v for k, v in s.options.items() if k in names}
-                out.append(make_pass(PassSpec(member, opts)))
+                p = make_pass(PassSpec(member, opts))
+                p.group = tag
+                out.append(p)
             unused = set(s.options) - {
                 f.name for m in _GROUPS[s.name] for f in dataclasses.fields(get_pass_class(m).Options)
             }

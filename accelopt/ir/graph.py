@@ -364,6 +364,21 @@ class Graph:
     def set_outputs(self, values: Sequence[Value]) -> None:
         self.outputs = list(values)
 
+    def rename_value(self, value: Value, name: str) -> None:
+        """Give ``value`` a name not used yet in this graph (initializers keep their position)."""
+        if value.graph is not self:
+            raise VerifyError(f"cannot rename %{value.name}: it is not in graph {self.name!r}")
+        if name == value.name:
+            return
+        if name in self._names:
+            raise VerifyError(f"cannot rename %{value.name} to %{name}: the name is already used")
+        old = value.name
+        if self.initializers.get(old) is value:
+            self.initializers = {(name if k == old else k): v for k, v in self.initializers.items()}
+        self._names.discard(old)
+        self._names.add(name)
+        value.name = name
+
     def remove_unused(self) -> int:
         """Dead-code elimination: drop nodes and initializers nothing reaches. Returns the count."""
         live: set[int] = {id(v) for v in self.outputs}

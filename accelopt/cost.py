@@ -1,0 +1,108 @@
+"""Cost estimates for the report: multiply-accumulate (MAC) counts of a graph.
+
+``estimate_macs(graph, bindings)`` sums the MACs of the ops that dominate a
+transformer's compute. Symbolic dims (``"batch"``, ``"seq"``) are resolved
+through ``bindings`` (e.g. ``{"batch": 1, "seq": 128}``); when any counted op
+has a dim that stays unknown, the estimate is ``None`` rather than a wrong
+number. Cases:
+
+1. ``MatMul`` (and the integer forms ``MatMulInteger``, ``QLinearMatMul``,
+   ``QLinear``, ``DynamicQuantizeMatMul``): ``numel(output) * K`` with ``K`` the
+   last dim of input 0 (the reduction dim, also for 1-D operands).
+2. ``Gemm``: ``M * N * K`` with ``K`` taken from A (honouring ``transA``).
+3. ``Linear`` (fused, any activation): ``numel(output) * K`` with ``K`` the last
+   dim of input 0.
+4. ``Attention`` (fused): with a 2-D packed weight as input 1 (``x[B,S,H] @
+   W[H,3H']``): the projection ``B*S*numel(W)`` plus ``Q K^T`` and ``P V``:
+   ``2*B*S*S*H'``; with ``q, k, v`` inputs of rank 4 (``[B,h,S,d]``):
+   ``2*B*h*S*L*d``.
+5. ``Conv``: ``numel(output) * numel(W) / W.shape[0]`` (per output element one
+   filter's worth of products; grouping is already in ``W``'s shape).
+
+Other ops count zero (elementwise work is small next to these).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from accelopt.ir.graph import Graph, Node, Value
+from accelopt.ir.types import Dim
+
+MATMUL_LIKE = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "QLinear", "DynamicQuantizeMatMul", "Linear"})
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _dim(d: Dim, bindings: Mapping[str, int]) -> int:
+    if isinstance(d, int):
+        return d
+    if isinstance(d, str) and d in bindings:
+        return int(bindings[d])
+    raise _Unknown(d)
+
+
+def _shape(v: Value | None, bindings: Mapping[str, int]) -> list[int]:
+    if v is None or v.type.shape is None:
+        raise _Unknown("rank")
+    return [_dim(d, bindings) for d in v.type.shape]
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def node_macs(node: Node, bindings: Mapping[str, int] | None = None) -> int:
+    """MACs of one node (0 for ops that are not counted); raises ``ValueError`` when a dim is unknown."""
+    b = bindings or {}
+    try:
+        return _node_macs(node, b)
+    except _Unknown as e:
+        raise ValueError(f"node {node.name} ({node.op}): unknown dimension {e.args[0]!r}") from None
+
+
+def _node_macs(node: Node, b: Mapping[str, int]) -> int:
+    op = node.op
+    if op in MATMUL_LIKE:  # cases 1 and 3
+        a = _shape(node.inputs[0], b)
+        out = _shape(node.outputs[0], b)
+        return _numel(out) * (a[-1] if a else 1)
+    if op == "Gemm":  # case 2
+        a = _shape(node.inputs[0], b)
+        out = _shape(node.outputs[0], b)
+        k = a[0] if node.attr("transA", 0) else a[-1]
+        return _numel(out) * k
+    if op == "Attention":  # case 4
+        ins = node.inputs
+        if len(ins) >= 3 and all(v is not None and v.type.rank == 4 for v in ins[:3]):
+            q, k = _shape(ins[0], b), _shape(ins[1], b)
+            bsz, heads, s, d = q
+            return 2 * bsz * heads * s * k[2] * d
+        x = _shape(ins[0], b)
+        if len(ins) > 1 and ins[1] is not None and ins[1].type.rank == 2:
+            w = _shape(ins[1], b)
+            tokens = _numel(x[:-1])
+            seq = x[-2] if len(x) >= 2 else 1
+            hidden = w[1] // 3
+            return tokens * _numel(w) + 2 * tokens * seq * hidden
+        raise _Unknown("Attention layout")
+    if op == "Conv":  # case 5
+        w = _shape(node.inputs[1], b)
+        out = _shape(node.outputs[0], b)
+        return _numel(out) * _numel(w[1:])
+    return 0
+
+
+def estimate_macs(graph: Graph, bindings: Mapping[str, int] | None = None) -> int | None:
+    """Total MACs of ``graph`` with symbols bound from ``bindings``; ``None`` if a counted op's dims are unknown."""
+    b = bindings or {}
+    total = 0
+    for node in graph.nodes:
+        try:
+            total += _node_macs(node, b)
+        except (_Unknown, ValueError, IndexError):
+            return None
+    return total
