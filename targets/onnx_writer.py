@@ -34,8 +34,11 @@ Cases handled:
 5. **Values**: initializers become ``TensorProto`` initializers; inputs,
    outputs and intermediate values get value_info with their element type
    and shape: int dims as ``dim_value``, symbols as ``dim_param``, unknown
-   dims as empty dims, unknown rank as a type without shape. Omitted optional
-   inputs are written as ``""``.
+   dims as empty dims, unknown rank as a type without shape. The checker
+   wants a shape on graph inputs and outputs: an input of unknown rank is a
+   ``TargetError``; an output of unknown rank gets the shape ONNX shape
+   inference finds (else ``TargetError``). Omitted optional inputs are
+   written as ``""``.
 6. **Outputs that ONNX cannot name directly**: an output that is an
    initializer, or that is listed twice, is produced by an ``Identity`` node
    (the initializer is renamed ``<name>__const``; a repeated output gets a
@@ -584,6 +587,11 @@ def _build(
         nodes.extend(made)
     nodes.extend(tail)
 
+    unranked = [v.name for v in graph.inputs if v.shape is None]
+    if unranked:
+        raise TargetError(
+            f"graph {graph.name!r}: ONNX needs a rank for every graph input; unknown for {', '.join(unranked)}"
+        )
     inputs = [value_info(v.name, v.type) for v in graph.inputs]
     outputs = [value_info(name, v.type) for name, v in zip(out_names, graph.outputs)]
     infos: list[onnx.ValueInfoProto] = []
@@ -611,7 +619,26 @@ def _build(
         producer_version=_version(),
         ir_version=ir_version or helper.find_min_ir_version_for([imports[0]]),
     )
+    if any(v.shape is None for v in graph.outputs):
+        _infer_output_shapes(model)
     return model
+
+
+def _infer_output_shapes(model: onnx.ModelProto) -> None:
+    """Give graph outputs of unknown rank the shape ONNX infers (the checker requires one, case 5)."""
+    missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+        raise TargetError(f"graph {model.graph.name!r}: cannot infer the rank of output(s): {e}") from e
+    found = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for out in missing:
+        vi = found.get(out.name)
+        if vi is None or not vi.type.tensor_type.HasField("shape"):
+            raise TargetError(
+                f"graph {model.graph.name!r}: output {out.name!r} has unknown rank and ONNX cannot infer it"
+            )
+        out.type.tensor_type.shape.CopyFrom(vi.type.tensor_type.shape)
 
 
 def _version() -> str:
