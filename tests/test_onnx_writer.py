@@ -615,3 +615,86 @@ def test_write_onnx_marks_external_data_for_save_model(tmp_path: Any) -> None:
     onnx.checker.check_model(str(path), full_check=True)
     x = np.ones((1, 4), np.float32)
     assert _max_diff(_ort_run(str(path), {"x": x})["relu"], run(g, {"x": x})["relu"]) <= ATOL
+
+
+# ------------------------------------------------ round trips of real exports
+ROUND_TRIP_TOL = 1e-5
+
+
+def _missing_ops(path: os.PathLike[str] | str) -> list[str]:
+    """Default-domain ops of an ONNX file that the registry does not define yet."""
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted(
+        {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and not registry.has_op(n.op_type)}
+    )
+
+
+def _round_trip(path: os.PathLike[str] | str, inputs: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, float]:
+    """Import ``path``, write it back, check it, and compare onnxruntime on both files; returns the worst error."""
+    from accelopt.frontends.onnx import import_onnx_model, load_onnx
+
+    missing = _missing_ops(path)
+    if missing:
+        pytest.skip(f"the op registry does not define {', '.join(missing)} yet")
+    model = load_onnx(path)
+    written = write_onnx(model.graph)
+    onnx.checker.check_model(written, full_check=True)
+    session = _session(written)
+    out_names = [o.name for o in session.get_outputs()]
+    assert out_names == model.output_names
+    worst = 0.0
+    for feeds in inputs:
+        ref = model.reference(feeds)
+        got = dict(zip(out_names, session.run(None, feeds)))
+        for k in out_names:
+            err = _max_diff(got[k], ref[k])
+            assert err <= ROUND_TRIP_TOL, (k, err)
+            worst = max(worst, err)
+    # the written file imports back to the same ops
+    again = import_onnx_model(written)
+    assert again.op_counts() == model.graph.op_counts()
+    return written, worst
+
+
+def _modelzoo() -> Any:
+    return pytest.importorskip("modelzoo")
+
+
+def _zoo_params() -> list[Any]:
+    try:
+        import modelzoo as mz
+    except ImportError:
+        return []
+    return [pytest.param(f, e, o, id=f"{f}-{e}{o}") for f in mz.FAMILIES for e, o in mz.EXPORTERS]
+
+
+@pytest.mark.parametrize(("family", "exporter", "opset"), _zoo_params())
+def test_round_trip_tiny_exports_match_original(family: str, exporter: str, opset: int) -> None:
+    mz = _modelzoo()
+    path = mz.export_onnx(family, exporter=exporter, opset=opset)
+    inputs = [mz.family_inputs(family, b, s, seed) for b, s, seed in ((3, 11, 1), (1, 5, 2))]
+    written, worst = _round_trip(path, inputs)
+    # symbolic dims survive: inputs [batch, sequence], outputs start with batch
+    for vi in written.graph.input:
+        assert _dims(vi) == ["batch", "sequence"], vi.name
+    for vi in written.graph.output:
+        assert _dims(vi)[0] == "batch", vi.name
+    assert worst <= ROUND_TRIP_TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+@pytest.mark.parametrize("family", ["minilm", "bert-base"])
+def test_round_trip_full_size_models(family: str, exporter: str) -> None:
+    mz = _modelzoo()
+    opset = 17
+    if family == "minilm":
+        path = mz.minilm_onnx(exporter=exporter, opset=opset)
+        inputs = [mz.family_inputs("minilm", 2, 128, 3)]
+    else:
+        path = mz.export_onnx("bert", exporter=exporter, opset=opset, size="full")
+        cfg = mz.config_for("bert", "full")
+        inputs = [mz.family_inputs("bert", 1, 128, 3, config=cfg)]
+    _, worst = _round_trip(path, inputs)
+    print(f"{family} {exporter}{opset}: max abs error of the written model vs the original {worst:.3g}")
+    assert worst <= ROUND_TRIP_TOL
