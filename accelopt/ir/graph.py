@@ -258,7 +258,7 @@ class Graph:
         """Add a named constant tensor; ``unique=True`` renames on a clash instead of failing."""
         arr = np.asarray(array)
         if not arr.flags.writeable or arr.base is not None or not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr).copy()
+            arr = np.array(arr, copy=True, order="C")  # keeps 0-d arrays 0-d
         arr.setflags(write=False)
         if unique:
             name = self.unique_name(name)
