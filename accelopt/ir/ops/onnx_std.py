@@ -1,67 +1,33 @@
-"""Standard ONNX ops (latest-opset semantics) with numpy reference kernels."""
+"""The standard ONNX op library (latest opset semantics) with numpy reference kernels.
+
+Importing this module registers every standard op. The definitions live in:
+
+1. ``onnx_elementwise``: unary math and activations, broadcasting arithmetic,
+   comparisons and logic, variadic Max/Min/Sum/Mean, Where, Clip, Cast.
+2. ``onnx_shape``: constants, Shape/Size, Reshape and friends, Concat/Split,
+   Slice/Gather/GatherND/Scatter*, Trilu, Dropout (inference).
+3. ``onnx_math``: MatMul, Gemm, Einsum, Softmax family, LayerNormalization,
+   reductions, ArgMax/ArgMin, CumSum, TopK.
+4. ``onnx_quant``: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+   MatMulInteger.
+
+Conventions shared by all of them: attributes that are inputs in the latest
+opset (``axes``, ``split``, Clip bounds, ...) are inputs here too; Cast's
+``to`` is a ``DType``; other dtype-valued attributes (EyeLike ``dtype``,
+``stash_type``, ``output_dtype``) keep their ONNX TensorProto codes. float32
+stays float32; float16/bfloat16 math that numpy cannot do well runs in
+float32 and is rounded back.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from accelopt.ir.ops import onnx_elementwise, onnx_math, onnx_quant, onnx_shape
 
-from accelopt.ir.dtypes import DType
-from accelopt.ir.ops.common import (
-    binary_kernel,
-    broadcast_infer,
-    same_as_input,
-    unary_kernel,
-)
-from accelopt.ir.registry import AttrSpec, InferContext, define_op
-from accelopt.ir.types import TensorType
-
-# --------------------------------------------------------------- elementwise
-for _name, _fn in {
-    "Add": np.add,
-    "Sub": np.subtract,
-    "Mul": np.multiply,
-}.items():
-    define_op(_name, inputs=2, infer=broadcast_infer(), kernel=binary_kernel(_fn))
-
-define_op("Relu", infer=same_as_input(0), kernel=unary_kernel(lambda x: np.maximum(x, 0)))
-define_op("Identity", infer=same_as_input(0), kernel=lambda ins, attrs, n: [ins[0]])
+MODULES = (onnx_elementwise, onnx_shape, onnx_math, onnx_quant)
 
 
-# ---------------------------------------------------------------- constants
-def _constant_infer(ctx: InferContext) -> list[TensorType]:
-    v = ctx.attrs["value"]
-    return [TensorType(DType.from_numpy(v.dtype), v.shape)]
+def standard_op_names() -> list[str]:
+    """Names of the standard-domain ops registered by this library."""
+    from accelopt.ir.registry import all_ops
 
-
-define_op(
-    "Constant",
-    inputs=0,
-    attrs={"value": AttrSpec("tensor")},
-    infer=_constant_infer,
-    kernel=lambda ins, attrs, n: [attrs["value"]],
-)
-
-
-# --------------------------------------------------------------------- MatMul
-def _matmul_infer(ctx: InferContext) -> list[TensorType]:
-    a, b = ctx.type(0), ctx.type(1)
-    if a.shape is None or b.shape is None:
-        return [TensorType(a.dtype, None)]
-    sa, sb = list(a.shape), list(b.shape)
-    if len(sa) == 1:
-        sa = [1] + sa
-    if len(sb) == 1:
-        sb = sb + [1]
-    from accelopt.ir.ops.common import broadcast_shapes, dims_compatible_k
-
-    if not dims_compatible_k(sa[-1], sb[-2]):
-        raise ctx.error(f"inner dimensions differ: {a} @ {b}")
-    batch = broadcast_shapes([tuple(sa[:-2]), tuple(sb[:-2])]) or ()
-    out = list(batch) + [sa[-2], sb[-1]]
-    if len(a.shape) == 1:
-        out.pop(-2)
-    if len(b.shape) == 1:
-        out.pop(-1)
-    return [TensorType(a.dtype, tuple(out))]
-
-
-define_op("MatMul", inputs=2, infer=_matmul_infer, kernel=lambda ins, attrs, n: [np.matmul(ins[0], ins[1])])
+    return sorted(name for name, op in all_ops().items() if op.domain == "")
