@@ -263,6 +263,7 @@ def _qualified(domain: str, op: str) -> str:
 class _Importer:
     def __init__(self, model: onnx.ModelProto, source: str, model_path: Path | None) -> None:
         self.model = model
+        self.original = model
         self.source = source
         self.model_path = model_path
         self.opset = next((o.version for o in model.opset_import if _domain(o.domain) == ""), 0)
@@ -285,6 +286,15 @@ class _Importer:
             self.model = model
         nodes = self._decode_nodes(model.graph)
         self._check_supported(nodes)  # case 3
+        order = self._toposort(nodes)  # case 9
+        if order != list(range(len(nodes))):
+            log.info("%s: nodes were not in topological order; sorted", self.source)
+            model = onnx.ModelProto()
+            model.CopyFrom(self.model)
+            del model.graph.node[:]
+            model.graph.node.extend(self.model.graph.node[i] for i in order)
+            self.model = model
+            nodes = [nodes[i] for i in order]
         self._check_model()  # case 4
         if not MIN_OPSET <= self.opset <= MAX_OPSET:  # case 5
             raise self.fail(
@@ -292,7 +302,7 @@ class _Importer:
             )
         self._infer_onnx_types()  # case 7
         self._import_inputs_and_initializers()  # case 6
-        for node in self._toposort(nodes):  # case 9
+        for node in nodes:
             self._import_node(node)
         self._import_outputs()
         try:
@@ -357,7 +367,10 @@ class _Importer:
             DType.from_onnx(t.data_type)
         except TypeError:
             return _Unsupported(f"{what} of element type {TensorProto.DataType.Name(t.data_type)}")
-        return numpy_helper.to_array(t)
+        try:
+            return numpy_helper.to_array(t)
+        except Exception as e:  # wrong data size for its dims, unreadable external data...
+            raise self.fail(f"{what} ({TensorProto.DataType.Name(t.data_type)}{list(t.dims)}) is corrupt: {e}") from e
 
     # ------------------------------------------------------------- case 3
     def _check_supported(self, nodes: list[_ONode]) -> None:
@@ -379,11 +392,12 @@ class _Importer:
 
     # ------------------------------------------------------------- case 4
     def _check_model(self) -> None:
+        """``onnx.checker``: from the file when the proto is the file's, else in memory (case 4)."""
         try:
-            if self.model.ByteSize() < _PROTO_LIMIT:
-                onnx.checker.check_model(self.model)
-            elif self.model_path is not None:
+            if self.model_path is not None and self.model is self.original:
                 onnx.checker.check_model(str(self.model_path))
+            elif _approx_size(self.model) < _PROTO_LIMIT:
+                onnx.checker.check_model(self.model)
             else:
                 log.warning("%s: model over 2 GiB and no file path; onnx.checker skipped", self.source)
         except onnx.checker.ValidationError as e:
@@ -465,25 +479,24 @@ class _Importer:
         return v
 
     # ------------------------------------------------------------- case 9
-    def _toposort(self, nodes: list[_ONode]) -> list[_ONode]:
-        ready = set(self.values) | {""}
+    def _toposort(self, nodes: list[_ONode]) -> list[int]:
+        """A stable topological order of ``nodes`` (indices); names nobody produces count as ready."""
         produced = {o for n in nodes for o in n.outputs if o}
-        order: list[_ONode] = []
-        pending = nodes
+        ready: set[str] = set()
+        order: list[int] = []
+        pending = list(range(len(nodes)))
         while pending:
             rest = []
-            for n in pending:
-                if all(i in ready or i not in produced for i in n.inputs):
-                    order.append(n)
-                    ready.update(n.outputs)
+            for i in pending:
+                if all(name in ready or name not in produced for name in nodes[i].inputs):
+                    order.append(i)
+                    ready.update(nodes[i].outputs)
                 else:
-                    rest.append(n)
+                    rest.append(i)
             if len(rest) == len(pending):
-                names = ", ".join(n.name for n in rest[:5])
+                names = ", ".join(nodes[i].name for i in rest[:5])
                 raise self.fail(f"graph has a cycle among nodes {names}")
             pending = rest
-        if order != nodes:
-            log.info("%s: nodes were not in topological order; sorted", self.source)
         return order
 
     # ------------------------------------------------------------- nodes
@@ -662,6 +675,15 @@ def _coerce(kind: str, val: Any) -> Any:
             raise TypeError(f"expected a tensor, got {type(val).__name__}")
         return val
     raise TypeError(f"unknown attribute kind {kind!r}")
+
+
+def _approx_size(model: onnx.ModelProto) -> int:
+    """Serialized size, cheaply: tensor payloads dominate (``ByteSize`` walks everything)."""
+    payload = 0
+    for t in model.graph.initializer:
+        payload += len(t.raw_data) + 8 * (len(t.float_data) + len(t.int32_data) + len(t.int64_data))
+        payload += 8 * len(t.double_data) + sum(len(x) for x in t.string_data)
+    return payload + 64 * len(model.graph.node) + (1 << 20)
 
 
 def _sparse_to_array(sp: onnx.SparseTensorProto) -> np.ndarray:

@@ -260,7 +260,8 @@ def export_onnx(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
-        model = build_model(family, cfg, seed=seed)
+        with _quiet():
+            model = build_model(family, cfg, seed=seed)
         _export(model, family, tmp / "model.onnx", exporter=exporter, opset=opset)
         try:
             os.replace(tmp, final)
