@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, TensorProto, numpy_helper
 
@@ -269,6 +270,7 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if _domain(o.domain) == ""), 0)
         self.g = Graph(model.graph.name or "main")
         self.values: dict[str, Value] = {}
+        self.file_names: set[str] = set()  # every value name in the file, filled by run()
         self.onnx_types: dict[str, TensorType] = {}
 
     def fail(self, msg: str, node: _ONode | None = None) -> FrontendError:
@@ -284,7 +286,10 @@ class _Importer:
             except Exception as e:
                 raise self.fail(f"cannot inline model-local functions: {e}") from e
             self.model = model
-        nodes = self._decode_nodes(model.graph)
+        g = model.graph
+        self.file_names = {v.name for v in g.input} | {t.name for t in g.initializer}
+        self.file_names |= {o for n in g.node for o in n.output}
+        nodes = self._decode_nodes(g)
         self._check_supported(nodes)  # case 3
         order = self._toposort(nodes)  # case 9
         if order != list(range(len(nodes))):
@@ -472,9 +477,18 @@ class _Importer:
         except VerifyError as e:
             raise self.fail(str(e)) from e
 
+    def fresh(self, hint: str) -> str:
+        """A value name free in the IR graph and in the file (whose later names are not claimed yet)."""
+        name, i = self.g.unique_name(hint), 0
+        while name in self.file_names:
+            i += 1
+            name = self.g.unique_name(f"{hint}_{i}")
+        self.file_names.add(name)
+        return name
+
     def const(self, hint: str, array: np.ndarray) -> Value:
         """A new initializer (used by the old-opset rewrites)."""
-        v = self.g.add_initializer(hint, array, unique=True)
+        v = self.g.add_initializer(self.fresh(hint), array)
         self.values[v.name] = v
         return v
 
@@ -543,7 +557,7 @@ class _Importer:
             outs += [""] * (lo - len(outs))
         if hi >= 0 and len(outs) > hi:
             raise self.fail(f"{len(outs)} outputs, the op has at most {hi}", node)
-        out_names = [o or self.g.unique_name(f"{node.name}_unused_{i}") for i, o in enumerate(outs)]
+        out_names = [o or self.fresh(f"{node.name}_unused_{i}") for i, o in enumerate(outs)]
         frozen = freeze_attrs(attrs)
         try:
             inferred = opdef.infer_types(ins, frozen, len(out_names), node_name=node.name)
@@ -798,7 +812,7 @@ def _rw_softmax(imp: _Importer, node: _ONode) -> _ONode | None:  # 5c
     x = node.inputs[0]
 
     def part(suffix: str, op: str, ins: list[str], attrs: dict[str, Any]) -> Value:
-        out = imp.g.unique_name(f"{node.name}_{suffix}")
+        out = imp.fresh(f"{node.name}_{suffix}")
         (v,) = imp.emit(_ONode(f"{node.name}/{suffix}", op, "", ins, [out], attrs), provenance=prov)
         return v
 

@@ -520,3 +520,49 @@ def test_bert_base_seq128() -> None:
     errs = {k: float(np.abs(ours[k] - ref[k]).max()) for k in ref}
     print(f"BERT-base dynamo17: max abs error {errs}")
     assert max(errs.values()) <= REAL_TOL
+
+
+def test_generated_names_avoid_names_the_file_uses_later() -> None:
+    # opset 11: the axes attribute becomes an initializer; "u_axes" is taken by a later node
+    nodes = [
+        helper.make_node("Unsqueeze", ["x"], ["y"], name="u", axes=[0]),
+        helper.make_node("Relu", ["y"], ["u_axes"], name="r"),
+    ]
+    g = import_onnx_model(make_model(nodes, [vi("x", F, [3])], [vi("u_axes", F, 2)], opset=11))
+    axes = g.node("u").inputs[1]
+    assert axes.is_const and axes.name != "u_axes"
+    assert g.node("r").outputs[0].name == "u_axes"
+
+
+def test_model_local_functions_are_inlined(tmp_path: Path) -> None:
+    fn = helper.make_function(
+        "local",
+        "AddRelu",
+        ["a", "b"],
+        ["o"],
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["o"])],
+        [helper.make_opsetid("", 17)],
+    )
+    node = helper.make_node("AddRelu", ["x", "x"], ["y"], name="f", domain="local")
+    m = make_model([node], [vi("x", F, [4])], [vi("y", F, [4])], extra_opsets={"local": 1})
+    m.functions.append(fn)
+    g = import_onnx_model(m)
+    assert [n.op for n in g.nodes] == ["Add", "Relu"]
+    check_against_ort(save(m, tmp_path), {"x": rand(4)}, tol=0)
+
+
+def test_other_domain_op_accepted_when_the_registry_defines_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelopt.ir.registry as reg
+    from accelopt.ir.ops.common import same_as_input
+
+    opdef = reg.OpDef("TestOnlyMsRelu", same_as_input(0), lambda ins, attrs, n: [np.maximum(ins[0], 0)])
+    opdef.domain = "com.microsoft"
+    monkeypatch.setitem(reg._REGISTRY, "TestOnlyMsRelu", opdef)
+    node = helper.make_node("TestOnlyMsRelu", ["x"], ["y"], name="r", domain="com.microsoft")
+    m = make_model([node], [vi("x", F, [2])], [vi("y", F, 1)], extra_opsets={"com.microsoft": 1})
+    g = import_onnx_model(m)
+    assert g.nodes[0].op == "TestOnlyMsRelu" and str(g.outputs[0].type) == "float32[2]"
+    node.domain = "org.other"  # same name, another domain: unsupported
+    m2 = make_model([node], [vi("x", F, [2])], [vi("y", F, 1)], extra_opsets={"org.other": 1})
+    with pytest.raises(FrontendError, match=r"1 unsupported op\(s\): org\.other\.TestOnlyMsRelu \(node r\)"):
+        import_onnx_model(m2)
