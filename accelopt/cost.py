@@ -14,9 +14,10 @@ number. Cases:
    dim of input 0.
 4. ``Attention`` (fused): with a 2-D packed weight as input 1 (``x[B,S,H] @
    W[H,3H']``): the projection ``B*S*numel(W)`` plus ``Q K^T`` and ``P V``:
-   ``2*B*S*S*H'``; with ``q, k, v`` inputs of rank 4 (``[B,h,S,d]``):
-   ``2*B*h*S*L*d``.
-5. ``Conv``: ``numel(output) * numel(W) / W.shape[0]`` (per output element one
+   ``2*B*S*S*H'``.
+5. ``ScaledDotProductAttention(q[...,L,E], k[...,S,E], v[...,S,Ev])``:
+   ``batch*L*S*(E + Ev)`` with ``batch`` the product of the leading dims.
+6. ``Conv``: ``numel(output) * numel(W) / W.shape[0]`` (per output element one
    filter's worth of products; grouping is already in ``W``'s shape).
 
 Other ops count zero (elementwise work is small next to these).
@@ -75,12 +76,11 @@ def _node_macs(node: Node, b: Mapping[str, int]) -> int:
         out = _shape(node.outputs[0], b)
         k = a[0] if node.attr("transA", 0) else a[-1]
         return _numel(out) * k
+    if op == "ScaledDotProductAttention":  # case 5
+        q, k, v = (_shape(node.inputs[i], b) for i in range(3))
+        return _numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
     if op == "Attention":  # case 4
         ins = node.inputs
-        if len(ins) >= 3 and all(v is not None and v.type.rank == 4 for v in ins[:3]):
-            q, k = _shape(ins[0], b), _shape(ins[1], b)
-            bsz, heads, s, d = q
-            return 2 * bsz * heads * s * k[2] * d
         x = _shape(ins[0], b)
         if len(ins) > 1 and ins[1] is not None and ins[1].type.rank == 2:
             w = _shape(ins[1], b)
@@ -89,7 +89,7 @@ def _node_macs(node: Node, b: Mapping[str, int]) -> int:
             hidden = w[1] // 3
             return tokens * _numel(w) + 2 * tokens * seq * hidden
         raise _Unknown("Attention layout")
-    if op == "Conv":  # case 5
+    if op == "Conv":  # case 6
         w = _shape(node.inputs[1], b)
         out = _shape(node.outputs[0], b)
         return _numel(out) * _numel(w[1:])

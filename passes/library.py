@@ -1,1 +1,21 @@
-"""Imports every built-in pass module so they register themselves, and defines the group aliases."""
+"""Imports every built-in pass module so they register themselves, and defines the group aliases.
+
+Groups:
+
+- ``cleanup`` = ``constant-fold, remove-noops, cse, dce``, repeated until none of
+  them changes the graph (at most 10 rounds).
+
+Test-only passes (``damage``) live in ``accelopt.passes.testing`` and are
+registered too, so end-to-end tests can name them in a pipeline string.
+"""
+
+from accelopt.passes import (  # noqa: F401
+    cleanup_constant_fold,
+    cleanup_cse,
+    cleanup_dce,
+    cleanup_noops,
+    testing,
+)
+from accelopt.passes.base import register_group
+
+register_group("cleanup", ["constant-fold", "remove-noops", "cse", "dce"], fixed_point=True)

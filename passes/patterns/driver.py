@@ -178,7 +178,8 @@ def apply_rules(
         node_name, best = max(pending.items(), key=lambda kv: kv[1].progress)
         out.failures[rule.name] = best
         deep = [r for r in pending.values() if r.progress >= rule.min_progress]
-        out.stats[rule.name]["near_misses"] = len(deep)
+        if deep:
+            out.stats[rule.name]["near_misses"] = len(deep)
         if best.progress >= rule.min_progress:
             s = out.stats[rule.name]
             out.near_misses.append(

@@ -255,7 +255,9 @@ class _Tracker:
             self.best = MatchResult.fail(reason, node=node.name if node else None, where=where, progress=progress)
 
     def result(self) -> MatchResult:
-        return self.best or MatchResult.fail("no match", progress=self.m.size)
+        if self.best is not None:
+            return self.best
+        return MatchResult.fail("no match", progress=self.m.size)
 
 
 def _describe(v: Value) -> str:

@@ -1,0 +1,77 @@
+"""Test-only passes. **Never use these to optimize a model.**
+
+``damage`` deliberately breaks accuracy so that tests (and the CLI's own
+end-to-end check) can see the pass manager roll a pass back, the report name
+the failing metric, and localization find the first diverging node.
+
+Cases:
+
+1. ``damage{scale=S,seed=N,node=NAME}``: picks the first ``MatMul`` (or the one
+   named ``node``) whose second input is an initializer, and replaces that
+   weight by ``W + S * std(W) * noise`` (seeded standard normal noise; ``std(W)``
+   is 1 when ``W`` is constant). The new weight is a new initializer named
+   ``<W>_damaged``; the old one is removed if nothing else uses it.
+2. No such MatMul, or ``scale=0``: the graph is returned unchanged
+   (``modified=False``) with a note saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
+
+from accelopt.errors import PassError
+from accelopt.ir.graph import Graph, Node
+
+
+@dataclass(frozen=True)
+class DamageOptions:
+    scale: float = 1.0
+    seed: int = 0
+    node: str = ""
+
+
+@register_pass
+class Damage(Pass):
+    """TEST ONLY: perturb one MatMul weight to break accuracy (exercises rollback)."""
+
+    name = "damage"
+    family = "test"
+    Options = DamageOptions
+
+    def _target(self, graph: Graph) -> Node | None:
+        for node in graph.nodes:
+            if node.op != "MatMul" or len(node.inputs) < 2 or node.inputs[1] is None:
+                continue
+            if self.options.node and node.name != self.options.node:
+                continue
+            if node.inputs[1].name in graph.initializers:
+                return node
+        if self.options.node:
+            raise PassError(f"damage: no MatMul named {self.options.node!r} with a constant weight")
+        return None
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.options.scale == 0.0:
+            return PassResult(graph, False, notes=["scale is 0: nothing to do"])
+        node = self._target(graph)  # case 1
+        if node is None:  # case 2
+            return PassResult(graph, False, notes=["no MatMul with a constant weight"])
+        w = node.inputs[1]
+        assert w is not None and w.const is not None
+        arr = w.const.astype(np.float64)
+        std = float(arr.std()) or 1.0
+        noise = np.random.default_rng(self.options.seed).standard_normal(arr.shape)
+        damaged = (arr + self.options.scale * std * noise).astype(w.const.dtype)
+        new = graph.add_initializer(f"{w.name}_damaged", damaged, unique=True)
+        node.set_input(1, new)
+        if not w.uses and w not in graph.outputs:
+            graph.remove_initializer(w.name)
+        return PassResult(
+            graph,
+            True,
+            stats={"damaged_node": node.name, "scale": self.options.scale},
+            notes=[f"TEST PASS: perturbed the weight of {node.name} by {self.options.scale} x std"],
+        )
