@@ -15,7 +15,7 @@ family's tokenizer produces them (BERT, ALBERT, MiniLM), ``token_type_ids``,
 all ``int64[batch, sequence]``; outputs ``last_hidden_state`` and, where the
 model has a pooler, ``pooler_output``.
 
-Exports are cached under ``~/.cache/accelopt-tests/onnx`` (or ``cache_dir``),
+Exports are cached under ``~/.cache/accelopt-tests/onnx`` (``$ACCELOPT_TEST_CACHE``, or ``cache_dir``),
 keyed by family, size, exporter, opset, seed, a hash of the config and the
 torch/transformers versions. Exports are written to a temporary folder and
 renamed into place, so a crash never leaves a half-written model behind.
@@ -41,7 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FAMILIES = ("bert", "distilbert", "roberta", "albert")
 EXPORTERS = (("dynamo", 17), ("dynamo", 18), ("legacy", 14), ("legacy", 17))
-DEFAULT_CACHE = Path.home() / ".cache" / "accelopt-tests" / "onnx"
+#: ``$ACCELOPT_TEST_CACHE`` (default ``~/.cache/accelopt-tests``) + ``/onnx``
+DEFAULT_CACHE = Path(os.environ.get("ACCELOPT_TEST_CACHE") or Path.home() / ".cache" / "accelopt-tests") / "onnx"
 DYNAMIC_DIMS = ("batch", "sequence")
 
 #: families whose tokenizer returns token_type_ids
