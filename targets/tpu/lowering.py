@@ -1,0 +1,717 @@
+"""Lowering: an IR graph -> a JAX function ``fn(params, *inputs) -> tuple(outputs)``.
+
+The lowering is a table from op name to a function that emits jax.numpy / lax
+code (``@lower("MatMul")``); new ops (fused, quantized) are added by
+registering more entries, in ``ops_std.py`` or anywhere else. How a graph is
+lowered:
+
+1. Graph inputs become function arguments. TPUs have no fast 64-bit types, so
+   int64 values are carried as int32 and float64 as float32 (``jax_dtype``);
+   ``Artifact.run`` converts at the boundary.
+2. Initializers are either function arguments (``weights="arguments"``, the
+   default: one serialized program, weights saved beside it) or constants
+   baked into the program (``weights="constants"``). Small integer tensors
+   (shapes, axes, indices) always stay baked: shape arguments must be static.
+3. Weights that feed a matmul's weight slot (declared by the lowering:
+   ``@lower("MatMul", weights=...)``) are prepared once at lowering time:
+   pre-transposed to [K, N], padded with zeros to the MXU tile and cast to the
+   policy's matmul type (bf16). The lowering receives a ``PreparedWeight``.
+4. Values known while tracing (constants, ``Shape`` results and what is
+   computed from them) stay numpy arrays: a node whose inputs are all static
+   is folded with the op's numpy reference kernel from the registry, so
+   shape arithmetic never reaches the device.
+5. Every matmul goes through ``LowerCtx.matmul`` / ``LowerCtx.int_matmul``,
+   which apply the policy (bf16 x bf16 -> f32, f32 at HIGHEST, int8 x int8 ->
+   int32) and record FLOPs and bytes for the roofline estimate.
+6. After each node the result is checked against the IR: dtype coerced to the
+   IR type, static dims compared (a mismatch is a lowering bug and raises
+   ``TargetError`` naming the node).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from accelopt.targets.tpu.policy import Policy
+
+from accelopt.errors import TargetError
+from accelopt.ir.dtypes import DType
+from accelopt.ir.graph import Graph, Node, Value
+from accelopt.ir.registry import get_op
+
+log = logging.getLogger(__name__)
+
+#: initializers with fewer elements than this stay baked constants
+MIN_PARAM_NUMEL = 64
+
+LoweringFn = Callable[["LowerCtx", Node, list[Any], dict[str, Any]], Sequence[Any]]
+WeightSlotsFn = Callable[[Node, Mapping[str, Any]], Mapping[int, bool]]
+
+
+# ------------------------------------------------------------------ dtypes
+_JAX_DTYPE = {
+    DType.INT64: np.dtype(np.int32),
+    DType.FLOAT64: np.dtype(np.float32),
+}
+
+
+def jax_dtype(dt: DType) -> np.dtype:
+    """The dtype a value of IR type ``dt`` has inside the lowered function (case 1)."""
+    return _JAX_DTYPE.get(dt, dt.np)
+
+
+def np_to_jax_dtype(dt: np.dtype) -> np.dtype:
+    dt = np.dtype(dt)
+    if dt == np.int64:
+        return np.dtype(np.int32)
+    if dt == np.uint64:
+        return np.dtype(np.uint32)
+    if dt == np.float64:
+        return np.dtype(np.float32)
+    return dt
+
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), BF16, np.dtype(np.float64))
+
+
+# --------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Lowering:
+    """One table entry: the emitting function and what the planner must know about it."""
+
+    op: str
+    fn: LoweringFn
+    #: input index -> True if that input is a weight given as [N, K] (pre-transposed to [K, N])
+    weights: WeightSlotsFn | None = None
+    #: fold with the numpy kernel when every input is static
+    fold: bool = True
+
+
+_LOWERINGS: dict[str, Lowering] = {}
+
+
+def lower(*ops: str, weights: WeightSlotsFn | None = None, fold: bool = True) -> Callable[[LoweringFn], LoweringFn]:
+    """Register ``fn`` as the lowering of each op in ``ops``.
+
+    ``weights`` names the inputs that are matmul weights (see case 3).
+    """
+
+    def deco(fn: LoweringFn) -> LoweringFn:
+        for op in ops:
+            if op in _LOWERINGS:
+                raise ValueError(f"op {op!r} already has a TPU lowering")
+            _LOWERINGS[op] = Lowering(op, fn, weights, fold)
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    import accelopt.targets.tpu.ops_fused  # noqa: F401
+    import accelopt.targets.tpu.ops_quant  # noqa: F401
+    import accelopt.targets.tpu.ops_std  # noqa: F401
+
+
+def lowering_for(op: str) -> Lowering | None:
+    _ensure_loaded()
+    return _LOWERINGS.get(op)
+
+
+def lowered_ops() -> set[str]:
+    """Names of every op with a TPU lowering."""
+    _ensure_loaded()
+    return set(_LOWERINGS)
+
+
+def unlowered_ops(ops: Iterable[str]) -> list[str]:
+    """The ops among ``ops`` that have no lowering, sorted."""
+    _ensure_loaded()
+    return sorted({op for op in ops if op not in _LOWERINGS})
+
+
+def rhs_weight(node: Node, attrs: Mapping[str, Any]) -> Mapping[int, bool]:
+    """Weight slots of MatMul-like ops: input 1, given as [K, N]."""
+    return {1: False}
+
+
+# ----------------------------------------------------------- weight plan
+@dataclass
+class PreparedWeight:
+    """A matmul weight prepared at lowering time (case 3): [K_pad, N_pad], cast, padded with zeros.
+
+    ``array`` is a traced argument or a numpy constant; ``k`` and ``n`` are the
+    unpadded sizes.
+    """
+
+    array: Any
+    k: int
+    n: int
+    source: str
+    #: for int8 weights (int8 policy): the dequantization scale, () or [n], float32
+    scale: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None
+
+
+@dataclass
+class WeightPlan:
+    """Which initializers are arguments, which are baked, and the prepared matmul forms."""
+
+    mode: str  # "arguments" | "constants"
+    #: parameter key -> array (the function's ``params`` argument in "arguments" mode)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: initializer name -> parameter key of its raw form (absent: baked static)
+    raw: dict[str, str] = field(default_factory=dict)
+    #: (node name, input index) -> (parameter key, k, n, int8 scale or None)
+    prepared: dict[tuple[str, int], tuple[str, int, int, np.ndarray | None]] = field(default_factory=dict)
+    #: values folded at plan time (dequantized constant weights), by value name
+    folded: dict[str, np.ndarray] = field(default_factory=dict)
+    #: nodes whose outputs were folded at plan time
+    skip: set[str] = field(default_factory=set)
+
+    @property
+    def parameter_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def parameter_bytes_by_dtype(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.arrays.values():
+            key = "bfloat16" if a.dtype == BF16 else str(a.dtype)
+            out[key] = out.get(key, 0) + int(a.nbytes)
+        return out
+
+    def param_specs(self) -> dict[str, jax.ShapeDtypeStruct]:
+        if self.mode != "arguments":
+            return {}
+        return {k: jax.ShapeDtypeStruct(a.shape, a.dtype) for k, a in self.arrays.items()}
+
+    def function_params(self) -> dict[str, np.ndarray]:
+        """What to pass as ``params`` when calling the lowered function."""
+        return dict(self.arrays) if self.mode == "arguments" else {}
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m if m > 1 else x
+
+
+def _param_eligible(arr: np.ndarray) -> bool:
+    if arr.dtype.kind == "f" or arr.dtype == BF16:
+        return arr.size >= MIN_PARAM_NUMEL
+    if arr.dtype in (np.int8, np.uint8):
+        return arr.size >= MIN_PARAM_NUMEL
+    return False
+
+
+def _raw_param(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(arr.astype(np_to_jax_dtype(arr.dtype), copy=False))
+
+
+def prepare_matmul_weight(arr: np.ndarray, transposed: bool, policy: Policy) -> np.ndarray:
+    """[K, N] (transposed from [N, K] if asked), zero-padded to the tile, cast to the matmul type."""
+    w = arr.T if transposed else arr
+    k, n = w.shape
+    tile = policy.tile
+    kp, np_ = _round_up(k, tile), _round_up(n, tile)
+    if w.dtype.kind == "f" or w.dtype == BF16:
+        target = np.dtype(np.float32) if policy.precision == "fp32" else BF16
+        w = w.astype(target)
+    if (kp, np_) != (k, n):
+        w = np.pad(w, [(0, kp - k), (0, np_ - n)])
+    return np.ascontiguousarray(w)
+
+
+def plan_weights(graph: Graph, policy: Policy, mode: str = "arguments") -> WeightPlan:
+    """Decide, for every initializer, its raw and prepared forms (cases 2 and 3)."""
+    if mode not in ("arguments", "constants"):
+        raise TargetError(f"weights must be 'arguments' or 'constants', got {mode!r}")
+    plan = WeightPlan(mode)
+    _fold_dequantized_weights(graph, policy, plan)
+    _plan_int8_weights(graph, policy, plan)
+    consts: dict[str, np.ndarray] = {n: v.const for n, v in graph.initializers.items()}  # type: ignore[misc]
+    consts.update(plan.folded)
+    by_name: dict[str, Value] = {v.name: v for v in graph.values()}
+    needs_raw: set[str] = set()
+    for name, arr in consts.items():
+        v = by_name[name]
+        for node, idx in v.uses:
+            if node.name in plan.skip:
+                continue
+            low = lowering_for(node.op)
+            slots = low.weights(node, get_op(node.op).full_attrs(node.attrs)) if low and low.weights else {}
+            preparable = arr.dtype.kind == "f" or arr.dtype in (BF16, np.dtype(np.int8))
+            if idx in slots and preparable and arr.ndim == 2 and arr.size >= MIN_PARAM_NUMEL:
+                transposed = bool(slots[idx])
+                key = f"{name}@mxu{'T' if transposed else ''}"
+                if key not in plan.arrays:
+                    plan.arrays[key] = prepare_matmul_weight(arr, transposed, policy)
+                k, n = (arr.shape[1], arr.shape[0]) if transposed else arr.shape
+                plan.prepared[(node.name, idx)] = (key, int(k), int(n), None)
+            else:
+                needs_raw.add(name)
+        if v in graph.outputs:
+            needs_raw.add(name)
+    for name in sorted(needs_raw):
+        if _param_eligible(consts[name]):
+            plan.arrays[name] = _raw_param(consts[name])
+            plan.raw[name] = name
+    return plan
+
+
+def _plan_int8_weights(graph: Graph, policy: Policy, plan: WeightPlan) -> None:
+    """int8 policy: DequantizeLinear of a constant 2-D int8 weight feeding only matmul weight slots.
+
+    The weight is stored int8 (padded to the tile) and the DequantizeLinear
+    node disappears; the matmul lowering receives a ``PreparedWeight`` with
+    the scale and runs int8 x int8 -> int32 when its activation is quantized
+    too (else it dequantizes the weight: weight-only int8).
+    """
+    if not policy.int8:
+        return
+    for dq in graph.nodes:
+        if dq.op != "DequantizeLinear" or len(dq.outputs) != 1:
+            continue
+        q = dq.inputs[0]
+        data = graph.const_value(q)
+        if data is None or data.ndim != 2 or data.dtype != np.int8 or data.size < MIN_PARAM_NUMEL:
+            continue
+        scale = graph.const_value(dq.inputs[1]) if len(dq.inputs) > 1 else None
+        zp = graph.const_value(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else None
+        if len(dq.inputs) > 2 and dq.inputs[2] is not None and zp is None:
+            continue
+        attrs = get_op(dq.op).full_attrs(dq.attrs)
+        if scale is None or (zp is not None and np.any(zp != 0)) or attrs.get("block_size", 0):
+            continue
+        out = dq.outputs[0]
+        if out in graph.outputs or not out.uses:
+            continue
+        uses = _weight_slot_uses(out)
+        if uses is None:
+            continue
+        axis = attrs.get("axis", 1) % 2
+        if scale.size != 1 and any(axis != (0 if transposed else 1) for _, _, transposed in uses):
+            continue  # the scale is not per output channel
+        sc = np.asarray(scale, np.float32).reshape(() if scale.size == 1 else (-1,))
+        for node, idx, transposed in uses:
+            key = f"{q.name}@mxu8{'T' if transposed else ''}"  # type: ignore[union-attr]
+            if key not in plan.arrays:
+                plan.arrays[key] = prepare_matmul_weight(data, transposed, policy)
+            k, n = (data.shape[1], data.shape[0]) if transposed else data.shape
+            plan.prepared[(node.name, idx)] = (key, int(k), int(n), sc)
+        plan.skip.add(dq.name)
+
+
+def _weight_slot_uses(v: Value) -> list[tuple[Node, int, bool]] | None:
+    """Every use of ``v`` as (node, input index, transposed) if all are matmul weight slots, else None."""
+    uses = []
+    for node, idx in v.uses:
+        low = lowering_for(node.op)
+        slots = low.weights(node, get_op(node.op).full_attrs(node.attrs)) if low and low.weights else {}
+        if idx not in slots:
+            return None
+        uses.append((node, idx, bool(slots[idx])))
+    return uses
+
+
+def _fold_dequantized_weights(graph: Graph, policy: Policy, plan: WeightPlan) -> None:
+    """Outside int8 mode, DequantizeLinear of constant int8 weights is folded now: weights load dequantized."""
+    if policy.int8:
+        return
+    for node in graph.nodes:
+        if node.op != "DequantizeLinear":
+            continue
+        ins = [graph.const_value(v) if v is not None else None for v in node.inputs]
+        if any(v is not None and a is None for v, a in zip(node.inputs, ins)):
+            continue
+        if ins[0] is None or ins[0].size < MIN_PARAM_NUMEL:
+            continue
+        opdef = get_op(node.op)
+        out = opdef.kernel(ins, opdef.full_attrs(node.attrs), len(node.outputs))
+        plan.folded[node.outputs[0].name] = np.asarray(out[0])
+        plan.skip.add(node.name)
+
+
+# ---------------------------------------------------------- op records
+@dataclass
+class OpRecord:
+    """Work of one lowered op, for the roofline estimate."""
+
+    node: str
+    op: str
+    kind: str  # "matmul" | "int8_matmul" | "other"
+    flops: int
+    bytes: int
+    detail: str = ""
+
+
+def _nbytes(x: Any) -> int:
+    if x is None:
+        return 0
+    shape = getattr(x, "shape", ())
+    return int(math.prod(shape)) * np.dtype(x.dtype).itemsize
+
+
+# ---------------------------------------------------------------- context
+class LowerCtx:
+    """What a lowering function sees: the policy, static/traced helpers, and the policy matmuls."""
+
+    def __init__(self, graph: Graph, policy: Policy) -> None:
+        self.graph = graph
+        self.policy = policy
+        self.records: list[OpRecord] = []
+        self.notes: list[str] = []
+        self.matmul_count: dict[str, int] = {}
+        #: value id -> lowered value (numpy if static), filled as the graph is traced
+        self.env: dict[int, Any] = {}
+
+    def value(self, v: Value | None) -> Any:
+        """The lowered value of an IR value already traced (``None`` for an omitted input)."""
+        return None if v is None else self.env.get(id(v))
+
+    # -- static / traced values (case 4)
+    @staticmethod
+    def is_static(x: Any) -> bool:
+        return isinstance(x, (np.ndarray, np.generic))
+
+    def jx(self, x: Any) -> Any:
+        """A jax value for ``x``; numpy constants enter with TPU dtypes (int64 -> int32, clipped)."""
+        if x is None or isinstance(x, jax.Array) or not self.is_static(x):
+            if isinstance(x, PreparedWeight):
+                raise TargetError(f"prepared weight {x.source} used as a plain tensor")
+            return x
+        arr = np.asarray(x)
+        target = np_to_jax_dtype(arr.dtype)
+        if target != arr.dtype:
+            if arr.dtype.kind in "iu":
+                info = np.iinfo(target)
+                arr = np.clip(arr, info.min, info.max)
+            arr = arr.astype(target)
+        return jnp.asarray(arr)
+
+    def static(self, node: Node, i: int, x: Any, what: str = "") -> np.ndarray:
+        """Input ``i`` as a numpy array; raises if it is only known at run time."""
+        if x is None:
+            raise TargetError(f"node {node.name} ({node.op}): input {i} {what} is missing")
+        if not self.is_static(x):
+            raise TargetError(
+                f"node {node.name} ({node.op}): input {i} {what} must be known at export time "
+                "(static shapes per bucket), but it is computed from the model inputs"
+            )
+        return np.asarray(x)
+
+    def out_dtype(self, node: Node, i: int = 0) -> np.dtype:
+        return jax_dtype(node.outputs[i].dtype)
+
+    def note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+
+    def record(self, node: Node, kind: str, flops: int, nbytes: int, detail: str = "") -> None:
+        self.records.append(OpRecord(node.name, node.op, kind, int(flops), int(nbytes), detail))
+
+    # -- matmuls (case 5)
+    def matmul(
+        self,
+        node: Node,
+        a: Any,
+        b: Any,
+        *,
+        out_dtype: np.dtype | None = None,
+        lhs_index: int | None = 0,
+        rhs_index: int | None = 1,
+    ) -> Any:
+        """``a @ b`` under the policy; ``b`` may be a ``PreparedWeight`` (padded [K, N]).
+
+        In int8 mode, ``lhs_index`` / ``rhs_index`` name the node inputs that
+        carry ``a`` and ``b``: when they come from ``DequantizeLinear`` of int8
+        data, the int8 data is multiplied instead (int8 x int8 -> int32) and
+        the scales applied to the int32 result.
+        """
+        out_dtype = np.dtype(out_dtype) if out_dtype is not None else self.out_dtype(node)
+        if self.policy.int8:
+            y = self._int8_matmul(node, a, b, lhs_index, rhs_index)
+            if y is not None:
+                return y.astype(out_dtype)
+        if isinstance(b, PreparedWeight) and b.quantized:
+            b = self._dequantized(b)
+        a = self.jx(a)
+        prepared = b if isinstance(b, PreparedWeight) else None
+        if prepared is not None:
+            w = self.jx(prepared.array)
+            if a.shape[-1] != prepared.k:
+                raise TargetError(
+                    f"node {node.name} ({node.op}): inner dimension {a.shape[-1]} does not match weight "
+                    f"{prepared.source} [{prepared.k}, {prepared.n}]"
+                )
+            a = _pad_last(a, w.shape[0])
+        else:
+            w = self.jx(b)
+        if a.dtype.kind in "iu" and w.dtype.kind in "iu":
+            y = jnp.matmul(a.astype(jnp.int32), w.astype(jnp.int32), preferred_element_type=jnp.int32)
+            self._record_matmul(node, a, w, y, "matmul_int32")
+        elif self.policy.precision == "fp32":
+            a, w = a.astype(jnp.float32), w.astype(jnp.float32)
+            y = jnp.matmul(a, w, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
+            self._record_matmul(node, a, w, y, "matmul_f32")
+        else:
+            a, w = a.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+            y = jnp.matmul(a, w, preferred_element_type=jnp.float32)
+            self._record_matmul(node, a, w, y, "matmul_bf16")
+        if prepared is not None and y.shape[-1] != prepared.n:
+            y = y[..., : prepared.n]
+        return y.astype(out_dtype)
+
+    def _dequantized(self, w: PreparedWeight) -> PreparedWeight:
+        """An int8 prepared weight as a bf16 one (weight-only int8: dequantized on the fly)."""
+        scale = np.asarray(w.scale, np.float32)
+        if scale.ndim == 1:
+            scale = np.pad(scale, (0, w.shape[1] - scale.shape[0]))
+        deq = (self.jx(w.array).astype(jnp.float32) * jnp.asarray(scale)).astype(jnp.bfloat16)
+        self.note("int8 weights without a quantized activation are dequantized to bf16 on the fly (weight-only int8)")
+        return PreparedWeight(deq, w.k, w.n, w.source)
+
+    def dq_source(self, node: Node, index: int | None) -> tuple[Any, Any, Any] | None:
+        """(int data, scale, zero point or None) if input ``index`` is a per-tensor DequantizeLinear of int8/uint8."""
+        if index is None or index >= len(node.inputs) or node.inputs[index] is None:
+            return None
+        v = node.inputs[index]
+        dq = v.producer  # type: ignore[union-attr]
+        if dq is None or dq.op != "DequantizeLinear":
+            return None
+        q = dq.inputs[0]
+        if q is None or q.dtype not in (DType.INT8, DType.UINT8):
+            return None
+        scale_v = dq.inputs[1] if len(dq.inputs) > 1 else None
+        zp_v = dq.inputs[2] if len(dq.inputs) > 2 else None
+        if (
+            scale_v is None
+            or scale_v.shape is None
+            or math.prod(d if isinstance(d, int) else 2 for d in scale_v.shape) != 1
+        ):
+            return None
+        if zp_v is not None and (
+            zp_v.shape is None or math.prod(d if isinstance(d, int) else 2 for d in zp_v.shape) != 1
+        ):
+            return None
+        if get_op(dq.op).full_attrs(dq.attrs).get("block_size", 0):
+            return None
+        qv, sv = self.value(q), self.value(scale_v)
+        if qv is None or sv is None:
+            return None
+        return qv, sv, self.value(zp_v) if zp_v is not None else None
+
+    def _int8_matmul(self, node: Node, a: Any, b: Any, lhs_index: int | None, rhs_index: int | None) -> Any | None:
+        """int8 x int8 -> int32 when both operands are quantized (case 3 of the policy); None otherwise."""
+        lhs = self.dq_source(node, lhs_index)
+        if lhs is None:
+            return None
+        qa, sa, za = lhs
+        if isinstance(b, PreparedWeight):
+            if not b.quantized:
+                return None
+            acc = self.int_matmul(node, qa, b, za)
+            scale = jnp.asarray(self.jx(sa), jnp.float32).reshape(()) * jnp.asarray(b.scale)
+            return acc.astype(jnp.float32) * scale
+        rhs = self.dq_source(node, rhs_index)
+        if rhs is None:
+            return None
+        qb, sb, zb = rhs
+        acc = self.int_matmul(node, qa, qb, za, zb)
+        scale = jnp.asarray(self.jx(sa), jnp.float32).reshape(()) * jnp.asarray(self.jx(sb), jnp.float32).reshape(())
+        return acc.astype(jnp.float32) * scale
+
+    def int_matmul(self, node: Node, qa: Any, qb: Any, a_zero: Any = None, b_zero: Any = None) -> Any:
+        """``sum_k (qa - a_zero)(qb - b_zero)`` in int32 through an int8 x int8 -> int32 ``dot_general``.
+
+        ``qa`` is [..., M, K]; ``qb`` is a ``PreparedWeight`` (padded [K, N],
+        zero point 0) or an int array [..., K, N]. uint8 operands are shifted
+        exactly to int8 (q - 128, zero point - 128); zero points are per
+        tensor (``b_zero`` may be per column for a 2-D ``qb``).
+        """
+        prepared = qb if isinstance(qb, PreparedWeight) else None
+        qa = self.jx(qa)
+        w = self.jx(prepared.array if prepared is not None else qb)
+        k_real = qa.shape[-1]
+        za = None if a_zero is None else jnp.asarray(self.jx(a_zero)).astype(jnp.int32).reshape(())
+        zb = None if b_zero is None else jnp.asarray(self.jx(b_zero)).astype(jnp.int32)
+        qa, za = _to_int8(qa, za)
+        w, zb = _to_int8(w, zb)
+        if prepared is not None:
+            qa = _pad_last(qa, w.shape[0])
+        acc = jnp.matmul(qa, w, preferred_element_type=jnp.int32)
+        self._record_matmul(node, qa, w, acc, "int8_matmul")
+        # padded K entries are zero in both operands and add nothing to the sums below
+        if za is not None:
+            acc = acc - za * jnp.sum(w.astype(jnp.int32), axis=-2, keepdims=True)
+        if zb is not None:
+            zb_b = zb if zb.ndim == 0 else zb.reshape((1,) * (acc.ndim - 1) + (-1,))
+            acc = acc - jnp.sum(qa.astype(jnp.int32), axis=-1, keepdims=True) * zb_b
+            if za is not None:
+                acc = acc + k_real * za * zb_b
+        if prepared is not None and acc.shape[-1] != prepared.n:
+            acc = acc[..., : prepared.n]
+        return acc
+
+    def _record_matmul(self, node: Node, a: Any, w: Any, y: Any, kind: str) -> None:
+        k = a.shape[-1]
+        flops = 2 * int(math.prod(y.shape)) * int(k)
+        nbytes = _nbytes(a) + _nbytes(w) + _nbytes(y)
+        self.matmul_count[kind] = self.matmul_count.get(kind, 0) + 1
+        self.record(node, "int8_matmul" if kind == "int8_matmul" else "matmul", flops, nbytes, kind)
+
+
+def _pad_last(x: Any, size: int) -> Any:
+    """Zero-pad the last axis of ``x`` to ``size`` (the weight's padded K)."""
+    if x.shape[-1] == size:
+        return x
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
+
+
+def _to_int8(q: Any, zero: Any) -> tuple[Any, Any]:
+    """uint8 data -> int8 exactly (q - 128) with the zero point shifted alike."""
+    if q.dtype == jnp.uint8:
+        q = (q.astype(jnp.int32) - 128).astype(jnp.int8)
+        zero = jnp.int32(-128) if zero is None else zero - 128
+    elif q.dtype != jnp.int8:
+        raise TargetError(f"int8 matmul operand has dtype {q.dtype}")
+    return q, zero
+
+
+# ----------------------------------------------------------- the function
+@dataclass
+class LoweredGraph:
+    """The JAX function of a graph plus its weight plan; ``trace_ctx`` holds the last trace's records."""
+
+    graph: Graph
+    policy: Policy
+    plan: WeightPlan
+    fn: Callable[..., tuple[Any, ...]]
+    last_ctx: list[LowerCtx] = field(default_factory=list)
+
+    def input_specs(self, dims: Mapping[str, int]) -> list[jax.ShapeDtypeStruct]:
+        return [jax.ShapeDtypeStruct(bind_shape(v, dims), jax_dtype(v.dtype)) for v in self.graph.inputs]
+
+
+def bind_shape(v: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
+    """``v``'s shape with symbols replaced by ``dims`` (``None`` dims looked up as ``"?<input>:<axis>"``)."""
+    if v.shape is None:
+        raise TargetError(f"input %{v.name} has unknown rank; the TPU export needs static shapes")
+    out = []
+    for axis, d in enumerate(v.shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        key = d if isinstance(d, str) else f"?{v.name}:{axis}"
+        if key not in dims:
+            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size for this export")
+        out.append(int(dims[key]))
+    return tuple(out)
+
+
+def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGraph:
+    """The JAX function for ``graph``: ``fn(params, *inputs) -> tuple(outputs)`` (cases 1-6)."""
+    missing = unlowered_ops(n.op for n in graph.nodes if n.name not in plan.skip)
+    if missing:
+        raise TargetError(f"graph {graph.name!r}: no TPU lowering for op(s): {', '.join(missing)}")
+    steps = []
+    for node in graph.nodes:
+        if node.name in plan.skip:
+            continue
+        opdef = get_op(node.op)
+        low = _LOWERINGS[node.op]
+        steps.append((node, low, opdef, opdef.full_attrs(node.attrs)))
+    inits = list(graph.initializers.values())
+    holder: list[LowerCtx] = []
+
+    def fn(params: Mapping[str, Any], *inputs: Any) -> tuple[Any, ...]:
+        ctx = LowerCtx(graph, policy)
+        holder[:] = [ctx]
+        env: dict[int, Any] = ctx.env
+        for v, x in zip(graph.inputs, inputs):
+            env[id(v)] = x
+        for v in inits:
+            key = plan.raw.get(v.name)
+            env[id(v)] = v.const if key is None or plan.mode == "constants" else params[key]
+        folded = {name: arr for name, arr in plan.folded.items()}
+        for node in graph.nodes:
+            if node.name in plan.skip:
+                for o in node.outputs:
+                    if o.name in folded:
+                        key = plan.raw.get(o.name)
+                        env[id(o)] = folded[o.name] if key is None or plan.mode == "constants" else params[key]
+        for node, low, opdef, attrs in steps:
+            ins = [None if v is None else env[id(v)] for v in node.inputs]
+            if low.fold and all(x is None or ctx.is_static(x) for x in ins):
+                try:
+                    outs = [np.asarray(o) for o in opdef.kernel(ins, attrs, len(node.outputs))]
+                except Exception as e:
+                    raise TargetError(f"node {node.name} ({node.op}): folding static inputs failed: {e}") from e
+            else:
+                for idx in range(len(ins)):
+                    ref = plan.prepared.get((node.name, idx))
+                    if ref is not None:
+                        key, k, n, scale = ref
+                        arr = plan.arrays[key] if plan.mode == "constants" else params[key]
+                        src = key.split("@")[0]
+                        ins[idx] = PreparedWeight(arr, k, n, src, scale)
+                try:
+                    outs = list(low.fn(ctx, node, ins, attrs))
+                except TargetError:
+                    raise
+                except Exception as e:
+                    shapes = ", ".join(_describe(x) for x in ins)
+                    raise TargetError(
+                        f"node {node.name} ({node.op}): lowering failed on ({shapes}): {type(e).__name__}: {e}"
+                    ) from e
+            if len(outs) < len(node.outputs):
+                raise TargetError(f"node {node.name} ({node.op}): lowering returned {len(outs)} outputs")
+            for v, x in zip(node.outputs, outs):
+                env[id(v)] = _check(node, v, x, ctx)
+        return tuple(ctx.jx(env[id(v)]) for v in graph.outputs)
+
+    return LoweredGraph(graph, policy, plan, fn, holder)
+
+
+def _describe(x: Any) -> str:
+    if x is None:
+        return "_"
+    if isinstance(x, PreparedWeight):
+        return f"weight{list(x.shape)}"
+    kind = "const " if isinstance(x, (np.ndarray, np.generic)) else ""
+    return f"{kind}{x.dtype}{list(getattr(x, 'shape', ()))}"
+
+
+def _check(node: Node, v: Value, x: Any, ctx: LowerCtx) -> Any:
+    """Case 6: coerce the dtype to the IR's and compare static dims."""
+    if x is None:
+        return None
+    if ctx.is_static(x):
+        arr = np.asarray(x)
+        if arr.dtype != v.dtype.np:
+            arr = arr.astype(v.dtype.np)
+        out = arr
+    else:
+        want = jax_dtype(v.dtype)
+        out = x if x.dtype == want else x.astype(want)
+    if v.shape is not None:
+        shape = tuple(out.shape)
+        ok = len(shape) == len(v.shape) and all(not isinstance(d, int) or d == s for d, s in zip(v.shape, shape))
+        if not ok:
+            raise TargetError(
+                f"node {node.name} ({node.op}): lowered output %{v.name} has shape {list(shape)}, IR says {v.type}"
+            )
+    return out

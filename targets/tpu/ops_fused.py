@@ -1,0 +1,209 @@
+"""TPU lowerings of the fused transformer ops (accelopt domain) and the remaining standard ops.
+
+Cases:
+
+1. ``LayerNorm`` / ``SkipLayerNorm`` / ``EmbedLayerNorm``: statistics in f32
+   (the vector unit's type), result cast to the input's type.
+2. ``Linear``: the policy matmul with a prepared [K, N] weight; bias and
+   activation applied to the f32 accumulator before the cast (XLA fuses them
+   into the matmul's epilogue).
+3. ``Attention``: packed QKV projection (policy matmul, prepared weight),
+   per-head scaled scores and context as batched policy matmuls (bf16 x bf16
+   -> f32), key-padding mask added as ``mask_filter_value``, softmax in f32.
+   The head dim is not padded: it would double attention FLOPs for BERT's 64.
+4. ``ScaledDotProductAttention``: torch semantics: bool mask selects, float
+   mask adds, causal lower triangle, fully masked rows give zeros.
+5. ``QuickGelu``, ``Shrink``, ``EyeLike``: elementwise / constant forms.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
+
+from accelopt.errors import TargetError
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _opt(ins: list[Any], i: int) -> Any:
+    return ins[i] if len(ins) > i else None
+
+
+def _layer_norm(x: Any, gamma: Any, beta: Any, eps: float, axis: int = -1) -> Any:
+    """Case 1: normalization over ``axis..`` in f32."""
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(axis % x.ndim, x.ndim))
+    mean = jnp.mean(xf, axis=axes, keepdims=True)
+    d = xf - mean
+    var = jnp.mean(d * d, axis=axes, keepdims=True)
+    y = d * jax.lax.rsqrt(var + jnp.float32(eps)) * gamma.astype(jnp.float32)
+    if beta is not None:
+        y = y + beta.astype(jnp.float32)
+    return y
+
+
+def _record_other(ctx: LowerCtx, node: Any, ins: list[Any], outs: list[Any]) -> None:
+    nbytes = 0
+    for x in list(ins) + list(outs):
+        if x is not None and not ctx.is_static(x) and hasattr(x, "shape") and hasattr(x, "dtype"):
+            nbytes += int(math.prod(x.shape)) * np.dtype(x.dtype).itemsize
+    ctx.record(node, "other", sum(int(math.prod(o.shape)) for o in outs), nbytes)
+
+
+@lower("LayerNorm")
+def _layernorm(ctx, node, ins, attrs):
+    x = ctx.jx(ins[0])
+    beta = _opt(ins, 2)
+    y = _layer_norm(x, ctx.jx(ins[1]), None if beta is None else ctx.jx(beta), attrs["epsilon"], attrs.get("axis", -1))
+    out = y.astype(x.dtype)
+    _record_other(ctx, node, ins, [out])
+    return [out]
+
+
+@lower("SkipLayerNorm")
+def _skip_layernorm(ctx, node, ins, attrs):
+    x, skip = ctx.jx(ins[0]), ctx.jx(ins[1])
+    s = x + skip.astype(x.dtype)
+    bias = _opt(ins, 4)
+    if bias is not None:
+        s = s + ctx.jx(bias).astype(x.dtype)
+    beta = _opt(ins, 3)
+    y = _layer_norm(s, ctx.jx(ins[2]), None if beta is None else ctx.jx(beta), attrs["epsilon"])
+    outs = [y.astype(x.dtype), s][: len(node.outputs)]
+    _record_other(ctx, node, ins, outs)
+    return outs
+
+
+@lower("EmbedLayerNorm", fold=False)
+def _embed_layernorm(ctx, node, ins, attrs):
+    ids = ctx.jx(ins[0])
+    word, pos = ctx.jx(ins[2]), ctx.jx(ins[3])
+    s = jnp.take(word, ids, axis=0, mode="clip").astype(jnp.float32)
+    pos_ids = _opt(ins, 7)
+    if pos_ids is None:
+        p = pos[: ids.shape[-1]]
+    else:
+        p = jnp.take(pos, ctx.jx(pos_ids), axis=0, mode="clip")
+    s = s + p.astype(jnp.float32)
+    if ins[1] is not None:
+        s = s + jnp.take(ctx.jx(ins[4]), ctx.jx(ins[1]), axis=0, mode="clip").astype(jnp.float32)
+    s = s.astype(word.dtype)
+    y = _layer_norm(s, ctx.jx(ins[5]), ctx.jx(ins[6]), attrs["epsilon"])
+    outs = [y.astype(word.dtype), s][: len(node.outputs)]
+    _record_other(ctx, node, [ids], outs)
+    return outs
+
+
+def _activation(y: Any, act: str) -> Any:
+    if act == "none":
+        return y
+    if act == "gelu":
+        return jax.nn.gelu(y, approximate=False)
+    if act == "gelu_tanh":
+        return 0.5 * y * (1.0 + jnp.tanh(_SQRT_2_OVER_PI * (y + 0.044715 * y * y * y)))
+    if act == "gelu_sigmoid":
+        return y * jax.nn.sigmoid(1.702 * y)
+    if act == "relu":
+        return jnp.maximum(y, 0)
+    raise TargetError(f"unknown Linear activation {act!r}")
+
+
+@lower("Linear", weights=rhs_weight)
+def _linear(ctx, node, ins, attrs):
+    y = ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32))
+    b = _opt(ins, 2)
+    if b is not None:
+        y = y + ctx.jx(b).astype(jnp.float32)
+    y = _activation(y, attrs.get("activation", "none"))
+    return [y.astype(ctx.out_dtype(node))]
+
+
+@lower("QuickGelu")
+def _quick_gelu(ctx, node, ins, attrs):
+    x = ctx.jx(ins[0])
+    xf = x.astype(jnp.float32)
+    out = (xf * jax.nn.sigmoid(attrs.get("alpha", 1.702) * xf)).astype(x.dtype)
+    _record_other(ctx, node, ins, [out])
+    return [out]
+
+
+@lower("Shrink")
+def _shrink(ctx, node, ins, attrs):
+    x = ctx.jx(ins[0])
+    lambd, bias = attrs.get("lambd", 0.5), attrs.get("bias", 0.0)
+    out = jnp.where(x < -lambd, x + bias, jnp.where(x > lambd, x - bias, jnp.zeros((), x.dtype))).astype(x.dtype)
+    return [out]
+
+
+@lower("EyeLike")
+def _eye_like(ctx, node, ins, attrs):
+    shape = ins[0].shape
+    return [np.eye(shape[0], shape[1], k=int(attrs.get("k", 0)), dtype=node.outputs[0].dtype.np)]
+
+
+def _softmax_f32(scores: Any) -> Any:
+    return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
+
+
+@lower("Attention", weights=rhs_weight)
+def _attention(ctx, node, ins, attrs):
+    x = ctx.jx(ins[0])
+    heads = int(attrs["num_heads"])
+    bsz, seq = x.shape[0], x.shape[1]
+    qkv = ctx.matmul(node, x, ins[1], out_dtype=np.dtype(np.float32))
+    bias = _opt(ins, 2)
+    if bias is not None:
+        qkv = qkv + ctx.jx(bias).astype(jnp.float32)
+    hidden = qkv.shape[-1] // 3
+    d = hidden // heads
+    qkv = qkv.reshape(bsz, seq, 3, heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    scale = attrs.get("scale", 0.0) or 1.0 / math.sqrt(d)
+    scores = ctx.matmul(
+        node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
+    )
+    scores = scores * jnp.float32(scale)
+    mask = _opt(ins, 3)
+    if mask is not None:
+        keep = ctx.jx(mask) != 0
+        scores = scores + jnp.where(keep, 0.0, jnp.float32(attrs.get("mask_filter_value", -10000.0)))[:, None, None, :]
+    probs = _softmax_f32(scores)
+    ctxt = ctx.matmul(node, probs, v, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
+    out = ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
+    return [out.astype(ctx.out_dtype(node))]
+
+
+@lower("ScaledDotProductAttention")
+def _sdpa(ctx, node, ins, attrs):
+    q, k, v = ctx.jx(ins[0]), ctx.jx(ins[1]), ctx.jx(ins[2])
+    scale = attrs.get("scale", 0.0) or 1.0 / math.sqrt(q.shape[-1])
+    scores = ctx.matmul(
+        node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
+    )
+    scores = scores * jnp.float32(scale)
+    allowed = None
+    mask = _opt(ins, 3)
+    if mask is not None:
+        m = ctx.jx(mask)
+        if m.dtype == jnp.bool_:
+            allowed = m
+        else:
+            scores = scores + m.astype(jnp.float32)
+    if attrs.get("is_causal", 0):
+        causal = jnp.tril(jnp.ones((scores.shape[-2], scores.shape[-1]), dtype=jnp.bool_))
+        allowed = causal if allowed is None else jnp.logical_and(allowed, causal)
+    if allowed is not None:
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    row_max = jnp.max(scores, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    e = jnp.exp(scores - row_max)
+    denom = jnp.sum(e, axis=-1, keepdims=True)
+    probs = jnp.where(denom > 0, e / jnp.where(denom > 0, denom, 1.0), 0.0)
+    out = ctx.matmul(node, probs, v, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
+    return [out.astype(jax_dtype(node.outputs[0].dtype))]

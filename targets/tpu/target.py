@@ -1,0 +1,378 @@
+"""The ``tpu`` target: capability descriptor, options, and ``lower(graph) -> TpuArtifact``.
+
+``TpuTarget.lower`` does, in order:
+
+1. Refuse graphs with ops that have no TPU lowering, listing all of them at once.
+2. Resolve the chip and the policy (``policy.choose_policy``).
+3. Bind symbolic dims: axis 0 of every graph input is the batch (rounded up
+   to the policy's batch multiple), axis 1 the sequence (one export per
+   ``seq_lens`` bucket); other symbols must be given in ``dims``.
+4. Plan the weights (arguments or baked constants; prepared matmul forms)
+   and build the JAX function.
+5. Per bucket: ``jax.export`` for ``platforms``, the StableHLO text, the
+   StableHLO policy checks and the roofline estimate.
+6. Return a ``TpuArtifact`` whose metadata records all of the above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jaxlib
+import numpy as np
+from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.tpu import export as tpu_export
+from accelopt.targets.tpu.artifact import FORMAT, VERSION, TpuArtifact
+from accelopt.targets.tpu.chips import CHIPS, DEFAULT_CHIP, get_chip
+from accelopt.targets.tpu.lowering import (
+    build_function,
+    jax_dtype,
+    lowered_ops,
+    plan_weights,
+    unlowered_ops,
+)
+from accelopt.targets.tpu.policy import Policy, choose_policy
+from accelopt.targets.tpu.roofline import estimate
+
+from accelopt.errors import TargetError
+from accelopt.ir.graph import Graph, Value
+
+log = logging.getLogger(__name__)
+
+_MASK_HINTS = ("mask",)
+
+
+@dataclass(frozen=True)
+class TpuOptions:
+    """Options of the tpu target (CLI: ``--chip``, ``--seq-len 128,256``, ``--batch``)."""
+
+    chip: str = DEFAULT_CHIP
+    precision: str = "auto"  # auto | bf16 | fp32 | int8
+    weights: str = "arguments"  # arguments | constants
+    platforms: tuple[str, ...] = tpu_export.DEFAULT_PLATFORMS
+    seq_lens: tuple[int, ...] = (128,)
+    batch: int = 1
+    batch_multiple: int = 8
+    pad_to_tile: bool = True
+    dims: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # other symbols: (("heads", 12),)
+
+    @classmethod
+    def make(cls, options: TpuOptions | Mapping[str, Any] | None = None, **overrides: Any) -> TpuOptions:
+        """Options from an instance, a mapping (unknown keys are an error) and keyword overrides."""
+        base = options if isinstance(options, TpuOptions) else cls()
+        values = dict(options) if isinstance(options, Mapping) else {}
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if "seq_len" in values:
+            values["seq_lens"] = values.pop("seq_len")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TargetError(f"unknown tpu option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "seq_lens" in values:
+            values["seq_lens"] = _int_tuple(values["seq_lens"], "seq_lens")
+        if "platforms" in values:
+            p = values["platforms"]
+            values["platforms"] = tuple(p.split(",")) if isinstance(p, str) else tuple(p)
+        if "dims" in values:
+            values["dims"] = _dims(values["dims"])
+        for key in ("batch", "batch_multiple"):
+            if key in values:
+                values[key] = int(values[key])
+        if "pad_to_tile" in values and isinstance(values["pad_to_tile"], str):
+            values["pad_to_tile"] = values["pad_to_tile"].lower() in ("1", "true", "yes", "on")
+        opts = dataclasses.replace(base, **values)
+        if not opts.seq_lens or any(s < 1 for s in opts.seq_lens):
+            raise TargetError(f"seq_lens must be positive integers, got {opts.seq_lens}")
+        if opts.batch < 1:
+            raise TargetError(f"batch must be >= 1, got {opts.batch}")
+        bad = [p for p in opts.platforms if p not in ("tpu", "cpu", "cuda", "rocm")]
+        if bad or not opts.platforms:
+            raise TargetError(f"unknown export platform(s) {bad}; use tpu, cpu, cuda or rocm")
+        return opts
+
+
+def _dims(v: Any) -> tuple[tuple[str, int], ...]:
+    """``{"heads": 12}``, ``(("heads", 12),)`` or ``("heads:12",)`` (the spec form ``dims=heads:12+k:4``)."""
+    items = v.items() if isinstance(v, Mapping) else v
+    out = []
+    try:
+        for item in items:
+            if isinstance(item, str):
+                k, _, n = item.partition(":")
+                out.append((k, int(n)))
+            else:
+                k, n = item
+                out.append((str(k), int(n)))
+    except (TypeError, ValueError):
+        raise TargetError(f"dims: expected symbol:size pairs, got {v!r}") from None
+    return tuple(sorted(out))
+
+
+def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
+    try:
+        if isinstance(v, str):
+            return tuple(int(x) for x in v.replace("+", ",").split(",") if x.strip())
+        if isinstance(v, int):
+            return (v,)
+        return tuple(int(x) for x in v)
+    except (TypeError, ValueError):
+        raise TargetError(f"{what}: expected integers, got {v!r}") from None
+
+
+@register_target
+class TpuTarget(Target):
+    """TPU through XLA: the graph as a JAX function exported to StableHLO with ``jax.export``."""
+
+    name = "tpu"
+    summary = "TPU via XLA: jax.export StableHLO for platforms (tpu, cpu); bf16/int8 policy per chip (v4/v5e/v5p/v6e)"
+    default_passes = "cleanup,fuse"
+    Options = TpuOptions
+
+    def __init__(self, options: TpuOptions | Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        self.options = TpuOptions.make(options, **overrides)
+
+    @property  # type: ignore[override]
+    def capabilities(self) -> Capabilities:  # the tile depends on the chip option
+        chip = get_chip(self.options.chip)
+        return Capabilities(
+            name=self.name,
+            description=f"TPU {chip.name} through XLA (StableHLO via jax.export); runs here on CPU XLA",
+            dtypes=("float32", "bfloat16", "int8", "uint8", "int32", "bool"),
+            preferred_layouts={"matmul_weight": "KN"},
+            tile_sizes={"matmul": (chip.mxu_tile, chip.mxu_tile), "batch": (self.options.batch_multiple,)},
+            pad_multiple=chip.mxu_tile,
+            native_ops=frozenset(lowered_ops()),
+            quantization={"weights": "per-channel-symmetric", "activations": "asymmetric"},
+            estimate_only=True,
+            extra={"chip": chip.as_dict(), "chips": sorted(CHIPS), "int8_speedup": chip.int8_speedup},
+        )
+
+    def lower(
+        self,
+        graph: Graph,
+        *,
+        model: Any = None,
+        samples: Any = None,
+        options: TpuOptions | Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> TpuArtifact:
+        """Cases 1-6: lower and export ``graph`` (``options`` / keyword overrides replace the target's options)."""
+        opts = TpuOptions.make(options if options is not None else self.options, **overrides)
+        t0 = time.perf_counter()
+        # case 1
+        missing = unlowered_ops(n.op for n in graph.nodes)
+        if missing:
+            raise TargetError(
+                f"tpu target: no lowering for {len(missing)} op(s) in graph {graph.name!r}: {', '.join(missing)}"
+            )
+        # case 2
+        chip = get_chip(opts.chip)
+        policy = choose_policy(
+            graph, chip, precision=opts.precision, pad_to_tile=opts.pad_to_tile, batch_multiple=opts.batch_multiple
+        )
+        # case 3
+        binding = _bind(graph, opts, policy)
+        # case 4
+        plan = plan_weights(graph, policy, opts.weights)
+        lowered = build_function(graph, policy, plan)
+        lowering_s = time.perf_counter() - t0
+        # case 5
+        exports: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        buckets = []
+        notes = list(policy.notes) + binding.notes
+        for seq in opts.seq_lens:
+            dims = dict(binding.fixed)
+            dims.update({k: binding.export_batch for k in binding.batch_keys})
+            dims.update({k: seq for k in binding.seq_keys})
+            name = f"b{binding.export_batch}_s{seq}" if binding.seq_keys else f"b{binding.export_batch}"
+            if name in exports:
+                continue
+            be = tpu_export.export_bucket(lowered, dims, name, opts.platforms)
+            text = tpu_export.stablehlo_text(be.exported)
+            summary = tpu_export.inspect_stablehlo(text)
+            m_multiple = policy.batch_multiple if binding.batch_padded else 1
+            problems = tpu_export.check_stablehlo(summary, policy, m_multiple=m_multiple)
+            io_dtype_bytes = _io_bytes(be.exported, len(graph.inputs))
+            records = be.ctx.records if be.ctx is not None else []
+            est = estimate(records, chip, weight_bytes=plan.parameter_bytes, io_bytes=io_dtype_bytes)
+            for n in be.ctx.notes if be.ctx is not None else []:
+                if n not in notes:
+                    notes.append(n)
+            dot_kinds: dict[str, int] = {}
+            for d in summary.dots:
+                key = f"{d.lhs.dtype}x{d.rhs.dtype}->{d.out.dtype}"
+                dot_kinds[key] = dot_kinds.get(key, 0) + 1
+            exports[name] = be.exported
+            texts[name] = text
+            buckets.append(
+                {
+                    "name": name,
+                    "dims": dims,
+                    "seq_len": seq if binding.seq_keys else None,
+                    "batch": binding.export_batch,
+                    "file": f"model.{name}.jaxexport",
+                    "stablehlo_file": f"model.{name}.stablehlo.mlir",
+                    "export_seconds": round(be.seconds, 3),
+                    "roofline": est.as_dict(),
+                    "roofline_summary": est.summary(),
+                    "stablehlo_check": problems,
+                    "dot_general": dot_kinds,
+                    "custom_calls": sorted(set(summary.custom_calls)),
+                    "matmuls": dict(be.ctx.matmul_count) if be.ctx is not None else {},
+                }
+            )
+            if problems:
+                log.warning("bucket %s: %d StableHLO policy problem(s): %s", name, len(problems), problems[0])
+        metadata = {
+            "format": FORMAT,
+            "version": VERSION,
+            "target": self.name,
+            "graph": graph.name,
+            "platforms": list(opts.platforms),
+            "chip": chip.as_dict(),
+            "policy": policy.as_dict(),
+            "weights": opts.weights,
+            "options": _jsonable(dataclasses.asdict(opts)),
+            "inputs": [_input_spec(v, binding) for v in graph.inputs],
+            "outputs": [
+                _output_spec(v, i, binding, exports[buckets[0]["name"]], buckets[0])
+                for i, v in enumerate(graph.outputs)
+            ],
+            "batch": {
+                "keys": sorted(binding.batch_keys),
+                "requested": opts.batch,
+                "export": binding.export_batch,
+                "padded": binding.batch_padded,
+            },
+            "seq": {"keys": sorted(binding.seq_keys), "buckets": list(opts.seq_lens), "mask_inputs": binding.masks},
+            "parameters": {"bytes": plan.parameter_bytes, "by_dtype": plan.parameter_bytes_by_dtype()},
+            "buckets": buckets,
+            "lowering_seconds": round(lowering_s, 3),
+            "total_seconds": round(time.perf_counter() - t0, 3),
+            "notes": notes,
+            "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__},
+        }
+        params = plan.function_params()
+        return TpuArtifact(metadata=metadata, exports=exports, params=params, stablehlo=texts, graph=graph)
+
+
+@dataclass
+class _Binding:
+    batch_keys: set[str]
+    seq_keys: set[str]
+    fixed: dict[str, int]
+    export_batch: int
+    batch_padded: bool
+    masks: list[str]
+    notes: list[str]
+
+
+def _key(v: Value, axis: int, d: Any) -> str:
+    return d if isinstance(d, str) else f"?{v.name}:{axis}"
+
+
+def _bind(graph: Graph, opts: TpuOptions, policy: Policy) -> _Binding:
+    """Case 3: which symbols are batch and sequence; everything else must be in ``opts.dims``."""
+    fixed = dict(opts.dims)
+    batch_keys: set[str] = set()
+    seq_keys: set[str] = set()
+    unbound: list[str] = []
+    notes: list[str] = []
+    for v in graph.inputs:
+        if v.shape is None:
+            raise TargetError(f"input %{v.name} has unknown rank; the TPU export needs static shapes")
+        for axis, d in enumerate(v.shape):
+            if isinstance(d, int):
+                continue
+            key = _key(v, axis, d)
+            if key in fixed:
+                continue
+            if axis == 0:
+                batch_keys.add(key)
+            elif axis == 1:
+                seq_keys.add(key)
+            else:
+                unbound.append(f"%{v.name} axis {axis} ({d or '?'})")
+    if unbound:
+        raise TargetError("tpu target: give sizes (dims=...) for symbolic dimension(s): " + ", ".join(unbound))
+    overlap = batch_keys & seq_keys
+    if overlap:
+        raise TargetError(f"tpu target: symbol(s) {sorted(overlap)} are used as both batch and sequence")
+    export_batch = opts.batch
+    padded = False
+    if batch_keys:
+        export_batch = -(-opts.batch // policy.batch_multiple) * policy.batch_multiple
+        padded = True
+        if export_batch != opts.batch:
+            notes.append(f"batch {opts.batch} padded to {export_batch} (multiple of {policy.batch_multiple})")
+    else:
+        notes.append("graph inputs have a static batch; not padded to the batch multiple")
+    masks = [
+        v.name for v in graph.inputs if any(h in v.name.lower() for h in _MASK_HINTS) and v.shape and len(v.shape) >= 2
+    ]
+    return _Binding(batch_keys, seq_keys, fixed, export_batch, padded, masks, notes)
+
+
+def _input_spec(v: Value, b: _Binding) -> dict[str, Any]:
+    keys = [None if isinstance(d, int) else _key(v, axis, d) for axis, d in enumerate(v.shape or ())]
+    return {
+        "name": v.name,
+        "dtype": str(v.dtype),
+        "export_dtype": _np_name(jax_dtype(v.dtype)),
+        "shape": [d for d in (v.shape or ())],
+        "dim_keys": keys,
+    }
+
+
+def _output_spec(v: Value, i: int, b: _Binding, exported: Any, bucket: dict[str, Any]) -> dict[str, Any]:
+    """Which output axes are batch or sequence (to slice padding away); by symbol, else by position and size."""
+    out_shape = tuple(exported.out_avals[i].shape)
+    roles: list[str | None] = []
+    shape = v.shape if v.shape is not None else (None,) * len(out_shape)
+    for axis, d in enumerate(shape):
+        if isinstance(d, str) and d in b.batch_keys:
+            roles.append("batch")
+        elif isinstance(d, str) and d in b.seq_keys:
+            roles.append("seq:" + d)
+        elif d is None and axis == 0 and b.batch_padded and out_shape[0] == b.export_batch:
+            roles.append("batch")
+        elif d is None and axis == 1 and b.seq_keys and out_shape[1] == bucket.get("seq_len"):
+            roles.append("seq:" + sorted(b.seq_keys)[0])
+        else:
+            roles.append(None)
+    return {
+        "name": v.name,
+        "dtype": str(v.dtype),
+        "export_dtype": _np_name(jax_dtype(v.dtype)),
+        "shape": list(shape),
+        "dim_roles": roles,
+    }
+
+
+def _np_name(dt: np.dtype) -> str:
+    return "bfloat16" if dt.name == "bfloat16" else str(dt)
+
+
+def _io_bytes(exported: Any, n_inputs: int) -> int:
+    """Bytes of the graph's inputs and outputs (the weights, passed first, are excluded)."""
+    total = 0
+    ins = list(exported.in_avals)[len(exported.in_avals) - n_inputs :] if n_inputs else []
+    for aval in ins + list(exported.out_avals):
+        n = int(np.prod(aval.shape)) if aval.shape else 1
+        total += n * np.dtype(aval.dtype).itemsize
+    return total
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
