@@ -160,7 +160,9 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 def tensor_proto(array: np.ndarray, name: str) -> TensorProto:
     """A ``TensorProto`` with raw data (bfloat16 arrays from ml_dtypes included)."""
-    arr = np.ascontiguousarray(array)
+    arr = np.asarray(array)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn a 0-d array 1-d)
     DType.from_numpy(arr.dtype)  # raises TypeError for dtypes the IR does not know
     return numpy_helper.from_array(arr, name)
 

@@ -218,12 +218,14 @@ def test_requested_higher_opset_is_kept() -> None:
     "dtype", [np.float32, np.float16, np.float64, ml_dtypes.bfloat16, np.int64, np.int32, np.int8, np.uint8, np.bool_]
 )
 def test_tensor_proto_round_trips_every_dtype(dtype: Any) -> None:
-    arr = (np.arange(12).reshape(3, 4) - 5).astype(dtype)
-    t = ow.tensor_proto(arr, "t")
-    assert t.data_type == ir.DType.from_numpy(arr.dtype).onnx
-    back = numpy_helper.to_array(t)
-    assert back.dtype == arr.dtype
-    assert back.tobytes() == arr.tobytes()
+    full = (np.arange(12).reshape(3, 4) - 5).astype(dtype)
+    for arr in (full, full.T, full[1, 2]):  # contiguous, transposed view, 0-d
+        t = ow.tensor_proto(arr, "t")
+        assert t.data_type == ir.DType.from_numpy(arr.dtype).onnx
+        assert list(t.dims) == list(arr.shape)
+        back = numpy_helper.to_array(t)
+        assert back.dtype == arr.dtype and back.shape == arr.shape
+        assert back.tobytes() == np.ascontiguousarray(arr).tobytes()
 
 
 def test_bfloat16_initializer_and_cast_dtype_attribute(temp_op: Callable[..., None]) -> None:
