@@ -77,7 +77,14 @@ def ir_text(model: onnx.ModelProto) -> str:
 TINY_TOL = 1e-5
 
 
-@pytest.mark.parametrize(("exporter", "opset"), mz.EXPORTERS, ids=[f"{e}{o}" for e, o in mz.EXPORTERS])
+# dynamo at opset 18 gives the same graph as at 17 but costs another ~5 s export on a cold cache
+_EXPORTER_PARAMS = [
+    pytest.param(e, o, id=f"{e}{o}", marks=[pytest.mark.slow] if (e, o) == ("dynamo", 18) else [])
+    for e, o in mz.EXPORTERS
+]
+
+
+@pytest.mark.parametrize(("exporter", "opset"), _EXPORTER_PARAMS)
 @pytest.mark.parametrize("family", mz.FAMILIES)
 def test_tiny_family_matches_onnxruntime(family: str, exporter: str, opset: int) -> None:
     path = mz.export_onnx(family, exporter=exporter, opset=opset)
