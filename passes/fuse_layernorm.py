@@ -1,0 +1,226 @@
+"""``fuse-layernorm``: layer normalization in its decomposed forms, and ``LayerNormalization`` -> ``LayerNorm``.
+
+Rules (rewrite cases):
+
+1. ``layernormalization``: ``LayerNormalization(x, scale, bias?){axis, epsilon}``
+   whose mean / inv-std-dev outputs are unused -> ``LayerNorm`` with the same
+   inputs and attributes.
+2. ``layernorm-core``: ``d = x - ReduceMean(x)``, ``var = ReduceMean(d^2)``
+   (``Pow(d, 2)`` or ``Mul(d, d)``), ``r = sqrt(var + eps)``, then one of
+   2a ``d / r``,
+   2b ``d * Reciprocal(r)``,
+   2c ``d * (1 / r)``,
+   2d ``d * Pow(var + eps, -0.5)``
+   (any operand order) -> ``LayerNorm(x, ones){axis, epsilon}``. Both means
+   reduce the same trailing axes with ``keepdims=1``; ``eps`` is a
+   non-negative scalar constant.
+3. ``layernorm-scale``: ``LayerNorm(x, g, b?) * c`` with a constant ``c`` that
+   broadcasts over the normalized axes only -> ``LayerNorm(x, g*c, b*c)``.
+4. ``layernorm-shift``: ``LayerNorm(x, g, b?) + c`` likewise ->
+   ``LayerNorm(x, g, b + c)``.
+
+Cases 3 and 4 fold the affine ``* gamma + beta`` of case 2 (and any further
+constant scale or shift) into the op. Not fused: means over different axes,
+``keepdims=0``, an epsilon outside the square root, non-constant gamma/beta
+(kept as ``Mul``/``Add`` after the ``LayerNorm``), and a ``LayerNormalization``
+whose statistics outputs are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from accelopt.passes.base import register_pass
+from accelopt.passes.fuse_common import const_of
+from accelopt.passes.patterns.driver import RulePass
+from accelopt.passes.patterns.match import Match, MatchResult
+from accelopt.passes.patterns.pattern import P
+from accelopt.passes.patterns.rule import Rewriter, Rule
+
+from accelopt.ir.graph import Value
+
+PASS_NAME = "fuse-layernorm"
+
+
+# ------------------------------------------------------------- case 1
+def _lnormalization_check(m: Match) -> MatchResult | None:
+    node = m.node("ln")
+    for v in node.outputs[1:]:
+        if v.uses or v in m.graph.outputs:
+            return MatchResult.fail(f"output %{v.name} (mean or inv std dev) is used", node=node.name, progress=2)
+    if not node.outputs[0].dtype.is_float:
+        return MatchResult.fail("not a float tensor", node=node.name, progress=1)
+    return None
+
+
+def _lnormalization_rewrite(rw: Rewriter, m: Match) -> list[Value | None]:
+    node = m.node("ln")
+    attrs = {"axis": int(m.attr("ln", "axis")), "epsilon": float(m.attr("ln", "epsilon"))}
+    ins = [v for v in node.inputs[:3]]
+    while ins and ins[-1] is None:
+        ins.pop()
+    y = rw.op("LayerNorm", ins, attrs, name=node.name)
+    return [y] + [None] * (len(node.outputs) - 1)
+
+
+def _lnormalization_rule() -> Rule:
+    pat = P.op("LayerNormalization", P.var("x"), P.var("scale"), name="ln", extra_inputs=True)
+    return Rule(
+        "layernormalization", pat, check=_lnormalization_check, rewrite=_lnormalization_rewrite, near_miss_min=2
+    )
+
+
+# ------------------------------------------------------------- case 2
+def _core_pattern() -> list[tuple[str, object]]:
+    x = P.var("x")
+    mean = P.op("ReduceMean", x, P.const("axes1"), name="mean")
+    d = P.op("Sub", x, mean, name="d")
+    sq = P.one_of(P.op("Pow", d, P.scalar(2.0)), P.op("Mul", d, d))
+    var = P.op("ReduceMean", sq, P.const("axes2"), name="var")
+    ve = P.op("Add", var, P.const("eps"), commute=True, name="ve")
+    std = P.op("Sqrt", ve, name="std")
+    return [
+        ("div", P.op("Div", d, std)),  # 2a
+        ("reciprocal", P.op("Mul", d, P.op("Reciprocal", std), commute=True)),  # 2b
+        ("one-over", P.op("Mul", d, P.op("Div", P.scalar(1.0), std), commute=True)),  # 2c
+        ("rsqrt-pow", P.op("Mul", d, P.op("Pow", ve, P.scalar(-0.5)), commute=True)),  # 2d
+    ]
+
+
+def _norm_axes(m: Match, name: str) -> tuple[int, ...] | None:
+    x = m["x"]
+    arr = m.const(name)
+    rank = x.type.rank
+    if arr is None or rank is None:
+        return None
+    axes = sorted({int(a) % rank for a in np.asarray(arr).reshape(-1)})
+    if not axes or axes != list(range(axes[0], rank)):
+        return None
+    return tuple(axes)
+
+
+def _core_check(m: Match) -> MatchResult | None:
+    x = m["x"]
+    if not x.dtype.is_float:
+        return MatchResult.fail(f"%{x.name} is {x.type}, expected a float tensor", progress=1)
+    a1, a2 = _norm_axes(m, "axes1"), _norm_axes(m, "axes2")
+    if a1 is None or a2 is None or a1 != a2:
+        return MatchResult.fail(
+            "the two means do not reduce the same trailing axes",
+            node=m.node("var").name,
+            where="ReduceMean(var)",
+        )
+    for n in ("mean", "var"):
+        if int(m.attr(n, "keepdims")) != 1:
+            return MatchResult.fail("ReduceMean has keepdims=0", node=m.node(n).name, where=f"ReduceMean({n})")
+    eps = m.const("eps")
+    if eps is None or eps.size != 1 or float(eps.reshape(-1)[0]) < 0:
+        return MatchResult.fail("epsilon is not a non-negative scalar", node=m.node("ve").name, where="Add(eps)")
+    return None
+
+
+def _core_rewrite(rw: Rewriter, m: Match) -> Value:
+    x = m["x"]
+    axes = _norm_axes(m, "axes1")
+    assert axes is not None and x.shape is not None
+    trailing = x.shape[axes[0] :]
+    shape = tuple(d if isinstance(d, int) else 1 for d in trailing)
+    if any(not isinstance(d, int) for d in trailing):
+        shape = (1,) * len(trailing)
+    gamma = rw.const(f"{m.root.name}_gamma", np.ones(shape, dtype=x.dtype.np))
+    eps = float(m.const("eps").reshape(-1)[0])  # type: ignore[union-attr]
+    return rw.op("LayerNorm", [x, gamma], {"axis": axes[0] - len(x.shape), "epsilon": eps}, name=m.root.name)
+
+
+# ---------------------------------------------------------- cases 3, 4
+def _affine_operand(m: Match) -> np.ndarray | MatchResult:
+    """The constant ``c`` reduced to the normalized shape, or why it does not qualify."""
+    ln = m.node("ln")
+    c = const_of(m.graph, m["c"])
+    x = ln.inputs[0]
+    if c is None:
+        return MatchResult.fail(f"%{m['c'].name} is not a constant", node=m.root.name, where="affine", progress=1)
+    for i in (1, 2):
+        if len(ln.inputs) > i and ln.inputs[i] is not None and const_of(m.graph, ln.inputs[i]) is None:
+            return MatchResult.fail("gamma or beta is not constant", node=ln.name, where="affine", progress=1)
+    if x is None or x.type.rank is None:
+        return MatchResult.fail("the normalized tensor has unknown rank", node=ln.name, progress=1)
+    rank = x.type.rank
+    axis = int(m.attr("ln", "axis")) % rank
+    k = rank - axis
+    if c.ndim > rank or any(d != 1 for d in c.shape[: max(0, c.ndim - k)]):
+        return MatchResult.fail(
+            f"constant of shape {list(c.shape)} broadcasts over more than the normalized axes",
+            node=m.root.name,
+            where="affine",
+            progress=2,
+        )
+    return c.reshape(c.shape[max(0, c.ndim - k) :])
+
+
+def _affine_check(m: Match) -> MatchResult | None:
+    got = _affine_operand(m)
+    return got if isinstance(got, MatchResult) else None
+
+
+def _scale_rewrite(rw: Rewriter, m: Match) -> Value:
+    ln = m.node("ln")
+    c = _affine_operand(m)
+    assert isinstance(c, np.ndarray)
+    x, g = ln.inputs[0], const_of(rw.graph, ln.inputs[1])
+    b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
+    dt = x.dtype.np  # type: ignore[union-attr]
+    ins: list[Value | None] = [x, rw.const(f"{ln.name}_gamma", (g * c).astype(dt))]  # type: ignore[operator]
+    if b is not None:
+        ins.append(rw.const(f"{ln.name}_beta", (b * c).astype(dt)))
+    return rw.op("LayerNorm", ins, dict(ln.attrs), name=ln.name)
+
+
+def _shift_rewrite(rw: Rewriter, m: Match) -> Value:
+    ln = m.node("ln")
+    c = _affine_operand(m)
+    assert isinstance(c, np.ndarray)
+    x, g = ln.inputs[0], ln.inputs[1]
+    b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
+    dt = x.dtype.np  # type: ignore[union-attr]
+    beta = c if b is None else b + c
+    return rw.op("LayerNorm", [x, g, rw.const(f"{ln.name}_beta", np.asarray(beta).astype(dt))], dict(ln.attrs), name=ln.name)
+
+
+def _affine_rules() -> list[Rule]:
+    def ln_pattern() -> object:
+        return P.op("LayerNorm", P.var(), P.var(), name="ln", extra_inputs=True)
+
+    return [
+        Rule(
+            "layernorm-scale",
+            P.op("Mul", ln_pattern(), P.var("c"), commute=True),
+            check=_affine_check,
+            rewrite=_scale_rewrite,
+            near_miss_min=3,
+        ),
+        Rule(
+            "layernorm-shift",
+            P.op("Add", ln_pattern(), P.var("c"), commute=True),
+            check=_affine_check,
+            rewrite=_shift_rewrite,
+            near_miss_min=3,
+        ),
+    ]
+
+
+def layernorm_rules() -> list[Rule]:
+    rules = [_lnormalization_rule()]
+    for label, pat in _core_pattern():
+        rules.append(Rule(f"layernorm-{label}", pat, check=_core_check, rewrite=_core_rewrite, near_miss_min=5))
+    return rules + _affine_rules()
+
+
+@register_pass
+class FuseLayerNorm(RulePass):
+    """Fuse decomposed layer normalization (and LayerNormalization) into LayerNorm."""
+
+    name = PASS_NAME
+    family = "fusion"
+
+    def rules(self) -> list[Rule]:
+        return layernorm_rules()
