@@ -4,6 +4,8 @@ Groups:
 
 - ``cleanup`` = ``constant-fold, remove-noops, cse, dce``, repeated until none of
   them changes the graph (at most 10 rounds).
+- ``fuse`` = ``fuse-layernorm, fuse-gelu, fuse-attention, fuse-embedlayernorm,
+  fuse-linear, fuse-skiplayernorm``, once each in that order.
 
 Test-only passes (``damage``) live in ``accelopt.passes.testing`` and are
 registered too, so end-to-end tests can name them in a pipeline string.
@@ -14,8 +16,27 @@ from accelopt.passes import (  # noqa: F401
     cleanup_cse,
     cleanup_dce,
     cleanup_noops,
+    fuse_attention,
+    fuse_embedlayernorm,
+    fuse_gelu,
+    fuse_layernorm,
+    fuse_linear,
+    fuse_skiplayernorm,
     testing,
 )
 from accelopt.passes.base import register_group
 
 register_group("cleanup", ["constant-fold", "remove-noops", "cse", "dce"], fixed_point=True)
+#: order matters: GELU and LayerNorm first (Linear epilogues and SkipLayerNorm need them), attention before
+#: fuse-linear (it packs the raw Q/K/V projections), embeddings before fuse-skiplayernorm
+register_group(
+    "fuse",
+    [
+        "fuse-layernorm",
+        "fuse-gelu",
+        "fuse-attention",
+        "fuse-embedlayernorm",
+        "fuse-linear",
+        "fuse-skiplayernorm",
+    ],
+)
