@@ -7,8 +7,9 @@ has a dim that stays unknown, the estimate is ``None`` rather than a wrong
 number. Cases:
 
 1. ``MatMul`` (and the integer forms ``MatMulInteger``, ``QLinearMatMul``,
-   ``QLinear``, ``DynamicQuantizeMatMul``): ``numel(output) * K`` with ``K`` the
-   last dim of input 0 (the reduction dim, also for 1-D operands).
+   ``QLinear``, ``DynamicQuantizeMatMul``): ``batch * M * N * K``; a dim
+   unknown in the output type is taken from the operands (``M`` from A, ``N``
+   and ``K`` from B, batch dims broadcast), and ``K`` from B when A's is unknown.
 2. ``Gemm``: ``M * N * K`` with ``K`` taken from A (honouring ``transA``).
 3. ``Linear`` (fused, any activation): ``numel(output) * K`` with ``K`` the last
    dim of input 0.
@@ -56,6 +57,56 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+def _dims(v: Value | None, bindings: Mapping[str, int]) -> list[int | None]:
+    """Dims with symbols bound; unknown dims are None (an unknown rank raises)."""
+    if v is None or v.type.shape is None:
+        raise _Unknown("rank")
+    out: list[int | None] = []
+    for d in v.type.shape:
+        try:
+            out.append(_dim(d, bindings))
+        except _Unknown:
+            out.append(None)
+    return out
+
+
+def _pick(*candidates: int | None) -> int:
+    for c in candidates:
+        if c is not None:
+            return c
+    raise _Unknown(None)
+
+
+def _broadcast(x: int | None, y: int | None) -> int | None:
+    if x is not None and y is not None:
+        return max(x, y) if 1 in (x, y) else x
+    known = x if x is not None else y
+    return known if known is not None and known != 1 else None
+
+
+def _matmul_macs(node: Node, b: Mapping[str, int]) -> int:
+    """Cases 1 and 3; a dim unknown in one operand's or the output's type is taken from another."""
+    a, w = _dims(node.inputs[0], b), _dims(node.inputs[1], b)
+    out = _dims(node.outputs[0], b)
+    if node.op == "Linear":
+        k = _pick(a[-1], w[0])
+        rows = [_pick(o, x) for o, x in zip(out[:-1], a[:-1])] if len(out) == len(a) else _all(out[:-1])
+        return _numel(rows) * _pick(out[-1], w[-1]) * k
+    if len(a) < 2 or len(w) < 2 or len(out) != max(len(a), len(w)):
+        return _numel(_all(out)) * _pick(a[-1], w[0] if len(w) == 1 else w[-2])
+    k = _pick(a[-1], w[-2])
+    m, n = _pick(out[-2], a[-2]), _pick(out[-1], w[-1])
+    rank = len(out) - 2
+    pa = [1] * (rank - (len(a) - 2)) + a[:-2]
+    pw = [1] * (rank - (len(w) - 2)) + w[:-2]
+    batch = [_pick(o, _broadcast(x, y)) for o, x, y in zip(out[:-2], pa, pw)]
+    return _numel(batch) * m * n * k
+
+
+def _all(dims: Sequence[int | None]) -> list[int]:
+    return [_pick(d) for d in dims]
+
+
 def node_macs(node: Node, bindings: Mapping[str, int] | None = None) -> int:
     """MACs of one node (0 for ops that are not counted); raises ``ValueError`` when a dim is unknown."""
     b = bindings or {}
@@ -68,9 +119,7 @@ def node_macs(node: Node, bindings: Mapping[str, int] | None = None) -> int:
 def _node_macs(node: Node, b: Mapping[str, int]) -> int:
     op = node.op
     if op in MATMUL_LIKE:  # cases 1 and 3
-        a = _shape(node.inputs[0], b)
-        out = _shape(node.outputs[0], b)
-        return _numel(out) * (a[-1] if a else 1)
+        return _matmul_macs(node, b)
     if op == "Gemm":  # case 2
         a = _shape(node.inputs[0], b)
         out = _shape(node.outputs[0], b)

@@ -378,3 +378,23 @@ def test_estimate_macs_cases() -> None:
     sdpa = 2 * 8 * 8 * (4 + 4)
     assert estimate_macs(g, b) == att + lin + gemm + sdpa
     assert estimate_macs(g, {"batch": 1}) is None
+
+
+def test_estimate_macs_fills_unknown_dims_from_operands() -> None:
+    g = parse("""graph c(%h: float32[batch,seq,?], %p: float32[?,2,?,?], %v: float32[batch,2,seq,4]) {
+  %w: float32[16,8] = const <sha:1>
+  %y: float32[batch,seq,8] = MatMul(%h, %w) @dense
+  %c: float32[batch,2,?,4] = MatMul(%p, %v) @ctx
+  return %y, %c
+}
+""")
+    b = {"batch": 3, "seq": 5}
+    dense = 3 * 5 * 8 * 16  # K from the weight
+    with pytest.raises(ValueError, match=r"node ctx \(MatMul\): unknown dimension"):
+        from accelopt.cost import node_macs
+
+        node_macs(g.node("ctx"), b)  # M is unknown everywhere
+    assert estimate_macs(g, b) is None
+    g.remove_node(g.node("ctx"), force=True)
+    g.set_outputs([g.value("y")])
+    assert estimate_macs(g, b) == dense
