@@ -15,8 +15,9 @@ Where the inputs come from, in order of preference:
 
 The built-in sentences are split into a calibration set and a held-out set
 that share no sentence, so a quantization pass calibrated on one can be
-judged on the other. Symbolic dimensions are bound from ``seq_len`` (the
-second dimension of token inputs) and the number of samples (the first).
+judged on the other. Samples lie along axis 0 (the validator runs them in
+chunks when the graph has a static batch size); other symbolic dimensions
+are bound from ``seq_len`` (the second) or 1.
 """
 
 from __future__ import annotations
@@ -315,10 +316,10 @@ def _bind_shape(v: Value, n: int, seq_len: int) -> tuple[int, ...]:
         )
     dims = []
     for i, d in enumerate(v.shape):
-        if isinstance(d, int):
+        if i == 0:
+            dims.append(n)  # samples along axis 0; a static batch size is met by running in chunks
+        elif isinstance(d, int):
             dims.append(d)
-        elif i == 0:
-            dims.append(n)
         elif i == 1:
             dims.append(seq_len)
         else:

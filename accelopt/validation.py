@@ -536,13 +536,37 @@ class Validator:
 
     def evaluate(self, graph: Graph, tolerance: Mapping[str, float] | None = None) -> AccuracyRecord:
         """``graph`` against the reference only, judged by ``tolerance`` (none: always ok)."""
+        return self.evaluate_outputs(self.outputs(graph), tolerance)
+
+    def evaluate_outputs(
+        self,
+        outputs: Sequence[np.ndarray],
+        tolerance: Mapping[str, float] | None = None,
+        *,
+        previous: Graph | None = None,
+    ) -> AccuracyRecord:
+        """Outputs computed elsewhere (e.g. by a target's artifact, see ``run_inputs``) against the reference.
+
+        Judged against the reference with ``tolerance``; ``previous`` adds the
+        metrics against that graph's outputs (not judged).
+        """
         tol = dict(tolerance or {})
-        per_ref = self._per_output(self.reference_outputs(), self.outputs(graph))
+        ref = self.reference_outputs()
+        if len(outputs) != len(ref):
+            msg = f"{len(outputs)} outputs, the reference has {len(ref)}"
+            return AccuracyRecord(tolerance=tol, ok=False, failures=[msg])
+        per_ref = self._per_output(ref, outputs)
         vs_ref, where = summarize(per_ref)
         rec = AccuracyRecord(vs_reference=vs_ref, per_output=per_ref, tolerance=tol)
+        if previous is not None:
+            rec.vs_previous, _ = summarize(self._per_output(self.outputs(previous), outputs))
         rec.failures = violations(vs_ref, tol, against="reference", where=where)
         rec.ok = not rec.failures
         return rec
+
+    def run_inputs(self, fn: Callable[[dict[str, np.ndarray]], list[np.ndarray]], graph: Graph) -> list[np.ndarray]:
+        """Call ``fn`` on the validation inputs, batched as for ``graph``; outputs concatenated along axis 0."""
+        return self._run_batched(fn, graph, self.samples)
 
     # ------------------------------------------------------------ localization
     def localize(self, old: Graph, new: Graph, *, family: str | None = None) -> Localization | None:

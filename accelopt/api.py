@@ -1,0 +1,437 @@
+"""The Python API: ``load`` a model, ``optimize`` it for a target, get a ``Result``.
+
+Example (a build script)::
+
+    import accelopt as ao
+
+    model = ao.load("bert.onnx")                 # or an HF folder, nn.Module, ExportedProgram
+    result = ao.optimize(model, target="onnx", passes="cleanup", tolerance="cosine=0.9999")
+    result.report.save("out/report.html")
+    result.artifact.save("out/")                 # out/model.onnx
+    outputs = result.artifact.run(inputs)
+
+What ``optimize`` does, in order:
+
+1. checks its arguments (tolerance, target, pipeline, sizes) before any
+   heavy work, so a usage error costs nothing;
+2. loads the model when given a path or a torch object (``load``);
+3. builds the validation inputs (user samples, else built-in sentences, else
+   seeded random inputs; see ``accelopt.samples``) and the ``Validator``;
+4. runs the pipeline through the ``PassManager`` (verify always; validation
+   and rollback when ``validate``; IR dumps when ``dump_ir``);
+5. judges the final graph against the reference (the user's tolerance, else
+   the loosest tolerance of the pass families kept);
+6. lowers the graph with the target and, when validating, runs the artifact
+   on the validation inputs and judges it the same way;
+7. assembles the ``Report``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from accelopt.errors import FrontendError, ValidationError
+from accelopt.ir.graph import Graph
+from accelopt.model import Model
+from accelopt.records import AccuracyRecord, PassRecord
+from accelopt.report import Report
+from accelopt.samples import SampleSet, default_samples, load_samples, text_samples
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ load
+def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
+    """Import a model, dispatching on what ``source`` is.
+
+    1. a ``Model``: returned as is;
+    2. a path to a ``.onnx`` file, or a folder holding one: the ONNX frontend;
+    3. a folder with ``config.json`` (a Hugging Face model): the Hugging Face frontend;
+    4. a ``torch.nn.Module`` (with ``example_inputs``) or ``torch.export.ExportedProgram``:
+       the torch.export frontend.
+
+    Anything else, or a path that does not exist, is a ``FrontendError``.
+    """
+    if isinstance(source, Model):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists():
+            raise FrontendError(f"model {str(p)!r} does not exist")
+        if p.is_dir() and (p / "config.json").is_file():
+            return _load_huggingface(p, **kwargs)
+        if p.suffix.lower() == ".onnx" or p.is_dir():
+            from accelopt.frontends.onnx import load_onnx
+
+            return load_onnx(p, **kwargs)
+        raise FrontendError(
+            f"cannot tell the format of {str(p)!r}: expected a .onnx file, a folder holding one, "
+            "or a Hugging Face model folder (config.json)"
+        )
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(source, (torch.nn.Module, torch.export.ExportedProgram)):
+        from accelopt.frontends.torch_export import load_torch
+
+        return load_torch(source, example_inputs, **kwargs)
+    raise FrontendError(f"cannot load a {type(source).__name__}: pass a path, an nn.Module or an ExportedProgram")
+
+
+def _load_huggingface(path: Path, **kwargs: Any) -> Model:
+    try:
+        from accelopt.frontends import huggingface
+    except ImportError as e:
+        raise FrontendError(f"{path}: the Hugging Face frontend is not available: {e}") from e
+    fn = getattr(huggingface, "load_huggingface", None) or getattr(huggingface, "load_hf", None)
+    if fn is None:
+        raise FrontendError(f"{path}: the Hugging Face frontend has no load function")
+    return fn(path, **kwargs)
+
+
+# ---------------------------------------------------------------- result
+@dataclass
+class Result:
+    """What ``optimize`` returns: the final graph, the report, the target's artifact."""
+
+    graph: Graph
+    report: Report
+    artifact: Any
+    model: Model
+    records: list[PassRecord] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """False when the final accuracy tolerance was not met."""
+        return self.report.ok
+
+
+class Progress(Protocol):
+    """What ``optimize`` reports progress to (the CLI draws a rich progress bar)."""
+
+    def advance(self, done: int, total: int, description: str) -> None: ...
+
+    def status(self, description: str) -> None: ...
+
+
+class _StatusInstrument:
+    """Says which pass is running."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def before_pass(self, pass_: Any, graph: Graph, ctx: Any) -> None:
+        self.progress.status(f"pass {pass_.spec}")
+
+
+# ------------------------------------------------------------- optimize
+def optimize(
+    model_or_path: Any,
+    target: Any = "onnx",
+    passes: str | Sequence[Any] | None = None,
+    calibration: Any = None,
+    tolerance: str | Mapping[str, float] | None = None,
+    seq_len: int = 128,
+    batch: int = 1,
+    validate: bool = True,
+    dump_ir: str | os.PathLike[str] | None = None,
+    *,
+    num_samples: int = 32,
+    seed: int = 0,
+    example_inputs: Any = None,
+    instruments: Sequence[Any] = (),
+    progress: Progress | None = None,
+) -> Result:
+    """Optimize a model for a target; see the module docstring for the steps.
+
+    ``target``: a target name (``"onnx"``), with options (``"tpu{chip=v4}"``), or
+    a ``Target``. ``passes``: a pipeline string (``"cleanup,fuse"``) or a list
+    of ``Pass`` objects; ``None`` takes the target's default pipeline.
+    ``calibration``: a path (``.npz`` of input arrays, or a text file of
+    sentences), a list of sentences, a dict of input arrays (samples along
+    axis 0) or a ``SampleSet``; used for validation and by passes that need
+    data. ``tolerance``: ``"cosine=0.995,max_abs=1e-3"`` or a dict; it
+    overrides the family defaults and bounds the final result against the
+    reference. ``seq_len`` and ``batch`` bind symbolic sequence and batch
+    dims (cost estimates, static-shape targets, generated inputs);
+    validation runs ``num_samples`` samples batched. ``dump_ir``: a folder
+    for ``NNN_<pass>.txt`` text-form dumps. ``instruments`` are added to the
+    pass manager's.
+
+    Raises ``ValidationError``, ``TargetError``, ``PassError`` for bad
+    arguments, ``FrontendError`` for a model that cannot be imported.
+    """
+    from accelopt.cost import estimate_macs
+    from accelopt.instruments import DumpIRInstrument, TimingInstrument
+    from accelopt.passes.base import PassContext, build_pipeline, format_pipeline, parse_pipeline
+    from accelopt.passmanager import PassManager
+    from accelopt.targets.base import Target, get_target
+    from accelopt.validation import ValidationConfig, Validator, format_tolerance, parse_tolerance, tolerance_for
+
+    t_start = time.perf_counter()
+    # 1. arguments
+    for name, value in (("seq_len", seq_len), ("batch", batch), ("num_samples", num_samples)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValidationError(f"{name} must be a positive integer, got {value!r}")
+    overrides = parse_tolerance(tolerance)
+    tgt = target if isinstance(target, Target) else get_target(str(target))
+    spec = tgt.default_passes if passes is None else passes
+    if isinstance(spec, str):
+        requested = format_pipeline(parse_pipeline(spec))
+        pipeline = build_pipeline(spec)
+    else:
+        pipeline = list(spec)
+        requested = format_pipeline(pipeline)
+    pipeline_str = format_pipeline(pipeline)
+
+    # 2. model
+    if progress is not None:
+        progress.status("loading the model")
+    model = load(model_or_path, example_inputs)
+    graph_in = model.graph
+    bindings = _shape_bindings(graph_in, batch=int(batch), seq_len=int(seq_len))
+
+    # 3. inputs and validator
+    user_samples = _user_samples(calibration, model, int(seq_len), seed) if calibration is not None else None
+    validator: Validator | None = None
+    if validate:
+        config = ValidationConfig(num_samples=int(num_samples), seq_len=int(seq_len), seed=seed, tolerance=overrides)
+        status_fn = progress.status if progress is not None else None
+        validator = Validator(model, config, user_samples, progress=status_fn)
+    if user_samples is not None:
+        calib = user_samples
+    else:
+        calib = default_samples(
+            graph_in, model.tokenizer, n=int(num_samples), seq_len=int(seq_len), purpose="calibration", seed=seed
+        )
+
+    # 4. passes
+    insts: list[Any] = [TimingInstrument()]
+    if dump_ir is not None:
+        insts.append(DumpIRInstrument(dump_ir))
+    if progress is not None:
+        insts.append(_StatusInstrument(progress))
+    insts.extend(instruments)
+    ctx = PassContext(
+        target=tgt.capabilities,
+        validator=validator,
+        calibration=calib.as_list(_static_batch(graph_in)),
+        instruments=insts,
+        options={"shape_bindings": bindings, "seq_len": int(seq_len), "batch": int(batch), "seed": seed},
+        progress=progress.advance if progress is not None else None,
+    )
+    baseline: AccuracyRecord | None = None
+    if validator is not None:
+        baseline = validator.evaluate(graph_in, tolerance_for("cleanup"))
+    graph, records = PassManager(pipeline, ctx).run(graph_in)
+
+    # 5. final accuracy
+    final = artifact_check = None
+    final_tol: dict[str, float] = {}
+    status = "not-validated"
+    notes: list[str] = []
+    if validator is not None:
+        kept = [r.family for r in records if r.modified and not r.rolled_back]
+        final_tol = validator.final_tolerance(kept)
+        if progress is not None:
+            progress.status("checking the final graph")
+        final = validator.evaluate(graph, final_tol)
+        status = "ok" if final.ok else "tolerance-not-met"
+
+    # 6. lowering
+    if progress is not None:
+        progress.status(f"lowering for {tgt.spec}")
+    artifact = tgt.lower(graph, model=model, samples=validator.samples if validator is not None else calib)
+    if validator is not None and artifact is not None:
+        if progress is not None:
+            progress.status("running the artifact")
+        artifact_check = _check_artifact(validator, artifact, graph, final_tol)
+        if not artifact_check.ok:
+            status = "tolerance-not-met"
+            notes.append(
+                "the written artifact does not meet the final tolerance: " + "; ".join(artifact_check.failures)
+            )
+
+    # 7. report
+    vinfo: dict[str, Any] = {"enabled": validator is not None}
+    if validator is not None:
+        s = validator.samples
+        vinfo.update(
+            reference_runtime=validator.reference_runtime,
+            inputs=s.source,
+            num_samples=s.num_samples,
+            seq_len=int(seq_len),
+            batch=int(batch),
+            tolerance=overrides,
+            final_tolerance=final_tol,
+            reference_seconds=validator.reference_seconds,
+            notes=list(s.notes)
+            + (
+                []
+                if baseline is None or baseline.ok
+                else ["imported graph vs reference: " + "; ".join(baseline.failures)]
+            ),
+        )
+    report = Report(
+        model=_graph_info(graph_in, model, bindings, estimate_macs),
+        target={"name": tgt.name, "spec": tgt.spec, "capabilities": tgt.capabilities.as_dict()},
+        pipeline=pipeline_str,
+        requested_pipeline=requested,
+        passes=records,
+        validation=vinfo,
+        baseline=baseline,
+        final=final,
+        artifact_check=artifact_check,
+        status=status,
+        result={
+            "nodes": len(graph.nodes),
+            "ops": dict(graph.op_counts()),
+            "parameter_bytes": graph.parameter_bytes(),
+            "macs": estimate_macs(graph, bindings),
+        },
+        artifact=artifact.describe() if artifact is not None else None,
+        command=_command_line(
+            model.source,
+            tgt.spec,
+            pipeline_str,
+            calibration=calibration,
+            tolerance=format_tolerance(overrides) if overrides else "",
+            seq_len=int(seq_len),
+            batch=int(batch),
+            validate=validate,
+        ),
+        notes=notes,
+    )
+    report.seconds = time.perf_counter() - t_start
+    return Result(graph=graph, report=report, artifact=artifact, model=model, records=records)
+
+
+# --------------------------------------------------------------- helpers
+def _static_batch(graph: Graph) -> int | None:
+    for v in graph.inputs:
+        if v.shape and isinstance(v.shape[0], int):
+            return int(v.shape[0])
+    return None
+
+
+def _shape_bindings(graph: Graph, *, batch: int, seq_len: int) -> dict[str, int]:
+    """Symbol -> size: ``batch``/``seq`` names, and the symbols at dim 0 / dim 1 of the inputs."""
+    out = {"batch": batch, "seq": seq_len, "sequence": seq_len}
+    for v in graph.inputs:
+        if not v.shape:
+            continue
+        if isinstance(v.shape[0], str):
+            out.setdefault(v.shape[0], batch)
+        if len(v.shape) > 1 and isinstance(v.shape[1], str):
+            out.setdefault(v.shape[1], seq_len)
+    return out
+
+
+def _user_samples(calibration: Any, model: Model, seq_len: int, seed: int) -> SampleSet:
+    """Cases: 1. a ``SampleSet``; 2. a path (``.npz`` or text); 3. a list of sentences;
+    4. a dict of arrays; 5. a list of input dicts (concatenated along axis 0)."""
+    graph = model.graph
+    if isinstance(calibration, SampleSet):
+        return calibration
+    if isinstance(calibration, (str, os.PathLike)):
+        return load_samples(calibration, graph, model.tokenizer, seq_len=seq_len, seed=seed)
+    if isinstance(calibration, Sequence) and calibration and all(isinstance(s, str) for s in calibration):
+        tok = model.tokenizer
+        if tok is None:
+            from accelopt.samples import BUNDLED_VOCAB_SIZE, bundled_tokenizer, lookup_table_size
+
+            if lookup_table_size(graph, "input_ids") != BUNDLED_VOCAB_SIZE:
+                raise ValidationError("calibration sentences need a tokenizer; the model has none: pass input arrays")
+            tok = bundled_tokenizer()
+        return text_samples(
+            graph, tok, list(calibration), seq_len, source=f"{len(calibration)} user sentences", seed=seed
+        )
+    if isinstance(calibration, Mapping):
+        arrays = {k: np.asarray(v) for k, v in calibration.items()}
+    elif isinstance(calibration, Sequence) and calibration and all(isinstance(d, Mapping) for d in calibration):
+        keys = list(calibration[0])
+        arrays = {k: np.concatenate([np.asarray(d[k]) for d in calibration], axis=0) for k in keys}
+    else:
+        raise ValidationError(
+            f"calibration must be a path, a list of sentences, a dict of arrays or a list of input dicts, "
+            f"not {type(calibration).__name__}"
+        )
+    missing = [v.name for v in graph.inputs if v.name not in arrays]
+    if missing:
+        raise ValidationError(f"calibration data lacks input(s) {', '.join(missing)}")
+    counts = {v.name: arrays[v.name].shape[0] if arrays[v.name].ndim else 0 for v in graph.inputs}
+    if len(set(counts.values())) != 1:
+        raise ValidationError(f"calibration arrays disagree on the number of samples: {counts}")
+    out = {v.name: arrays[v.name].astype(v.dtype.np, copy=False) for v in graph.inputs}
+    mask = out.get("attention_mask")
+    n = next(iter(counts.values()), 0)
+    return SampleSet(out, f"{n} user samples", mask=mask if mask is not None and mask.ndim == 2 else None)
+
+
+def _check_artifact(validator: Any, artifact: Any, graph: Graph, tolerance: Mapping[str, float]) -> AccuracyRecord:
+    """Run the artifact on the validation inputs: judged against the reference, compared with the final graph."""
+    names = [v.name for v in graph.outputs]
+
+    def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        res = artifact.run(batch)
+        if set(names) <= set(res):
+            return [np.asarray(res[k]) for k in names]
+        return [np.asarray(v) for v in res.values()]
+
+    return validator.evaluate_outputs(validator.run_inputs(run, graph), tolerance, previous=graph)
+
+
+def _graph_info(
+    graph: Graph, model: Model, bindings: Mapping[str, int], macs: Callable[..., int | None]
+) -> dict[str, Any]:
+    return {
+        "source": model.source,
+        "kind": model.kind,
+        "graph": graph.name,
+        "inputs": {v.name: str(v.type) for v in graph.inputs},
+        "outputs": {v.name: str(v.type) for v in graph.outputs},
+        "nodes": len(graph.nodes),
+        "ops": dict(graph.op_counts()),
+        "parameter_bytes": graph.parameter_bytes(),
+        "macs": macs(graph, bindings),
+    }
+
+
+def _command_line(
+    source: str,
+    target: str,
+    pipeline: str,
+    *,
+    calibration: Any,
+    tolerance: str,
+    seq_len: int,
+    batch: int,
+    validate: bool,
+) -> str:
+    parts = [
+        "optimize",
+        source,
+        "--target",
+        target,
+        "--passes",
+        pipeline,
+        "--seq-len",
+        str(seq_len),
+        "--batch",
+        str(batch),
+    ]
+    if isinstance(calibration, (str, os.PathLike)):
+        parts += ["--calibration", os.fspath(calibration)]
+    if tolerance:
+        parts += ["--tolerance", tolerance]
+    if not validate:
+        parts.append("--no-validate")
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,459 @@
+"""The ``optimize`` command.
+
+::
+
+    optimize MODEL --target onnx --passes cleanup -o OUTDIR [options]
+    optimize diff A.json B.json
+    optimize --list-passes | --list-targets
+
+Exit codes (``EXIT_*``):
+
+0. success;
+1. the final accuracy tolerance was not met (outputs are still written);
+2. usage error: bad options or values, unknown pass/target or a target not
+   built yet, unreadable calibration file, output folder not writable;
+3. unsupported model (the frontend could not import it);
+4. a pass or the target failed while running (the message names it);
+130. interrupted (Ctrl-C).
+
+OUTDIR is written atomically: everything goes to a temporary folder next to
+it, renamed into place at the end; after a failure or an interrupt nothing is
+left. An existing OUTDIR is replaced only when it is empty or was written by
+``optimize`` (it holds the ``.accelopt`` marker). User errors print one red
+line and a hint, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accelopt.errors import AccelOptError, FrontendError, PassError, TargetError, ValidationError
+
+EXIT_OK = 0
+EXIT_TOLERANCE = 1
+EXIT_USAGE = 2
+EXIT_UNSUPPORTED = 3
+EXIT_FAILED = 4
+EXIT_INTERRUPTED = 130
+
+REPORT_FORMATS = {"json": "report.json", "md": "report.md", "html": "report.html", "txt": "report.txt"}
+MARKER = ".accelopt"
+TARGET_CHOICES = ("cpu", "gpu", "fpga", "tpu", "onnx")
+
+log = logging.getLogger("accelopt.cli")
+
+
+class UsageError(Exception):
+    """A bad command line (exit code 2), with an optional hint."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optimize",
+        description="Optimize a BERT-class model for a target, validating accuracy after every pass.",
+        epilog=(
+            "Compare two reports: optimize diff A.json B.json. "
+            "Exit codes: 0 ok, 1 final accuracy tolerance not met, 2 usage error, 3 unsupported model, "
+            "4 a pass or the target failed, 130 interrupted."
+        ),
+    )
+    p.add_argument("model", nargs="?", help="a .onnx file, a folder holding one, or a Hugging Face model folder")
+    p.add_argument(
+        "--target",
+        "-t",
+        default="onnx",
+        metavar="TARGET",
+        help=f"one of {', '.join(TARGET_CHOICES)}, with options as in NAME{{key=value}} (default: onnx)",
+    )
+    p.add_argument(
+        "--passes", "-p", default=None, metavar="SPEC", help="pipeline, e.g. cleanup,fuse (default: the target's)"
+    )
+    p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (written atomically)")
+    p.add_argument(
+        "--calibration", metavar="FILE", help=".npz of input arrays, or a text file with one sentence per line"
+    )
+    p.add_argument(
+        "--tolerance", metavar="K=V,...", help="e.g. cosine=0.995,max_abs=1e-3 (overrides the family defaults)"
+    )
+    p.add_argument("--seq-len", type=int, default=128, metavar="N", help="sequence length (default 128)")
+    p.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="batch size symbolic batch dims bind to (default 1)"
+    )
+    p.add_argument("--samples", type=int, default=32, metavar="N", help="validation samples (default 32)")
+    p.add_argument(
+        "--report",
+        default="json,md,html",
+        metavar="FORMATS",
+        help=f"report formats to write, from {','.join(REPORT_FORMATS)} (default json,md,html; 'none' for none)",
+    )
+    p.add_argument(
+        "--dump-ir",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="write the IR after every pass (NNN_<pass>.txt); default folder OUTDIR/ir",
+    )
+    p.add_argument("--no-validate", action="store_true", help="skip accuracy validation (no rollback)")
+    p.add_argument("--list-passes", action="store_true", help="list passes and groups, then exit")
+    p.add_argument("--list-targets", action="store_true", help="list targets, then exit")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    return p
+
+
+# ------------------------------------------------------------------- output
+def _consoles(quiet: bool) -> tuple[Any, Any]:
+    from rich.console import Console
+
+    return Console(quiet=quiet), Console(stderr=True)
+
+
+def _error(err: Any, message: str, hint: str = "") -> None:
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(message, style="red")
+    err.print(line, soft_wrap=True)
+    if hint:
+        err.print(Text(f"hint: {hint}", style="yellow"), soft_wrap=True)
+
+
+def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    root = logging.getLogger("accelopt")
+    for h in list(root.handlers):
+        if getattr(h, "_accelopt_cli", False):
+            root.removeHandler(h)
+    handler = RichHandler(console=err, show_path=verbose >= 2, show_time=verbose >= 1, markup=False)
+    handler._accelopt_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+# -------------------------------------------------------------------- lists
+def list_passes(console: Any) -> None:
+    import dataclasses
+
+    from accelopt.passes.base import registered_groups, registered_passes
+    from rich.table import Table
+
+    t = Table(title="passes")
+    t.add_column("name", style="bold")
+    t.add_column("family")
+    t.add_column("options")
+    t.add_column("what it does")
+    for name, cls in sorted(registered_passes().items()):
+        opts = ", ".join(f"{f.name}={getattr(cls.Options(), f.name)!r}" for f in dataclasses.fields(cls.Options))
+        t.add_row(name, cls.family, opts or "-", cls.describe())
+    console.print(t)
+    g = Table(title="groups")
+    g.add_column("name", style="bold")
+    g.add_column("passes")
+    for name, members in sorted(registered_groups().items()):
+        g.add_row(name, ", ".join(members))
+    console.print(g)
+
+
+def list_targets(console: Any) -> None:
+    from accelopt.targets.base import list_targets as _targets
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title="targets")
+    t.add_column("name", style="bold")
+    t.add_column("status")
+    t.add_column("default passes")
+    t.add_column("what it is")
+    for info in _targets():
+        status = Text("built", style="green") if info.built else Text("not built yet", style="yellow")
+        t.add_row(info.name, status, info.default_passes or "-", info.summary)
+    console.print(t)
+
+
+# ------------------------------------------------------------------ progress
+class _Bar:
+    """A rich progress bar over passes; the description says what runs (pass, validation, lowering)."""
+
+    def __init__(self, console: Any, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("starting", total=None)
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def advance(self, done: int, total: int, description: str) -> None:
+        self.progress.update(self.task, completed=done, total=total, description=f"{description} done")
+
+    def status(self, description: str) -> None:
+        self.progress.update(self.task, description=description)
+
+
+# ----------------------------------------------------------------- outdir
+class _Staging:
+    """A temporary folder next to OUTDIR, renamed into place by ``commit``; removed on failure."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self.created_parents: list[Path] = []
+        self.tmp: Path | None = None
+
+    def open(self) -> Path:
+        out = self.outdir
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"output {str(out)!r} exists and is not a folder", "choose another -o OUTDIR")
+        if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+            raise UsageError(
+                f"output folder {str(out)!r} is not empty and was not written by optimize",
+                "choose a new or empty folder, or remove it first",
+            )
+        parent = out.parent
+        missing = []
+        p = parent
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        try:
+            for d in reversed(missing):
+                d.mkdir()
+                self.created_parents.append(d)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        except OSError as e:
+            self.rollback()
+            raise UsageError(
+                f"cannot write to output folder {str(out)!r}: {e.strerror or e}", "choose a writable -o OUTDIR"
+            ) from None
+        return self.tmp
+
+    def commit(self) -> None:
+        assert self.tmp is not None
+        out = self.outdir
+        (self.tmp / MARKER).write_text(json.dumps({"written_by": "accelopt optimize", "time": time.time()}) + "\n")
+        backup = None
+        if out.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            backup.rmdir()
+            os.replace(out, backup)
+        try:
+            os.replace(self.tmp, out)
+        except OSError:
+            if backup is not None:
+                os.replace(backup, out)
+            raise
+        self.tmp = None
+        self.created_parents = []
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+
+    def rollback(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        for d in reversed(self.created_parents):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        self.created_parents = []
+
+
+# --------------------------------------------------------------------- run
+def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """Cheap checks before any model is loaded: formats, sizes, tolerance, target, pipeline, files."""
+    from accelopt.passes.base import build_pipeline
+    from accelopt.targets.base import get_target
+
+    from accelopt.validation import parse_tolerance
+
+    if not args.model:
+        raise UsageError("no model given", "optimize MODEL --target onnx --passes cleanup -o OUTDIR")
+    if not args.output:
+        raise UsageError("no output folder given", "add -o OUTDIR")
+    formats = [f.strip().lower() for f in (args.report or "").split(",") if f.strip()]
+    if formats == ["none"]:
+        formats = []
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad:
+        raise UsageError(
+            f"unknown report format {bad[0]!r}", f"--report takes a comma list of {', '.join(REPORT_FORMATS)}"
+        )
+    for flag, value in (("--seq-len", args.seq_len), ("--batch", args.batch), ("--samples", args.samples)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    try:
+        parse_tolerance(args.tolerance)
+    except ValidationError as e:
+        raise UsageError(str(e), "e.g. --tolerance cosine=0.995,max_abs=1e-3") from None
+    try:
+        target = get_target(args.target)
+    except TargetError as e:
+        raise UsageError(str(e), "optimize --list-targets shows every target") from None
+    try:
+        build_pipeline(args.passes if args.passes is not None else target.default_passes)
+    except PassError as e:
+        raise UsageError(str(e), "optimize --list-passes shows every pass and its options") from None
+    if not Path(args.model).exists():
+        raise UsageError(f"model {args.model!r} does not exist")
+    if args.calibration is not None:
+        c = Path(args.calibration)
+        if not c.is_file() or not os.access(c, os.R_OK):
+            raise UsageError(
+                f"cannot read calibration file {args.calibration!r}",
+                "--calibration takes a .npz of input arrays or a text file with one sentence per line",
+            )
+    return formats, target
+
+
+def _run(args: argparse.Namespace, out: Any, err: Any, instruments: Sequence[Any]) -> int:
+    from accelopt.api import optimize
+
+    formats, target = _check_usage(args)
+    staging = _Staging(Path(args.output))
+    tmp = staging.open()
+    try:
+        dump_ir = None
+        if args.dump_ir is not None:
+            dump_ir = tmp / "ir" if args.dump_ir == "" else Path(args.dump_ir)
+        with _Bar(err, enabled=not args.quiet) as bar:
+            result = optimize(
+                args.model,
+                target=target,
+                passes=args.passes,
+                calibration=args.calibration,
+                tolerance=args.tolerance,
+                seq_len=args.seq_len,
+                batch=args.batch,
+                validate=not args.no_validate,
+                dump_ir=dump_ir,
+                num_samples=args.samples,
+                instruments=instruments,
+                progress=bar,
+            )
+            bar.status("writing outputs")
+            files = [Path(f).name for f in (result.artifact.save(tmp) if result.artifact is not None else [])]
+            for fmt in formats:
+                result.report.save(tmp / REPORT_FORMATS[fmt])
+        staging.commit()
+    except BaseException:
+        staging.rollback()
+        raise
+    report = result.report
+    if not args.quiet:
+        report.render(out)
+        written = files + [REPORT_FORMATS[f] for f in formats] + (["ir/"] if dump_ir == tmp / "ir" else [])
+        out.print(f"wrote {args.output}: {', '.join(written)}", markup=False, soft_wrap=True)
+    if not report.ok:
+        failures = (report.final.failures if report.final else []) + report.notes
+        _error(
+            err,
+            "final accuracy tolerance not met: " + "; ".join(failures),
+            "see the report; loosen --tolerance or drop the pass",
+        )
+        return EXIT_TOLERANCE
+    return EXIT_OK
+
+
+def _diff(argv: Sequence[str], out: Any, err: Any) -> int:
+    from accelopt.report import Report, diff_reports
+
+    p = argparse.ArgumentParser(prog="optimize diff", description="Compare two reports pass by pass.")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.add_argument("--md", metavar="FILE", help="also write the comparison as Markdown")
+    try:
+        args = p.parse_args(list(argv))
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    try:
+        a, b = Report.load(args.a), Report.load(args.b)
+    except ValueError as e:
+        _error(err, str(e), "optimize diff takes two report.json files written by optimize")
+        return EXIT_USAGE
+    d = diff_reports(a, b)
+    d.render(out)
+    if args.md:
+        try:
+            Path(args.md).write_text(d.to_markdown(), encoding="utf-8")
+        except OSError as e:
+            _error(err, f"cannot write {args.md!r}: {e.strerror or e}")
+            return EXIT_USAGE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) -> int:
+    """Run the command; returns the exit code. ``instruments`` are passed to the pass manager (embedding, tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if argv and argv[0] == "diff" and not Path("diff").exists():
+        out, err = _consoles(False)
+        return _diff(argv[1:], out, err)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    out, err = _consoles(args.quiet)
+    _setup_logging(args.verbose, args.quiet, err)
+    try:
+        if args.list_passes or args.list_targets:
+            if args.list_passes:
+                list_passes(out)
+            if args.list_targets:
+                list_targets(out)
+            return EXIT_OK
+        return _run(args, out, err, instruments)
+    except UsageError as e:
+        _error(err, str(e), e.hint)
+        return EXIT_USAGE
+    except ValidationError as e:
+        _error(err, str(e), "--calibration takes a .npz of input arrays or a text file with one sentence per line")
+        return EXIT_USAGE
+    except FrontendError as e:
+        _error(err, f"unsupported model: {e}", "accelopt reads .onnx files, Hugging Face folders and torch modules")
+        return EXIT_UNSUPPORTED
+    except (PassError, TargetError) as e:
+        _error(err, str(e), "run with -v for details; the report is not written")
+        return EXIT_FAILED
+    except AccelOptError as e:
+        _error(err, f"{type(e).__name__}: {e}", "run with -v for details")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error(err, "interrupted; nothing was written")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
