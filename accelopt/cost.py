@@ -123,11 +123,11 @@ def _node_macs(node: Node, b: Mapping[str, int]) -> int:
     if op == "Gemm":  # case 2
         a = _shape(node.inputs[0], b)
         out = _shape(node.outputs[0], b)
-        k = a[0] if node.attr("transA", 0) else a[-1]
-        return _numel(out) * k
+        inner = a[0] if node.attr("transA", 0) else a[-1]
+        return _numel(out) * inner
     if op == "ScaledDotProductAttention":  # case 5
-        q, k, v = (_shape(node.inputs[i], b) for i in range(3))
-        return _numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
+        q, key, v = (_shape(node.inputs[i], b) for i in range(3))
+        return _numel(q[:-2]) * q[-2] * key[-2] * (q[-1] + v[-1])
     if op == "Attention":  # case 4
         ins = node.inputs
         x = _shape(ins[0], b)
