@@ -654,7 +654,8 @@ def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGra
                         key = plan.raw.get(o.name)
                         env[id(o)] = folded[o.name] if key is None or plan.mode == "constants" else params[key]
         for node, low, opdef, attrs in steps:
-            ins = [None if v is None else env[id(v)] for v in node.inputs]
+            # outputs of nodes absorbed by the weight plan are absent; their consumers get a PreparedWeight
+            ins = [None if v is None else env.get(id(v)) for v in node.inputs]
             if low.fold and all(x is None or ctx.is_static(x) for x in ins):
                 try:
                     outs = [np.asarray(o) for o in opdef.kernel(ins, attrs, len(node.outputs))]
