@@ -51,79 +51,79 @@ _HAS_POOLER = {"bert": True, "albert": True, "minilm": True, "distilbert": False
 
 
 # ----------------------------------------------------------------- configs
+_CONFIG_CLASSES = {
+    "bert": "BertConfig",
+    "distilbert": "DistilBertConfig",
+    "roberta": "RobertaConfig",
+    "albert": "AlbertConfig",
+}
+_TINY = {"vocab_size": 1000, "max_position_embeddings": 128}
+_ROBERTA_IDS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5, "type_vocab_size": 1}
+#: config parameters by size and family (plain dicts: the cache key needs no transformers import)
+CONFIG_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {  # hidden 64, 2 layers, 4 heads, intermediate 128, vocab 1000
+        "bert": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            **_TINY,
+        },
+        "distilbert": {"dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 128, **_TINY},
+        "roberta": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            **_ROBERTA_IDS,
+            "vocab_size": 1000,
+            "max_position_embeddings": 130,  # positions start after the pad id
+        },
+        "albert": {
+            "hidden_size": 64,
+            "embedding_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "hidden_act": "gelu",
+            **_TINY,
+        },
+    },
+    "full": {  # the base sizes; BertConfig() defaults are BERT-base
+        "bert": {},
+        "distilbert": {},
+        "roberta": {"vocab_size": 50265, "max_position_embeddings": 514, **_ROBERTA_IDS},  # roberta-base
+        # albert-base-v2 (AlbertConfig() defaults are xxlarge)
+        "albert": {
+            "hidden_size": 768,
+            "embedding_size": 128,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "hidden_act": "gelu_new",
+        },
+    },
+}
+
+
+def config_for(family: str, size: str) -> Any:
+    """A transformers config of ``family`` at ``size`` ("tiny" or "full")."""
+    import transformers
+
+    if size not in CONFIG_PARAMS:
+        raise ValueError(f"unknown size {size!r} (tiny or full)")
+    if family not in _CONFIG_CLASSES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return getattr(transformers, _CONFIG_CLASSES[family])(**CONFIG_PARAMS[size][family])
+
+
 def tiny_config(family: str) -> Any:
     """A tiny config: hidden 64, 2 layers, 4 heads, intermediate 128, vocab 1000."""
-    import transformers as tf
-
-    common = {"vocab_size": 1000, "max_position_embeddings": 128}
-    if family == "bert":
-        return tf.BertConfig(
-            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, **common
-        )
-    if family == "distilbert":
-        return tf.DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128, **common)
-    if family == "roberta":
-        return tf.RobertaConfig(
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            layer_norm_eps=1e-5,
-            vocab_size=1000,
-            max_position_embeddings=130,
-        )
-    if family == "albert":
-        return tf.AlbertConfig(
-            hidden_size=64,
-            embedding_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            hidden_act="gelu",
-            **common,
-        )
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return config_for(family, "tiny")
 
 
 def full_config(family: str) -> Any:
     """The base-size config of a family (``BertConfig()`` defaults are BERT-base)."""
-    import transformers as tf
-
-    if family == "bert":
-        return tf.BertConfig()
-    if family == "distilbert":
-        return tf.DistilBertConfig()
-    if family == "roberta":  # roberta-base
-        return tf.RobertaConfig(
-            vocab_size=50265,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            layer_norm_eps=1e-5,
-        )
-    if family == "albert":  # albert-base-v2 (AlbertConfig() defaults are xxlarge)
-        return tf.AlbertConfig(
-            hidden_size=768,
-            embedding_size=128,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            hidden_act="gelu_new",
-        )
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-
-
-def config_for(family: str, size: str) -> Any:
-    if size == "tiny":
-        return tiny_config(family)
-    if size == "full":
-        return full_config(family)
-    raise ValueError(f"unknown size {size!r} (tiny or full)")
+    return config_for(family, "full")
 
 
 def input_names(family: str) -> list[str]:
@@ -225,11 +225,12 @@ def sample_inputs(
 
 def family_inputs(family: str, batch: int, seq: int, seed: int = 0, *, config: Any = None) -> dict[str, np.ndarray]:
     """``sample_inputs`` shaped for a family's export (vocab, pad id, token types)."""
-    if family == "minilm":
+    if config is not None:
+        vocab = config.vocab_size
+    elif family == "minilm":
         vocab = 30522
     else:
-        cfg = config if config is not None else tiny_config(family)
-        vocab = cfg.vocab_size
+        vocab = CONFIG_PARAMS["tiny"][family].get("vocab_size", 30522)
     return sample_inputs(batch, seq, vocab, seed, token_type_ids=_HAS_TOKEN_TYPES[family], pad_id=pad_token_id(family))
 
 
@@ -244,14 +245,13 @@ def export_onnx(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Path of a cached ONNX export of ``family`` (``"minilm"`` uses real weights)."""
-    import torch
-    import transformers
+    from importlib.metadata import version
 
     if exporter not in ("dynamo", "legacy"):
         raise ValueError(f"unknown exporter {exporter!r} (dynamo or legacy)")
-    cfg = None if family == "minilm" else config_for(family, size)
-    cfg_json = "minilm" if cfg is None else cfg.to_json_string(use_diff=False)
-    key = json.dumps([family, size, exporter, opset, seed, cfg_json, torch.__version__, transformers.__version__])
+    params = "minilm" if family == "minilm" else CONFIG_PARAMS[size][family]
+    versions = [version("torch"), version("transformers"), version("onnx"), version("onnxscript")]
+    key = json.dumps([family, size, exporter, opset, seed, params, *versions], sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     label = "minilm" if family == "minilm" else f"{family}-{size}"
@@ -262,7 +262,7 @@ def export_onnx(
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
         with _quiet():
-            model = build_model(family, cfg, seed=seed)
+            model = build_model(family, None if family == "minilm" else config_for(family, size), seed=seed)
         _export(model, family, tmp / "model.onnx", exporter=exporter, opset=opset)
         try:
             os.replace(tmp, final)

@@ -585,3 +585,14 @@ def test_other_domain_op_accepted_when_the_registry_defines_it(monkeypatch: pyte
     m2 = make_model([node], [vi("x", F, [2])], [vi("y", F, 1)], extra_opsets={"org.other": 1})
     with pytest.raises(FrontendError, match=r"1 unsupported op\(s\): org\.other\.TestOnlyMsRelu \(node r\)"):
         import_onnx_model(m2)
+
+
+def test_reference_casts_integer_inputs_to_the_declared_type() -> None:
+    model = load_onnx(mz.export_onnx("bert", exporter="legacy", opset=14), providers=["CPUExecutionProvider"])
+    x64 = mz.family_inputs("bert", 2, 6, seed=7)
+    x32 = {k: v.astype(np.int32) for k, v in x64.items()}
+    ref64, ref32 = model.reference(x64), model.reference(x32)
+    np.testing.assert_array_equal(ref64["last_hidden_state"], ref32["last_hidden_state"])
+    np.testing.assert_allclose(model.run(x32)["last_hidden_state"], ref64["last_hidden_state"], atol=TINY_TOL, rtol=0)
+    with pytest.raises(FrontendError, match=r"missing input\(s\) token_type_ids"):
+        model.reference({k: v for k, v in x64.items() if k != "token_type_ids"})
