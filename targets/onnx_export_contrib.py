@@ -1,0 +1,251 @@
+"""ONNX exporters of the fused ops: onnxruntime's com.microsoft contrib ops, or standard ops.
+
+The ONNX writer imports this module on first use (its name starts with
+``onnx_export``). Mappings:
+
+1. ``Attention`` -> ``com.microsoft.Attention(input, weights, bias, mask_index)``
+   with ``num_heads``, ``scale`` (omitted when 0: onnxruntime then uses
+   1/sqrt(head_size), as the op does) and ``mask_filter_value``; an int64 or
+   bool key-padding mask is cast to int32 (the raw ``[batch, seq]`` mask form).
+2. ``SkipLayerNorm`` -> ``com.microsoft.SkipLayerNormalization`` (the optional
+   sum output is output 3, ``input_skip_bias_sum``) for 3-D inputs with 1-D
+   gamma/beta/bias; otherwise ``Add`` (+ bias) and ``LayerNormalization``.
+3. ``LayerNorm`` -> ``LayerNormalization`` (opset 17).
+4. ``Linear`` -> ``MatMul`` then, by activation: none ``Add(bias)``; gelu
+   ``com.microsoft.BiasGelu`` (``Gelu`` without bias); gelu_tanh
+   ``com.microsoft.FastGelu(x, bias)``; gelu_sigmoid ``Add`` +
+   ``com.microsoft.QuickGelu{alpha=1.702}``; relu ``Add`` + ``Relu``.
+5. ``QuickGelu`` -> ``com.microsoft.QuickGelu{alpha}``.
+6. ``EmbedLayerNorm`` -> ``com.microsoft.EmbedLayerNormalization`` with int32
+   ids (cast when needed), a zero beta when the op has none, the explicit
+   ``position_ids`` as input 8; the required ``mask_index`` output gets a
+   fresh unused name and the embedding sum is output 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from accelopt.targets.onnx_writer import ExportContext, register_exporter
+from onnx import NodeProto
+
+from accelopt.errors import TargetError
+from accelopt.ir.dtypes import DType
+from accelopt.ir.graph import Node, Value
+
+MS = "com.microsoft"
+
+
+class _Emitter:
+    """Collects the nodes one IR node becomes, with fresh names derived from it."""
+
+    def __init__(self, ctx: ExportContext, node: Node) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.made: list[NodeProto] = []
+
+    def __call__(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        hint: str,
+        *,
+        outputs: Sequence[str] | None = None,
+        domain: str = "",
+        **attrs: Any,
+    ) -> str:
+        outs = list(outputs) if outputs is not None else [self.ctx.fresh(f"{self.node.name}_{hint}")]
+        self.made.append(
+            self.ctx.make_node(op, inputs, outs, domain=domain, name=f"{self.node.name}/{hint}", **attrs)
+        )
+        return outs[0]
+
+    def int32(self, v: Value | None, hint: str) -> str:
+        """``v`` as int32 (a Cast unless it already is)."""
+        if v is None:
+            return ""
+        name = self.ctx.name(v)
+        if v.dtype == DType.INT32:
+            return name
+        return self("Cast", [name], f"{hint}_int32", to=DType.INT32)
+
+
+def _const(node: Node, i: int) -> np.ndarray | None:
+    v = node.inputs[i] if i < len(node.inputs) else None
+    return None if v is None or node.graph is None else node.graph.const_value(v)
+
+
+def _is_vector(v: Value | None) -> bool:
+    return v is None or (v.shape is not None and len(v.shape) == 1)
+
+
+# ------------------------------------------------------------------ case 1
+@register_exporter("Attention")
+def export_attention(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    assert x is not None and w is not None
+    if b is None:
+        if w.shape is None or not isinstance(w.shape[1], int):
+            raise TargetError(f"node {node.name} (Attention): bias is absent and the weight width is unknown")
+        bias = ctx.add_initializer(np.zeros(w.shape[1], dtype=w.dtype.np), f"{node.name}_zero_bias")
+    else:
+        bias = ctx.name(b)
+    ins = [ctx.name(x), ctx.name(w), bias]
+    if mask is not None:
+        ins.append(emit.int32(mask, "mask"))
+    scale = float(node.attr("scale", 0.0))
+    emit(
+        "Attention",
+        ins,
+        "attention",
+        outputs=[ctx.name(node.outputs[0])],
+        domain=MS,
+        num_heads=int(node.attrs["num_heads"]),
+        scale=scale if scale else None,
+        mask_filter_value=float(node.attr("mask_filter_value", -10000.0)) if mask is not None else None,
+    )
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 2
+@register_exporter("SkipLayerNorm")
+def export_skiplayernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    x, skip, gamma = node.inputs[0], node.inputs[1], node.inputs[2]
+    beta = node.inputs[3] if len(node.inputs) > 3 else None
+    bias = node.inputs[4] if len(node.inputs) > 4 else None
+    assert x is not None and skip is not None and gamma is not None
+    eps = float(node.attr("epsilon", 1e-5))
+    outs = [ctx.name(v) for v in node.outputs]
+    contrib = (
+        x.type.rank == 3
+        and skip.type.rank == 3
+        and all(_is_vector(v) for v in (gamma, beta, bias))
+    )
+    if contrib:
+        onames = [outs[0], "", "", outs[1]] if len(outs) > 1 else [outs[0]]
+        ins = [ctx.name(x), ctx.name(skip), ctx.name(gamma), ctx.name(beta), ctx.name(bias)]
+        while ins and ins[-1] == "":
+            ins.pop()
+        emit("SkipLayerNormalization", ins, "sln", outputs=onames, domain=MS, epsilon=eps)
+        return emit.made
+    ctx.require_opset(17, "LayerNormalization")
+    total = emit("Add", [ctx.name(x), ctx.name(skip)], "sum", outputs=[outs[1]] if bias is None and len(outs) > 1 else None)
+    if bias is not None:
+        total = emit("Add", [total, ctx.name(bias)], "sum_bias", outputs=[outs[1]] if len(outs) > 1 else None)
+    ln_ins = [total, ctx.name(gamma)] + ([ctx.name(beta)] if beta is not None else [])
+    emit("LayerNormalization", ln_ins, "ln", outputs=[outs[0]], axis=-1, epsilon=eps)
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 3
+@register_exporter("LayerNorm")
+def export_layernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    ctx.require_opset(17, "LayerNormalization")
+    emit = _Emitter(ctx, node)
+    ins = [ctx.name(v) for v in node.inputs]
+    while ins and ins[-1] == "":
+        ins.pop()
+    emit(
+        "LayerNormalization",
+        ins,
+        "ln",
+        outputs=[ctx.name(node.outputs[0])],
+        axis=int(node.attr("axis", -1)),
+        epsilon=float(node.attr("epsilon", 1e-5)),
+    )
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 4
+@register_exporter("Linear")
+def export_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    assert x is not None and w is not None
+    out = ctx.name(node.outputs[0])
+    act = str(node.attr("activation", "none"))
+    if act == "none" and b is None:
+        emit("MatMul", [ctx.name(x), ctx.name(w)], "matmul", outputs=[out])
+        return emit.made
+    mm = emit("MatMul", [ctx.name(x), ctx.name(w)], "matmul")
+    bias = ctx.name(b) if b is not None else ""
+    if act == "none":
+        emit("Add", [mm, bias], "bias", outputs=[out])
+    elif act == "gelu":
+        if b is not None:
+            emit("BiasGelu", [mm, bias], "bias_gelu", outputs=[out], domain=MS)
+        else:
+            emit("Gelu", [mm], "gelu", outputs=[out], domain=MS)
+    elif act == "gelu_tanh":
+        emit("FastGelu", [mm] + ([bias] if b is not None else []), "fast_gelu", outputs=[out], domain=MS)
+    elif act in ("gelu_sigmoid", "relu"):
+        y = emit("Add", [mm, bias], "bias") if b is not None else mm
+        if act == "relu":
+            emit("Relu", [y], "relu", outputs=[out])
+        else:
+            emit("QuickGelu", [y], "quick_gelu", outputs=[out], domain=MS, alpha=1.702)
+    else:
+        raise TargetError(f"node {node.name} (Linear): unknown activation {act!r}")
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 5
+@register_exporter("QuickGelu")
+def export_quickgelu(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    emit(
+        "QuickGelu",
+        [ctx.name(node.inputs[0])],
+        "quick_gelu",
+        outputs=[ctx.name(node.outputs[0])],
+        domain=MS,
+        alpha=float(node.attr("alpha", 1.702)),
+    )
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 6
+@register_exporter("EmbedLayerNorm")
+def export_embedlayernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    ids, types, word, pos, temb, gamma, beta = (node.inputs + (None,) * 8)[:7]
+    pos_ids = node.inputs[7] if len(node.inputs) > 7 else None
+    assert ids is not None and word is not None and pos is not None and gamma is not None
+    if beta is None:
+        if gamma.shape is None or not all(isinstance(d, int) for d in gamma.shape):
+            raise TargetError(f"node {node.name} (EmbedLayerNorm): no beta and the gamma shape is unknown")
+        beta_name = ctx.add_initializer(np.zeros(gamma.shape, dtype=gamma.dtype.np), f"{node.name}_zero_beta")
+    else:
+        beta_name = ctx.name(beta)
+    ins = [
+        emit.int32(ids, "input_ids"),
+        emit.int32(types, "token_type_ids"),
+        ctx.name(word),
+        ctx.name(pos),
+        ctx.name(temb),
+        ctx.name(gamma),
+        beta_name,
+        "",
+        emit.int32(pos_ids, "position_ids"),
+    ]
+    while ins and ins[-1] == "":
+        ins.pop()
+    outs = [ctx.name(node.outputs[0]), ctx.fresh(f"{node.name}_mask_index")]
+    if len(node.outputs) > 1:
+        outs.append(ctx.name(node.outputs[1]))
+    emit(
+        "EmbedLayerNormalization",
+        ins,
+        "embed_ln",
+        outputs=outs,
+        domain=MS,
+        epsilon=float(node.attr("epsilon", 1e-12)),
+    )
+    return emit.made
