@@ -308,3 +308,24 @@ def test_pattern_construction_errors() -> None:
         P.op("Add", P.var("x"), commute=True)
     with pytest.raises(TypeError, match="not a pattern"):
         P.op("Add", "x", P.var("y"))  # type: ignore[arg-type]
+
+
+def test_interface_change_is_declined_and_created_nodes_undone() -> None:
+    text = """graph g(%x: float32[3]) {
+  %y: float32[3] = Identity(%x) @id
+  return %y
+}
+"""
+    g = parse(text)
+
+    def rewrite(rw, m):
+        c = rw.const("scale", np.ones(3, dtype=np.float32))
+        rw.op("Mul", [m["x"], c])  # built, then not used
+        return m["x"]  # a graph input cannot take the output's name
+
+    rule = Rule("identity", P.op("Identity", P.var("x")), rewrite=rewrite, near_miss_min=1)
+    out = apply_rules(g, [rule], pass_name="t")
+    g.verify()
+    assert not out.modified and print_graph(g) == text
+    assert out.failures["identity"].where == "rewrite"
+    assert "is a graph output and its replacement %x is a graph input" in out.failures["identity"].reason
