@@ -15,8 +15,8 @@ Cases handled (comments cite the numbers):
    carries a subgraph (If/Loop/Scan), is collected; all of them are reported in
    one ``FrontendError`` with node names and counts. ``com.microsoft`` and other
    domains are accepted only where the registry defines the op in that domain.
-4. The model must pass ``onnx.checker`` (models over 2 GiB are checked from
-   their file).
+4. The model must pass ``onnx.checker``: run on the file when the proto is the
+   file's (fast, and fine past protobuf's 2 GiB limit), else in memory.
 5. Opsets ``MIN_OPSET``..``MAX_OPSET`` of the default domain are read; older
    op versions are rewritten to the latest-opset semantics the IR uses:
    5a Squeeze/Unsqueeze/Reduce*/Split ``axes``/``split`` attributes become int64
@@ -288,6 +288,7 @@ class _Importer:
             self.model = model
         g = model.graph
         self.file_names = {v.name for v in g.input} | {t.name for t in g.initializer}
+        self.file_names |= {s.values.name for s in g.sparse_initializer}
         self.file_names |= {o for n in g.node for o in n.output}
         nodes = self._decode_nodes(g)
         self._check_supported(nodes)  # case 3
