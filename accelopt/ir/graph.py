@@ -28,10 +28,19 @@ Attrs = Mapping[str, Any]
 EMPTY_ATTRS: Attrs = MappingProxyType({})
 
 
+class ElidedTensor(np.ndarray):
+    """A tensor whose data the text form did not carry: zeros that remember the printed digest."""
+
+    digest: str | None = None
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.digest = getattr(obj, "digest", None)
+
+
 def freeze_attr(value: Any) -> Any:
     """Make an attribute value immutable: lists become tuples, arrays read-only copies."""
     if isinstance(value, np.ndarray):
-        arr = np.array(value, copy=True)
+        arr = np.array(value, copy=True, subok=isinstance(value, ElidedTensor))
         arr.setflags(write=False)
         return arr
     if isinstance(value, (list, tuple)):

@@ -16,7 +16,7 @@ import numpy as np
 
 from accelopt.errors import ParseError
 from accelopt.ir.dtypes import DType
-from accelopt.ir.graph import Graph, Provenance
+from accelopt.ir.graph import ElidedTensor, Graph, Provenance
 from accelopt.ir.registry import get_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -167,7 +167,10 @@ class _Parser:
             self.lx.expect("<")
             t = self.type()
             self.lx.expect(">")
-            arr, _ = self.tensor_data(t, "")
+            arr, digest = self.tensor_data(t, "")
+            if digest is not None:
+                arr = arr.view(ElidedTensor)
+                arr.digest = digest
             return arr
         if kind == "dtype":
             return DType.parse(self.lx.next()[1])

@@ -50,7 +50,8 @@ def fmt_tensor_data(arr: np.ndarray, digest: str | None = None) -> str:
 
 def fmt_attr(value: Any) -> str:
     if isinstance(value, np.ndarray):
-        return f"tensor<{DType.from_numpy(value.dtype)}{_shape(value.shape)}>{fmt_tensor_data(value)}"
+        data = fmt_tensor_data(value, getattr(value, "digest", None))
+        return f"tensor<{DType.from_numpy(value.dtype)}{_shape(value.shape)}>{data}"
     if isinstance(value, DType):
         return str(value)
     if isinstance(value, str):
