@@ -15,9 +15,9 @@ a minimal latest-opset importer in this module, and are counted apart):
 1. every output equals the expected one: float32/float64 within rtol 1e-4 and
    atol 1e-5, float16 within 2e-3 (two fp16 ulps), bfloat16 within 1.6e-2
    (two bf16 ulps), integers and bools exactly, NaNs in the same places;
-2. every value's runtime dtype is the IR's inferred dtype and every static
-   inferred dim equals the runtime dim (the inference is right, not just the
-   numbers);
+2. every value is an ndarray (never a numpy scalar), its runtime dtype is
+   the IR's inferred dtype and every static inferred dim equals the runtime
+   dim (the inference is right, not just the numbers);
 3. the graph verifies.
 
 Claimed cases are skipped only for these reasons (``skip_reason``):
@@ -254,7 +254,9 @@ def check_types(graph, values: dict[str, np.ndarray]) -> list[str]:
         arr = values.get(v.name)
         if arr is None:
             continue
-        arr = np.asarray(arr)
+        if not isinstance(arr, np.ndarray):
+            problems.append(f"%{v.name}: runtime value is a {type(arr).__name__}, not an ndarray")
+            continue
         if arr.dtype != v.type.dtype.np:
             problems.append(f"%{v.name}: runtime dtype {arr.dtype}, inferred {v.type}")
         elif v.type.shape is not None:

@@ -596,3 +596,36 @@ def test_registry_lists_required_ops() -> None:
     ).split()
     for name in required:
         assert get_op(name).domain == "", name
+
+
+def test_pad_modes_match_onnxruntime() -> None:
+    x = rng(8).standard_normal((3, 4)).astype(np.float32)
+    pads = np.array([1, 2, 0, 1], np.int64)
+    for mode in ("constant", "reflect", "edge", "wrap"):
+        check_vs_ort("Pad", [x, pads], {"mode": mode})
+    check_vs_ort("Pad", [x, np.array([-1, 1, 0, -2], np.int64), np.array(5.0, np.float32)])
+    check_vs_ort("Pad", [x, np.array([2, 3], np.int64), None, np.array([-1], np.int64)])
+    assert infer("Pad", [TensorType(F32, ("batch", 4)), None], consts={1: [0, 1, 0, 1]})[0].shape == ("batch", 6)
+
+
+@pytest.mark.parametrize(
+    "op,inputs,attrs",
+    [
+        ("Not", [np.array(True)], {}),
+        ("IsNaN", [np.array(1.0, np.float32)], {}),
+        ("Neg", [np.array(1.0, np.float32)], {}),
+        ("Exp", [np.array(1.0, np.float32)], {}),
+        ("Add", [np.array(1, np.int64), np.array(2, np.int64)], {}),
+        ("Equal", [np.array(1, np.int64), np.array(2, np.int64)], {}),
+        ("Gather", [np.array([4, 5, 6], np.int64), np.array(1, np.int64)], {}),
+        ("MatMul", [np.ones(3, np.float32), np.ones(3, np.float32)], {}),
+        ("ReduceSum", [np.ones((2, 3), np.float32)], {"keepdims": 0}),
+        ("ArgMax", [np.array([1.0, 3.0, 2.0], np.float32)], {"keepdims": 0}),
+        ("Cast", [np.array(2.5, np.float32)], {"to": DType.INT64}),
+        ("Clip", [np.array(2.5, np.float32), np.array(0.0, np.float32), np.array(1.0, np.float32)], {}),
+        ("Sum", [np.array(2.5, np.float32)], {}),
+    ],
+)
+def test_scalar_results_are_ndarrays(op: str, inputs: list, attrs: dict) -> None:
+    (y,) = run_node(op, inputs, attrs)
+    assert isinstance(y, np.ndarray) and y.ndim == 0

@@ -236,8 +236,8 @@ define_op("Relu", infer=_unary_infer(SIGNED_TYPES), kernel=_plain(lambda x: np.m
 define_op("Floor", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.floor))
 define_op("Ceil", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.ceil))
 define_op("Round", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.round), doc="half to even")
-define_op("Not", infer=_unary_infer(BOOL), kernel=lambda ins, a, n: [np.logical_not(ins[0])])
-define_op("BitwiseNot", infer=_unary_infer(INT_TYPES), kernel=lambda ins, a, n: [np.invert(ins[0])])
+define_op("Not", infer=_unary_infer(BOOL), kernel=lambda ins, a, n: [np.asarray(np.logical_not(ins[0]))])
+define_op("BitwiseNot", infer=_unary_infer(INT_TYPES), kernel=lambda ins, a, n: [np.asarray(np.invert(ins[0]))])
 define_op("Identity", infer=_unary_infer(ALL_TYPES), kernel=lambda ins, a, n: [ins[0]])
 
 
@@ -248,18 +248,18 @@ def _as_f32_if_bf16(x: np.ndarray) -> np.ndarray:
 define_op(
     "IsNaN",
     infer=_unary_infer(FLOAT_TYPES, DType.BOOL),
-    kernel=lambda ins, a, n: [np.isnan(_as_f32_if_bf16(ins[0]))],
+    kernel=lambda ins, a, n: [np.asarray(np.isnan(_as_f32_if_bf16(ins[0])))],
 )
 
 
 def _isinf(ins, attrs, n):
     x = _as_f32_if_bf16(ins[0])
     if attrs["detect_positive"] and attrs["detect_negative"]:
-        return [np.isinf(x)]
+        return [np.asarray(np.isinf(x))]
     if attrs["detect_positive"]:
-        return [np.isposinf(x)]
+        return [np.asarray(np.isposinf(x))]
     if attrs["detect_negative"]:
-        return [np.isneginf(x)]
+        return [np.asarray(np.isneginf(x))]
     return [np.zeros(x.shape, dtype=bool)]
 
 

@@ -83,9 +83,12 @@ def _matmul_infer(ctx: InferContext) -> list[TensorType]:
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul; an N-D activation times a 2-D weight runs as one 2-D GEMM; bfloat16 via float32."""
     if a.dtype == BF16:
-        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(BF16)
-    return np.matmul(a, b)
+        return matmul(a.astype(np.float32), b.astype(np.float32)).astype(BF16)
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return np.asarray(np.matmul(a, b))
 
 
 define_op("MatMul", inputs=2, infer=_matmul_infer, kernel=lambda ins, a, n: [matmul(ins[0], ins[1])])

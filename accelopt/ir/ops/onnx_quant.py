@@ -217,7 +217,7 @@ def matmul_integer(
         af -= azp
     if b_zero_point is not None:
         bf -= b_zero_point.astype(np.float64)  # scalar or per column (last axis) of B
-    return np.matmul(af, bf).astype(np.int64).astype(np.int32)
+    return np.asarray(np.matmul(af, bf)).astype(np.int64).astype(np.int32)
 
 
 define_op(

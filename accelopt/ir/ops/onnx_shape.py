@@ -9,7 +9,7 @@ Cases handled:
    symbolic downstream.
 3. Reshaping: Reshape (``0`` copies, ``-1`` inferred, also symbolically when
    the symbols cancel), Flatten, Squeeze/Unsqueeze (axes as inputs),
-   Transpose, Expand, Tile.
+   Transpose, Expand, Tile, Pad (constant/reflect/edge/wrap, negative pads crop).
 4. Joining and splitting: Concat, Split (``split`` input or ``num_outputs``).
 5. Indexing: Slice (ONNX clamping, negative steps), Gather, GatherElements,
    GatherND (``batch_dims``), Trilu, NonZero, ScatterND, ScatterElements.
@@ -486,6 +486,70 @@ define_op(
 )
 
 
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
+def _pad_per_axis(pads: list[int], axes: list[int] | None, rank: int) -> list[tuple[int, int]]:
+    axes = list(range(rank)) if axes is None else normalize_axes(axes, rank)
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"pads has {len(pads)} entries for {len(axes)} axes")
+    out = [(0, 0)] * rank
+    for k, a in enumerate(axes):
+        out[a] = (pads[k], pads[k + len(axes)])
+    return out
+
+
+def _pad_infer(ctx: InferContext) -> list[TensorType]:
+    t = ctx.type(0)
+    if ctx.attrs["mode"] not in _PAD_MODES:
+        raise ctx.error(f"unknown mode {ctx.attrs['mode']!r}")
+    if ctx.has(2):
+        check_same_dtype(ctx, [0, 2])
+    if t.shape is None:
+        return [TensorType(t.dtype, None)]
+    pads = _ints_arg(ctx, 1)
+    axes = _ints_arg(ctx, 3) if ctx.has(3) else None
+    if pads is None or (ctx.has(3) and axes is None):
+        return [TensorType(t.dtype, (None,) * len(t.shape))]
+    try:
+        per_axis = _pad_per_axis(pads, axes, len(t.shape))
+    except ValueError as e:
+        raise _err(ctx, e) from None
+    out: list[Dim] = []
+    for d, (lo, hi) in zip(t.shape, per_axis):
+        if isinstance(d, int):
+            out.append(d + lo + hi)
+        else:
+            out.append(d if lo == hi == 0 else None)
+    return [TensorType(t.dtype, tuple(out))]
+
+
+def _pad(ins, attrs, n):
+    x, pads = ins[0], [int(p) for p in ins[1]]
+    value = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    axes = [int(a) for a in ins[3]] if len(ins) > 3 and ins[3] is not None else None
+    per_axis = _pad_per_axis(pads, axes, x.ndim)
+    # negative pads crop first
+    crop = tuple(slice(max(-lo, 0), x.shape[i] - max(-hi, 0)) for i, (lo, hi) in enumerate(per_axis))
+    x = x[crop]
+    width = [(max(lo, 0), max(hi, 0)) for lo, hi in per_axis]
+    mode = attrs["mode"]
+    if mode == "constant":
+        fill = 0 if value is None else np.asarray(value).reshape(-1)[0]
+        return [np.pad(x, width, mode="constant", constant_values=fill)]
+    return [np.pad(x, width, mode=_PAD_MODES[mode])]
+
+
+define_op(
+    "Pad",
+    inputs=(2, 4),
+    infer=_pad_infer,
+    kernel=_pad,
+    attrs={"mode": AttrSpec("str", "constant")},
+    doc="pads/constant_value/axes as inputs; negative pads crop",
+)
+
+
 # ------------------------------------------------------- 4. joining, splitting
 def _concat_infer(ctx: InferContext) -> list[TensorType]:
     idx = [i for i in range(len(ctx.input_types)) if ctx.has(i)]
@@ -697,7 +761,7 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
 def _gather(ins, attrs, n):
     data, ind = ins
     axis = normalize_axis(attrs["axis"], data.ndim)
-    return [np.take(data, ind, axis=axis)]
+    return [np.asarray(np.take(data, ind, axis=axis))]
 
 
 define_op("Gather", inputs=2, infer=_gather_infer, kernel=_gather, attrs={"axis": AttrSpec("int", 0)})
