@@ -11,8 +11,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from accelopt.targets import onnx_writer as ow
-from accelopt.targets.onnx_writer import EXPORTERS, ExportContext, register_exporter, save_onnx, write_onnx
 from onnx import numpy_helper
 
 import accelopt.ir as ir
@@ -20,6 +18,8 @@ from accelopt.errors import TargetError
 from accelopt.interpreter import run
 from accelopt.ir import registry
 from accelopt.ir.ops.common import same_as_input
+from accelopt.targets import onnx_writer as ow
+from accelopt.targets.onnx_writer import EXPORTERS, ExportContext, register_exporter, save_onnx, write_onnx
 
 F32 = ir.DType.FLOAT32
 ATOL = 1e-6
