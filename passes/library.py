@@ -22,6 +22,7 @@ from accelopt.passes import (  # noqa: F401
     fuse_layernorm,
     fuse_linear,
     fuse_skiplayernorm,
+    gelu_approx,
     testing,
 )
 from accelopt.passes.base import register_group

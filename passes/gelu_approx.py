@@ -1,0 +1,100 @@
+"""Activation substitution: exact GELU -> its tanh (``gelu-tanh``) or sigmoid (``gelu-sigmoid``) approximation.
+
+Both are approximations (family ``approximation``): the pass manager validates
+the result and rolls the pass back if it breaks the tolerance (cosine 0.9999 by
+default). Cases, for each pass:
+
+1. ``Gelu{approximate="none"}`` -> ``Gelu{approximate="tanh"}`` (gelu-tanh) or
+   ``QuickGelu{alpha=1.702}``, i.e. ``x * sigmoid(1.702 x)`` (gelu-sigmoid).
+2. ``Linear{activation="gelu"}`` -> ``Linear{activation="gelu_tanh"}`` or
+   ``Linear{activation="gelu_sigmoid"}``.
+3. Exact GELU still written out with ``Erf`` is first recognised with
+   fuse-gelu's erf rules, then substituted as in case 1.
+
+GELUs that are already approximations (tanh or sigmoid) are left alone, so
+running a pass twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelopt.ir.graph import Graph, Provenance
+from accelopt.passes.base import PassContext, PassResult, register_pass
+from accelopt.passes.fuse_gelu import gelu_rules
+from accelopt.passes.patterns.driver import RulePass, apply_rules, replace_value
+from accelopt.passes.patterns.rule import Rule
+
+QUICK_ALPHA = 1.702
+
+
+@dataclass(frozen=True)
+class _Target:
+    gelu_op: str  # what Gelu{none} becomes
+    gelu_attrs: tuple[tuple[str, object], ...]
+    linear_activation: str
+
+
+class _GeluApprox(RulePass):
+    family = "approximation"
+    target: _Target
+
+    def rules(self) -> list[Rule]:  # case 3
+        return [r for r in gelu_rules() if r.name.startswith("gelu-erf")]
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        pre = apply_rules(graph, self.rules(), pass_name=self.name)
+        stats: dict[str, dict[str, int]] = {"gelu": {"candidates": 0, "matched": 0}, "linear": {"candidates": 0, "matched": 0}}
+        changed = 0
+        for node in list(graph.nodes):
+            prov = Provenance(self.name, None, (node.name,))
+            if node.op == "Gelu":  # case 1
+                stats["gelu"]["candidates"] += 1
+                if node.attr("approximate", "none") != "none":
+                    continue
+                x = node.inputs[0]
+                assert x is not None
+                new = graph.add_node(
+                    self.target.gelu_op,
+                    [x],
+                    dict(self.target.gelu_attrs),
+                    name=node.name,
+                    after=node,
+                    provenance=Provenance(self.name, "gelu", prov.origins),
+                )
+            elif node.op == "Linear":  # case 2
+                if node.attr("activation", "none") != "gelu":
+                    continue
+                stats["linear"]["candidates"] += 1
+                new = graph.add_node(
+                    "Linear",
+                    list(node.inputs),
+                    {"activation": self.target.linear_activation},
+                    name=node.name,
+                    after=node,
+                    provenance=Provenance(self.name, "linear", prov.origins),
+                )
+            else:
+                continue
+            replace_value(graph, node.outputs[0], new.outputs[0])
+            graph.remove_node(node)
+            stats["gelu" if node.op == "Gelu" else "linear"]["matched"] += 1
+            changed += 1
+        stats.update({f"pre/{k}": v for k, v in pre.stats.items() if v.get("matched")})
+        return PassResult(graph, changed > 0 or pre.modified, stats=stats)
+
+
+@register_pass
+class GeluTanh(_GeluApprox):
+    """Replace exact GELU by its tanh approximation (validated; rolled back if inaccurate)."""
+
+    name = "gelu-tanh"
+    target = _Target("Gelu", (("approximate", "tanh"),), "gelu_tanh")
+
+
+@register_pass
+class GeluSigmoid(_GeluApprox):
+    """Replace exact GELU by x * sigmoid(1.702 x) (validated; rolled back if inaccurate)."""
+
+    name = "gelu-sigmoid"
+    target = _Target("QuickGelu", (("alpha", QUICK_ALPHA),), "gelu_sigmoid")
