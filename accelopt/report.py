@@ -186,7 +186,7 @@ class Report:
     final: AccuracyRecord | None = None
     artifact_check: AccuracyRecord | None = None
     status: str = "not-validated"
-    result: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=lambda: {"nodes": 0, "ops": {}, "parameter_bytes": {}, "macs": None})
     artifact: dict[str, Any] | None = None
     command: str = ""
     seconds: float = 0.0
@@ -379,8 +379,9 @@ def fmt_metric(x: Any) -> str:
         return "0"
     if abs(x) < 1e-3 or abs(x) >= 1e5:
         return f"{x:.2e}"
-    if 0.99 <= x <= 1.0 and x != 1.0:
-        return f"{x:.6f}"
+    if 0.99 <= x < 1.0:
+        gap = 1.0 - x
+        return f"1-{gap:.1e}" if gap < 1e-6 else f"{x:.7f}"
     return f"{x:.4g}"
 
 

@@ -77,6 +77,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Seque
 
 
 # ------------------------------------------------------------------- charts
+def _short(label: str, limit: int = 16) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _nice_ceiling(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 4, 5, 8 x 10^k at or above ``x`` (axis maxima that split into 4 ticks)."""
+    if x <= 0:
+        return 1.0
+    base = 10 ** math.floor(math.log10(x))
+    for m in (1, 2, 2.5, 4, 5, 8, 10):
+        if m * base >= x:
+            return m * base
+    return 10 * base  # pragma: no cover
+
+
 def _log_y(v: float, lo: float, hi: float, top: float, height: float) -> float:
     v = min(max(v, lo), hi)
     return top + height * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
@@ -92,7 +107,7 @@ def accuracy_chart(
     title: str = "error vs reference (log scale)",
 ) -> str:
     """A log-scale line chart; ``rejected`` values (rolled-back results) are drawn as red crosses."""
-    left, right, top, bottom = 64, 16, 28, 64
+    left, right, top, bottom = 64, 24, 28, 92
     pw, ph = width - left - right, height - top - bottom
     vals = [v for s in list(series.values()) + list(rejected.values()) for v in s if v is not None and math.isfinite(v)]
     pos = [max(v, FLOOR) for v in vals]
@@ -121,7 +136,7 @@ def accuracy_chart(
         e += 1
     parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#8c959f"/>')
     for i, lab in enumerate(labels):
-        short = lab if len(lab) <= 18 else lab[:17] + "…"
+        short = _short(lab)
         parts.append(
             f'<text x="{x(i):.1f}" y="{top + ph + 12}" font-size="10" fill="#1f2328" text-anchor="end" '
             f'transform="rotate(-35 {x(i):.1f} {top + ph + 12})">{_e(short)}</text>'
@@ -152,7 +167,7 @@ def accuracy_chart(
             )
     if any(v is not None for s in rejected.values() for v in s):
         parts.append(
-            f'<text x="{left + pw - 4}" y="{top + 13}" font-size="11" fill="#cf222e" text-anchor="end">× rejected (rolled back)</text>'
+            f'<text x="{width - right}" y="18" font-size="11" fill="#cf222e" text-anchor="end">× rejected (rolled back)</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -169,7 +184,7 @@ def stacked_bar_chart(
     top_k: int = 8,
 ) -> str:
     """Bars of node counts per step stacked by op type (``top_k`` types, the rest as "other")."""
-    left, right, top, bottom = 48, 130, 28, 64
+    left, right, top, bottom = 48, 130, 28, 92
     pw, ph = width - left - right, height - top - bottom
     totals: dict[str, int] = {}
     for s in stacks:
@@ -177,7 +192,7 @@ def stacked_bar_chart(
             totals[op] = totals.get(op, 0) + c
     keep = [op for op, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
     cats = keep + (["other"] if len(totals) > len(keep) else [])
-    hi = max([sum(s.values()) for s in stacks] + [1])
+    hi = _nice_ceiling(max([sum(s.values()) for s in stacks] + [1]) * 1.08)
     n = max(len(labels), 1)
     bw = pw / n * 0.7
     parts = [
@@ -191,7 +206,7 @@ def stacked_bar_chart(
         y = top + ph * (1 - t / 4)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>')
         parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#656d76">{val:.0f}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#656d76">{val:g}</text>'
         )
     for i, (lab, s) in enumerate(zip(labels, stacks)):
         cx = left + pw * (i + 0.5) / n
@@ -212,7 +227,7 @@ def stacked_bar_chart(
             f'<text x="{cx:.1f}" y="{y - 4:.1f}" font-size="10" text-anchor="middle" fill="{"#cf222e" if flag else "#1f2328"}">'
             f"{total}{' ×' if flag else ''}</text>"
         )
-        short = lab if len(lab) <= 18 else lab[:17] + "…"
+        short = _short(lab)
         parts.append(
             f'<text x="{cx:.1f}" y="{top + ph + 12}" font-size="10" fill="#1f2328" text-anchor="end" '
             f'transform="rotate(-35 {cx:.1f} {top + ph + 12})">{_e(short)}</text>'

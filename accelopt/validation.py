@@ -671,7 +671,8 @@ def _diverges(a: np.ndarray, b: np.ndarray, tol: Mapping[str, float]) -> tuple[s
     finite = np.isfinite(x)
     if not np.all(np.isfinite(y) | ~finite):
         return "max_abs", math.nan, "non-finite values where the previous graph had finite ones"
-    d = np.abs(np.where(finite, y - x, 0.0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(np.where(finite, y - x, 0.0))
     max_abs = float(d.max())
     scale = max(1.0, float(np.abs(np.where(finite, x, 0.0)).max()))
     if "max_abs" in tol and max_abs / scale > tol["max_abs"]:

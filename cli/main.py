@@ -153,8 +153,9 @@ def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
 def list_passes(console: Any) -> None:
     import dataclasses
 
-    from accelopt.passes.base import registered_groups, registered_passes
     from rich.table import Table
+
+    from accelopt.passes.base import registered_groups, registered_passes
 
     t = Table(title="passes")
     t.add_column("name", style="bold")
@@ -174,9 +175,10 @@ def list_passes(console: Any) -> None:
 
 
 def list_targets(console: Any) -> None:
-    from accelopt.targets.base import list_targets as _targets
     from rich.table import Table
     from rich.text import Text
+
+    from accelopt.targets.base import list_targets as _targets
 
     t = Table(title="targets")
     t.add_column("name", style="bold")
@@ -295,7 +297,6 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     """Cheap checks before any model is loaded: formats, sizes, tolerance, target, pipeline, files."""
     from accelopt.passes.base import build_pipeline
     from accelopt.targets.base import get_target
-
     from accelopt.validation import parse_tolerance
 
     if not args.model:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accelopt.targets.base import Artifact, Capabilities, Target, register_target
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
+from accelopt.targets.base import Artifact, Capabilities, Target, register_target
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,327 @@
+"""The ``optimize`` command end to end on a tiny ONNX BERT: outputs, rollback, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import modelzoo as mz
+from accelopt.cli.main import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TOLERANCE,
+    EXIT_UNSUPPORTED,
+    EXIT_USAGE,
+    MARKER,
+    main,
+)
+
+FAST = ["--seq-len", "16", "--samples", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert() -> Path:
+    return mz.export_onnx("bert", exporter="legacy", opset=17)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str], **kw: Any) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv], **kw)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)
+
+
+# ------------------------------------------------------------------ success
+def test_end_to_end_writes_model_and_reports(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc, stdout, stderr = run([tiny_bert, "--target", "onnx", "--passes", "cleanup", "-o", out, *FAST], capsys)
+    assert rc == EXIT_OK, stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "report.json", "report.md", "report.html", MARKER} <= names
+    assert leftovers(tmp_path) == []
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "ok" and report["pipeline"] == "cleanup"
+    assert report["artifact"]["files"] == ["model.onnx"]
+    assert report["validation"]["artifact"]["ok"] is True
+    assert report["result"]["nodes"] < report["model"]["nodes"]
+    assert "wrote" in stdout and "Traceback" not in stdout + stderr
+    # the written model runs in onnxruntime and matches the original model
+    import onnxruntime as ort
+
+    feeds = mz.family_inputs("bert", 2, 16, seed=3)
+    want = ort.InferenceSession(str(tiny_bert), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+
+
+def test_rollback_names_pass_metric_and_first_diverging_node(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc, stdout, stderr = run(
+        [tiny_bert, "--target", "onnx", "--passes", "cleanup,damage{scale=2}", "-o", out, "--report", "json,md", *FAST],
+        capsys,
+    )
+    assert rc == EXIT_OK, stderr  # the rollback kept the result within tolerance
+    report = json.loads((out / "report.json").read_text())
+    damage = [p for p in report["passes"] if p["name"] == "damage"]
+    assert len(damage) == 1 and damage[0]["rolled_back"]
+    assert damage[0]["rollback_reason"].startswith("max_abs ")
+    loc = damage[0]["localization"]
+    assert loc["node"] == damage[0]["stats"]["damaged_node"] and loc["op"] == "MatMul"
+    assert report["status"] == "ok" and report["validation"]["final"]["ok"]
+    md = (out / "report.md").read_text()
+    assert "rolled back" in md and f"`{loc['node']}`" in md and "max_abs" in md
+    assert "damage" in stdout and "rolled back" in stdout
+
+
+def test_report_pipeline_reproduces_the_graph(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    rc, _, err = run(
+        [tiny_bert, "--passes", "cleanup,damage{scale=2}", "-o", a, "--dump-ir", "--report", "json", *FAST], capsys
+    )
+    assert rc == EXIT_OK, err
+    pipeline = json.loads((a / "report.json").read_text())["pipeline"]
+    assert pipeline == "cleanup,damage{scale=2.0}"  # options in their canonical form
+    rc, _, err = run([tiny_bert, "--passes", pipeline, "-o", b, "--dump-ir", "--report", "json", *FAST], capsys)
+    assert rc == EXIT_OK, err
+    dumps_a = sorted((a / "ir").glob("*.txt"))
+    dumps_b = sorted((b / "ir").glob("*.txt"))
+    assert [p.name for p in dumps_a] == [p.name for p in dumps_b]
+    assert dumps_a[0].name == "000_input.txt" and len(dumps_a) > 2
+    assert dumps_a[-1].read_text() == dumps_b[-1].read_text()
+    # the command line in the report names the same pipeline
+    assert "'cleanup,damage{scale=2.0}'" in json.loads((a / "report.json").read_text())["command"]
+
+
+def test_final_tolerance_not_met_exits_1_but_writes(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "--passes", "cleanup", "-o", out, "--tolerance", "max_abs=1e-12", *FAST], capsys)
+    assert rc == EXIT_TOLERANCE
+    assert "final accuracy tolerance not met" in stderr and "Traceback" not in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "tolerance-not-met" and report["ok"] is False
+
+
+def test_existing_accelopt_output_is_replaced(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert (
+        run([tiny_bert, "--passes", "cleanup", "-o", out, "--report", "json", "--no-validate", *FAST], capsys)[0] == 0
+    )
+    (out / "stale.txt").write_text("from an older run")
+    rc, _, err = run([tiny_bert, "--passes", "cleanup", "-o", out, "--report", "md", "--no-validate", *FAST], capsys)
+    assert rc == EXIT_OK, err
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "report.md", MARKER}
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- bad input
+def _no_output(out: Path) -> None:
+    assert not out.exists()
+    assert leftovers(out.parent) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--passes", "cleanup,nosuchpass"], "unknown pass 'nosuchpass'"),
+        (["--passes", "damage{scale=abc}"], "bad value 'abc' for option 'scale'"),
+        (["--passes", "damage{nope=1}"], "has no option 'nope'"),
+        (["--target", "quantum"], "unknown target 'quantum'"),
+        (["--tolerance", "cosine=high"], "is not a number"),
+        (["--report", "json,pdf"], "unknown report format 'pdf'"),
+        (["--seq-len", "0"], "--seq-len must be at least 1"),
+        (["--calibration", "/nonexistent/samples.npz"], "cannot read calibration file"),
+    ],
+)
+def test_usage_errors_exit_2_without_output(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "-o", out, *FAST, *args], capsys)
+    assert rc == EXIT_USAGE
+    assert message in stderr and "Traceback" not in stderr
+    assert "hint:" in stderr or "error:" in stderr
+    _no_output(out)
+
+
+def test_target_not_built_yet_exits_2(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accelopt.targets import base
+
+    monkeypatch.setitem(base.KNOWN_TARGETS, "future", ("accelopt.targets.future_target_xyz", "a planned target"))
+    unbuilt = [t.name for t in base.list_targets() if not t.built]
+    assert "future" in unbuilt
+    for name in unbuilt:
+        out = tmp_path / f"out-{name}"
+        rc, _, stderr = run([tiny_bert, "--target", name, "-o", out, *FAST], capsys)
+        assert rc == EXIT_USAGE, name
+        assert f"target {name!r} is not built yet" in stderr and "--list-targets" in stderr
+        _no_output(out)
+
+
+def test_unreadable_calibration_content_exits_2(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "samples.npz"
+    bad.write_bytes(b"this is not a zip archive")
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "--calibration", bad, "-o", out, *FAST], capsys)
+    assert rc == EXIT_USAGE and "cannot read calibration file" in stderr and "Traceback" not in stderr
+    _no_output(out)
+
+
+def test_text_calibration_needs_a_tokenizer(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("A sentence.\nAnother one.\n")
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "--calibration", sentences, "-o", out, *FAST], capsys)
+    assert rc == EXIT_USAGE and "no tokenizer" in stderr
+    _no_output(out)
+
+
+def test_output_dir_not_writable(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, _, stderr = run([tiny_bert, "-o", blocker / "out", *FAST], capsys)
+    assert rc == EXIT_USAGE and "cannot write to output folder" in stderr
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+
+        if os.access(ro, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: a read-only folder is still writable")
+        rc, _, stderr = run([tiny_bert, "-o", ro / "out", *FAST], capsys)
+        assert rc == EXIT_USAGE and "cannot write to output folder" in stderr
+    finally:
+        ro.chmod(0o700)
+
+
+def test_foreign_nonempty_output_dir_is_left_alone(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    rc, _, stderr = run([tiny_bert, "-o", out, *FAST], capsys)
+    assert rc == EXIT_USAGE and "not written by optimize" in stderr
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+def test_unsupported_model_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    out = tmp_path / "out"
+    rc, _, stderr = run([bad, "-o", out, *FAST], capsys)
+    assert rc == EXIT_UNSUPPORTED and "unsupported model" in stderr and "Traceback" not in stderr
+    _no_output(out)
+
+
+def test_missing_model_and_no_output_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, stderr = run([tmp_path / "nope.onnx", "-o", tmp_path / "out"], capsys)
+    assert rc == EXIT_USAGE and "does not exist" in stderr
+    rc, _, stderr = run([tmp_path / "nope.onnx"], capsys)
+    assert rc == EXIT_USAGE and "no output folder" in stderr
+    rc, _, stderr = run(["--bogus-flag"], capsys)
+    assert rc == EXIT_USAGE
+
+
+class InterruptAfter:
+    """A test instrument: Ctrl-C after ``n`` passes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen = 0
+
+    def after_pass(self, pass_: Any, graph: Any, record: Any, ctx: Any) -> None:
+        self.seen += 1
+        if self.seen >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_leaves_nothing(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    inst = InterruptAfter(2)
+    rc, _, stderr = run([tiny_bert, "--passes", "cleanup", "-o", out, "--dump-ir", *FAST], capsys, instruments=[inst])
+    assert inst.seen == 2
+    assert rc == EXIT_INTERRUPTED and "interrupted" in stderr and "Traceback" not in stderr
+    _no_output(out)
+
+
+def test_interrupt_keeps_a_previous_output(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert (
+        run([tiny_bert, "--passes", "cleanup", "-o", out, "--report", "json", "--no-validate", *FAST], capsys)[0] == 0
+    )
+    before = sorted(p.name for p in out.iterdir())
+    rc, _, _ = run([tiny_bert, "--passes", "cleanup", "-o", out, *FAST], capsys, instruments=[InterruptAfter(1)])
+    assert rc == EXIT_INTERRUPTED
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_pass_failure_exits_4(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "--passes", "damage{node=no_such_node}", "-o", out, *FAST], capsys)
+    assert rc == EXIT_FAILED and "no MatMul named 'no_such_node'" in stderr and "Traceback" not in stderr
+    _no_output(out)
+
+
+# -------------------------------------------------------------- lists, diff
+def test_list_passes_and_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["--list-passes"], capsys)
+    assert rc == EXIT_OK and "constant-fold" in out and "cleanup" in out and "damage" in out
+    rc, out, _ = run(["--list-targets"], capsys)
+    assert rc == EXIT_OK and "onnx" in out and "built" in out and "not built yet" in out
+
+
+def test_diff_two_reports(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run([tiny_bert, "--passes", "cleanup", "-o", a, "--report", "json", *FAST], capsys)[0] == 0
+    assert run([tiny_bert, "--passes", "cleanup,damage", "-o", b, "--report", "json", *FAST], capsys)[0] == 0
+    md = tmp_path / "diff.md"
+    rc, out, err = run(["diff", a / "report.json", b / "report.json", "--md", md], capsys)
+    assert rc == EXIT_OK, err
+    assert "pipeline" in out and "damage" in out and "only in" in out
+    text = md.read_text()
+    assert "| pipeline | cleanup | cleanup,damage |" in text and "only in B" in text
+    rc, _, err = run(["diff", a / "report.json", a / "model.onnx"], capsys)
+    assert rc == EXIT_USAGE and "cannot read report" in err
+    (tmp_path / "x.json").write_text("[1, 2]")
+    rc, _, err = run(["diff", a / "report.json", tmp_path / "x.json"], capsys)
+    assert rc == EXIT_USAGE and "not a JSON object" in err
+
+
+def test_console_script_entry_point() -> None:
+    exe = Path(sys.executable).with_name("optimize")
+    res = subprocess.run([str(exe), "--list-targets"], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "onnx" in res.stdout
+    res = subprocess.run(
+        [str(exe), "x.onnx", "--target", "tpu", "-o", "out"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == EXIT_USAGE and "Traceback" not in res.stderr
