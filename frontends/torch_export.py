@@ -154,8 +154,10 @@ def export_module(
     attempts: list[tuple[str, bool, bool]] = [("batch+seq", True, True), ("batch", True, False)] if dynamic else []
     attempts.append(("static", False, False))
     last: Exception | None = None
+    max_seq = _max_positions(module)
     for label, want_batch, want_seq in attempts:
-        dims = {0: Dim("batch") if want_batch else None, 1: Dim("seq") if want_seq else None}
+        seq = Dim("seq", max=max_seq) if max_seq else Dim("seq")
+        dims = {0: Dim("batch") if want_batch else None, 1: seq if want_seq else None}
         ex_args, ex_kwargs = _tile_for_export((args, kwargs), dims)
         spec = _dynamic_spec((ex_args, ex_kwargs), dims) if (want_batch or want_seq) else None
         try:
@@ -194,6 +196,12 @@ def _export(module: Any, args: tuple, kwargs: dict, spec: Any) -> Any:
     torch = _torch()
     with torch.no_grad():
         return torch.export.export(module, args, kwargs, dynamic_shapes=spec)
+
+
+def _max_positions(module: Any) -> int | None:
+    """A Hugging Face model's ``max_position_embeddings``: the likely bound of ``seq`` (saves a re-export)."""
+    n = getattr(getattr(module, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 2 else None
 
 
 def _suggested_fixes(msg: str) -> str | None:
@@ -990,6 +998,19 @@ def _div(imp: _Importer, node: Any, a: Any, b: Any, *, rounding_mode: str | None
     return imp.emit("Cast", [q], {"to": dt}) if dt != DType.FLOAT64 else q
 
 
+@_conv("aten.remainder.Scalar", "aten.remainder.Tensor", "aten.fmod.Scalar", "aten.fmod.Tensor")
+def _remainder(imp: _Importer, node: Any, a: Any, b: Any) -> Value:
+    """``remainder`` takes the divisor's sign (Python ``%``), ``fmod`` the dividend's (C ``fmod``)."""
+    dt = imp.out_dtype()
+    va, vb = imp.operand(a, dt), imp.operand(b, dt)
+    if _target_name(node.target).startswith("aten.fmod"):
+        return imp.emit("Mod", [va, vb], {"fmod": 1})
+    if not dt.is_float:
+        return imp.emit("Mod", [va, vb], {"fmod": 0})
+    q = imp.emit("Floor", [imp.emit("Div", [va, vb], part="div")], part="floor")
+    return imp.emit("Sub", [va, imp.emit("Mul", [q, vb], part="mul")])
+
+
 @_conv("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor", "aten.pow.Scalar")
 def _pow(imp: _Importer, node: Any, a: Any, b: Any) -> Value:
     dt = imp.out_dtype()
@@ -1020,8 +1041,14 @@ for _n, _o in {
     "sign": "Sign",
     "sin": "Sin",
     "cos": "Cos",
+    "round": "Round",
 }.items():
     _CONVERTERS[f"aten.{_n}.default"] = _unary(_o)
+
+
+@_conv("aten.isnan.default", "aten.isinf.default")
+def _isnan(imp: _Importer, node: Any, x: Any) -> Value:
+    return imp.emit("IsNaN" if "isnan" in _target_name(node.target) else "IsInf", [imp.tensor(x)])
 
 
 @_conv("aten.rsqrt.default")
@@ -1264,6 +1291,35 @@ def _expand(imp: _Importer, node: Any, x: Any, sizes: Sequence[Any], *, implicit
         return v
     ones = [1 if isinstance(e, int) and e == -1 else s for e, s in zip(exprs, sizes)]
     return imp.emit("Expand", [v, imp.shape_vec(ones, allow_infer=False)])
+
+
+@_conv("aten.flip.default")
+def _flip(imp: _Importer, node: Any, x: Any, dims: Sequence[int]) -> Value:
+    """Reversed axes: ``Slice`` with step -1 from the end to before the start."""
+    rank = imp.rank(x)
+    axes = [d % rank for d in dims]
+    n = len(axes)
+    return imp.emit(
+        "Slice",
+        [imp.tensor(x), imp.ints([-1] * n), imp.ints([-INT64_MAX] * n), imp.ints(axes), imp.ints([-1] * n)],
+    )
+
+
+@_conv("aten.repeat.default")
+def _repeat(imp: _Importer, node: Any, x: Any, repeats: Sequence[Any]) -> Value:
+    v = imp.tensor(x)
+    extra = len(repeats) - imp.rank(x)
+    if extra > 0:
+        v = imp.emit("Unsqueeze", [v, imp.ints(list(range(extra)))], part="expand_rank")
+    return imp.emit("Tile", [v, imp.shape_vec(list(repeats), allow_infer=False)])
+
+
+@_conv("aten.tril.default", "aten.triu.default")
+def _trilu(imp: _Importer, node: Any, x: Any, diagonal: Any = 0) -> Value:
+    upper = int("triu" in _target_name(node.target))
+    k = imp.sym(diagonal)
+    kv = imp.scalar(k, DType.INT64) if isinstance(k, int) else imp.sym_scalar(k)
+    return imp.emit("Trilu", [imp.tensor(x), kv], {"upper": upper})
 
 
 @_conv("aten.unsqueeze.default")
@@ -1550,6 +1606,28 @@ _CONVERTERS["aten.mean.dim"] = _reduce("ReduceMean")
 _CONVERTERS["aten.mean.default"] = _reduce("ReduceMean")
 _CONVERTERS["aten.amax.default"] = _reduce("ReduceMax")
 _CONVERTERS["aten.amin.default"] = _reduce("ReduceMin")
+
+
+@_conv("aten.max.dim", "aten.min.dim")
+def _max_dim(imp: _Importer, node: Any, x: Any, dim: int, keepdim: bool = False) -> Any:
+    """``(values, indices)`` as ReduceMax/ReduceMin plus ArgMax/ArgMin (first occurrence, like torch)."""
+    is_max = _target_name(node.target) == "aten.max.dim"
+    axis = dim % max(imp.rank(x), 1)
+    v = imp.tensor(x)
+    kd = int(bool(keepdim))
+    vals = imp.emit("ReduceMax" if is_max else "ReduceMin", [v, imp.ints([axis])], {"keepdims": kd}, part="values")
+    idx = imp.emit("ArgMax" if is_max else "ArgMin", [v], {"axis": axis, "keepdims": kd}, part="indices")
+    metas = imp.fx.meta["val"]
+    return _Tuple((imp._finish(vals, metas[0]), imp._finish(idx, metas[1])))
+
+
+@_conv("aten.topk.default")
+def _topk(imp: _Importer, node: Any, x: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+    kk = imp.sym(k)
+    kv = imp.ints([kk]) if isinstance(kk, int) else imp.sym_vec(kk)
+    attrs = {"axis": dim % max(imp.rank(x), 1), "largest": int(largest), "sorted": int(sorted)}
+    outs = imp.emit("TopK", [imp.tensor(x), kv], attrs, n_out=2)
+    return _Tuple(imp._finish(o, m) for o, m in zip(outs, imp.fx.meta["val"]))
 
 
 @_conv("aten.cumsum.default")
