@@ -19,7 +19,7 @@ What lives here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,10 @@ INT_TYPES = frozenset({DType.INT64, DType.INT32, DType.INT16, DType.INT8, DType.
 SIGNED_TYPES = FLOAT_TYPES | (INT_TYPES - {DType.UINT8})
 NUMERIC_TYPES = FLOAT_TYPES | INT_TYPES
 ALL_TYPES = NUMERIC_TYPES | {DType.BOOL}
+
+#: kernel argument types: input arrays (None for omitted inputs) and attributes with defaults
+Ins = Sequence[Any]
+Attrs = Mapping[str, Any]
 
 
 # ---------------------------------------------------------------- broadcasting
@@ -437,7 +441,7 @@ def slice_length(start: int, end: int | None, step: int) -> int:
 def unary_kernel(fn: Callable[[np.ndarray], np.ndarray]):
     """A kernel applying ``fn`` and keeping the input dtype."""
 
-    def kernel(ins, attrs, n_out):
+    def kernel(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
         x = ins[0]
         return [np.asarray(fn(x)).astype(x.dtype, copy=False)]
 
@@ -447,7 +451,7 @@ def unary_kernel(fn: Callable[[np.ndarray], np.ndarray]):
 def binary_kernel(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], out_dtype: np.dtype | None = None):
     """A kernel applying a broadcasting ``fn``; the result has input 0's dtype unless given."""
 
-    def kernel(ins, attrs, n_out):
+    def kernel(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
         r = np.asarray(fn(ins[0], ins[1]))
         return [r.astype(out_dtype if out_dtype is not None else ins[0].dtype, copy=False)]
 

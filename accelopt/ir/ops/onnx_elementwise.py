@@ -30,6 +30,8 @@ from accelopt.ir.ops.common import (
     INT_TYPES,
     NUMERIC_TYPES,
     SIGNED_TYPES,
+    Attrs,
+    Ins,
     binary_kernel,
     broadcast_infer,
     broadcast_shapes,
@@ -57,7 +59,7 @@ def _keep_dtype(fn) -> KernelFn:
     """Kernel: ``fn(x, attrs)`` computed in float32 for half types, result in x's dtype."""
     wrapped = float_compute(fn)
 
-    def kernel(ins, attrs, n_out):
+    def kernel(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
         x = ins[0]
         return [np.asarray(wrapped(x, attrs)).astype(x.dtype, copy=False)]
 
@@ -101,7 +103,7 @@ for _name, _fn in _SIMPLE_FLOAT.items():
 _float_unary("Erf", lambda x, a: fast_erf(x), doc="float32 through a fitted polynomial (<= 3 ulp), float64 scipy")
 
 
-def _reciprocal(x, a):
+def _reciprocal(x: np.ndarray, a: Attrs) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.reciprocal(x)
 
@@ -109,51 +111,51 @@ def _reciprocal(x, a):
 _float_unary("Reciprocal", _reciprocal)
 
 
-def _softplus(x, a):
+def _softplus(x: np.ndarray, a: Attrs) -> np.ndarray:
     return np.logaddexp(x.dtype.type(0), x)
 
 
-def _softsign(x, a):
+def _softsign(x: np.ndarray, a: Attrs) -> np.ndarray:
     return x / (np.abs(x) + x.dtype.type(1))
 
 
-def _mish(x, a):
+def _mish(x: np.ndarray, a: Attrs) -> np.ndarray:
     return x * np.tanh(np.logaddexp(x.dtype.type(0), x))
 
 
-def _hard_sigmoid(x, a):
+def _hard_sigmoid(x: np.ndarray, a: Attrs) -> np.ndarray:
     y = x * a["alpha"]
     y += a["beta"]
     return np.clip(y, 0, 1, out=y)
 
 
-def _hard_swish(x, a):
+def _hard_swish(x: np.ndarray, a: Attrs) -> np.ndarray:
     return x * np.clip(x * (1 / 6) + 0.5, 0, 1)
 
 
-def _leaky_relu(x, a):
+def _leaky_relu(x: np.ndarray, a: Attrs) -> np.ndarray:
     return np.where(x < 0, x * a["alpha"], x)
 
 
-def _elu(x, a):
+def _elu(x: np.ndarray, a: Attrs) -> np.ndarray:
     with np.errstate(over="ignore"):
         return np.where(x < 0, np.expm1(x) * a["alpha"], x)
 
 
-def _selu(x, a):
+def _selu(x: np.ndarray, a: Attrs) -> np.ndarray:
     with np.errstate(over="ignore"):
         y = np.where(x > 0, x, np.expm1(x) * a["alpha"])
     return y * a["gamma"]
 
 
-def _celu(x, a):
+def _celu(x: np.ndarray, a: Attrs) -> np.ndarray:
     alpha = a["alpha"]
     with np.errstate(over="ignore"):
         neg = np.minimum(np.expm1(x / alpha) * alpha, 0)
     return np.maximum(x, 0) + neg
 
 
-def _thresholded_relu(x, a):
+def _thresholded_relu(x: np.ndarray, a: Attrs) -> np.ndarray:
     return np.where(x > a["alpha"], x, x.dtype.type(0))
 
 
@@ -202,7 +204,7 @@ _float_unary(
 )
 
 
-def _shrink(ins, attrs, n):
+def _shrink(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     lambd, bias = attrs["lambd"], attrs["bias"]
     xf = x.astype(np.float64) if x.dtype.kind in "iu" else x
@@ -220,7 +222,7 @@ define_op(
 
 # ----------------------------------------------------- 2. any-number unary ops
 def _plain(fn) -> KernelFn:
-    def kernel(ins, attrs, n):
+    def kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
         x = ins[0]
         if x.dtype == DType.BFLOAT16.np:
             return [np.asarray(fn(x.astype(np.float32))).astype(x.dtype)]
@@ -252,7 +254,7 @@ define_op(
 )
 
 
-def _isinf(ins, attrs, n):
+def _isinf(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = _as_f32_if_bf16(ins[0])
     if attrs["detect_positive"] and attrs["detect_negative"]:
         return [np.asarray(np.isinf(x))]
@@ -305,7 +307,7 @@ def _pow_infer(ctx: InferContext) -> list[TensorType]:
     return broadcast_infer(same_dtype=False)(ctx)
 
 
-def _pow(ins, attrs, n):
+def _pow(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, y = ins
     if x.dtype.kind == "f" and x.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         r = np.power(x.astype(np.float32), y.astype(np.float32))
@@ -322,7 +324,7 @@ def _pow(ins, attrs, n):
 define_op("Pow", inputs=2, infer=_pow_infer, kernel=_pow, doc="result has the base's dtype")
 
 
-def _mod(ins, attrs, n):
+def _mod(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     a, b = ins
     fn = np.fmod if attrs["fmod"] else np.mod
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -360,7 +362,7 @@ define_op(
 )
 
 
-def _bitshift(ins, attrs, n):
+def _bitshift(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, y = ins
     bits = x.dtype.itemsize * 8
     direction = attrs["direction"]
@@ -391,7 +393,7 @@ for _name, _fn in {"BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "Bi
 
 # ------------------------------------------------------- 4. comparisons, logic
 def _cmp(fn):
-    def kernel(ins, attrs, n):
+    def kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
         a, b = ins
         if a.dtype == DType.BFLOAT16.np:
             a, b = a.astype(np.float32), b.astype(np.float32)
@@ -415,7 +417,7 @@ for _name, _fn, _allowed in (
 
 # ------------------------------------------------- 5. variadic, Where, Clip
 def _variadic(fn, mean: bool = False) -> KernelFn:
-    def kernel(ins, attrs, n):
+    def kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
         dt = ins[0].dtype
         arrs = [a.astype(np.float32) for a in ins] if dt == DType.BFLOAT16.np else list(ins)
         acc = arrs[0]
@@ -459,7 +461,7 @@ def _clip_infer(ctx: InferContext) -> list[TensorType]:
     return [ctx.type(0)]
 
 
-def _clip(ins, attrs, n):
+def _clip(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     lo = ins[1] if len(ins) > 1 and ins[1] is not None else None
     hi = ins[2] if len(ins) > 2 and ins[2] is not None else None

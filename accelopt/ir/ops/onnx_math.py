@@ -25,6 +25,8 @@ from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import (
     FLOAT_TYPES,
     NUMERIC_TYPES,
+    Attrs,
+    Ins,
     broadcast_shapes,
     check_dtype_in,
     check_same_dtype,
@@ -122,7 +124,7 @@ def _gemm_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(a.dtype, (m, n))]
 
 
-def _gemm(ins, attrs, n_out):
+def _gemm(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
     a, b = ins[0], ins[1]
     c = ins[2] if len(ins) > 2 else None
     dt = a.dtype
@@ -230,7 +232,7 @@ def _einsum_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(dt, tuple(out))]
 
 
-def _einsum(ins, attrs, n):
+def _einsum(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     dt = ins[0].dtype
     arrs = [_work(a) for a in ins]
     terms, rhs = parse_einsum(attrs["equation"], len(ins))
@@ -319,7 +321,7 @@ def layer_norm(
     return y, mean, inv
 
 
-def _ln_kernel(ins, attrs, n):
+def _ln_kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     bias = ins[2] if len(ins) > 2 else None
     y, mean, inv = layer_norm(ins[0], ins[1], bias, attrs["axis"], attrs["epsilon"])
     stash = DType.from_onnx(attrs["stash_type"]).np
@@ -420,7 +422,7 @@ _REDUCTIONS = {
 def _reduce_kernel(name: str):
     reduce_fn, noop_fn = _REDUCTIONS[name]
 
-    def kernel(ins, attrs, n):
+    def kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
         x = ins[0]
         axes_in = ins[1] if len(ins) > 1 and ins[1] is not None else None
         axes = [] if axes_in is None else [int(a) for a in axes_in.reshape(-1)]
@@ -466,7 +468,7 @@ def _arg_infer(ctx: InferContext) -> list[TensorType]:
 
 
 def _arg_kernel(fn):
-    def kernel(ins, attrs, n):
+    def kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
         x = ins[0]
         if x.dtype == BF16:
             x = x.astype(np.float32)
@@ -498,7 +500,7 @@ def _cumsum_infer(ctx: InferContext) -> list[TensorType]:
     return [ctx.type(0)]
 
 
-def _cumsum(ins, attrs, n):
+def _cumsum(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     axis = normalize_axis(int(np.asarray(ins[1]).reshape(-1)[0]), x.ndim)
     a = np.flip(x, axis) if attrs["reverse"] else x
@@ -535,7 +537,7 @@ def _topk_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, tuple(shape)), TensorType(I64, tuple(shape))]
 
 
-def _topk(ins, attrs, n):
+def _topk(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, k = ins
     k = int(np.asarray(k).reshape(-1)[0])
     axis = normalize_axis(attrs["axis"], x.ndim)

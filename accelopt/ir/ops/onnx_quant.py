@@ -22,6 +22,8 @@ import numpy as np
 from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import (
     FLOAT_TYPES,
+    Attrs,
+    Ins,
     check_dtype_in,
     normalize_axis,
     onnx_dtype,
@@ -102,7 +104,7 @@ def quantize(
     return q.astype(out_dtype)
 
 
-def _quantize(ins, attrs, n):
+def _quantize(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, scale = ins[0], ins[1]
     zp = ins[2] if len(ins) > 2 else None
     code = attrs["output_dtype"]
@@ -147,7 +149,7 @@ def dequantize(
     return d
 
 
-def _dequantize(ins, attrs, n):
+def _dequantize(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, scale = ins[0], ins[1]
     zp = ins[2] if len(ins) > 2 else None
     code = attrs["output_dtype"]

@@ -29,6 +29,8 @@ import numpy as np
 from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import (
     NUMERIC_TYPES,
+    Attrs,
+    Ins,
     broadcast_shapes,
     check_dtype_in,
     check_same_dtype,
@@ -104,7 +106,7 @@ def _cos_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(dt, None if dims is None else tuple(_check_shape_dims(ctx, dims)))]
 
 
-def _cos_kernel(ins, attrs, n):
+def _cos_kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     value = attrs["value"]
     if value is None:
         value = np.zeros(1, np.float32)
@@ -142,7 +144,7 @@ def _range_len(start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> int:
     return max(int(np.ceil(span / np.float64(delta))), 0)
 
 
-def _range_kernel(ins, attrs, n_out):
+def _range_kernel(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
     start, limit, delta = (np.asarray(a).reshape(()) for a in ins)
     dt = start.dtype
     n = _range_len(start, limit, delta)
@@ -173,7 +175,7 @@ def _eyelike_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(dt, t.shape)]
 
 
-def _eyelike(ins, attrs, n):
+def _eyelike(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     dt = x.dtype if attrs["dtype"] is None else DType.from_onnx(attrs["dtype"]).np
     return [np.eye(x.shape[0], x.shape[1], k=attrs["k"], dtype=dt)]
@@ -203,7 +205,7 @@ def _onehot_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(vals.dtype, tuple(shape))]
 
 
-def _onehot(ins, attrs, n):
+def _onehot(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     indices, depth, values = ins
     d = int(np.asarray(depth).reshape(-1)[0])
     idx = np.asarray(indices).astype(np.int64)
@@ -235,7 +237,7 @@ def _shape_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(I64, (max(e - s, 0),))]
 
 
-def _shape_kernel(ins, attrs, n):
+def _shape_kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     shape = ins[0].shape
     s, e = _shape_bounds(len(shape), attrs["start"], attrs["end"])
     return [np.array(shape[s:e], dtype=np.int64)]
@@ -316,7 +318,7 @@ def _reshape_infer(ctx: InferContext) -> list[TensorType]:
         raise _err(ctx, e) from None
 
 
-def _reshape(ins, attrs, n):
+def _reshape(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, shape = ins
     target = [int(d) for d in shape]
     if not attrs["allowzero"]:
@@ -339,7 +341,7 @@ def _flatten_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, (dim_product(t.shape[:axis]), dim_product(t.shape[axis:])))]
 
 
-def _flatten(ins, attrs, n):
+def _flatten(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     axis = attrs["axis"]
     axis = axis + x.ndim if axis < 0 else axis
@@ -377,7 +379,7 @@ def _squeeze_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, tuple(d for i, d in enumerate(t.shape) if i not in axes))]
 
 
-def _squeeze(ins, attrs, n):
+def _squeeze(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     axes = ins[1] if len(ins) > 1 and ins[1] is not None else None
     if axes is None:
@@ -407,7 +409,7 @@ def _unsqueeze_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, tuple(1 if i in axes else next(it) for i in range(r)))]
 
 
-def _unsqueeze(ins, attrs, n):
+def _unsqueeze(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, axes = ins
     r = x.ndim + axes.size
     return [np.expand_dims(x, tuple(normalize_axes([int(a) for a in axes.reshape(-1)], r)))]
@@ -449,7 +451,7 @@ def _expand_infer(ctx: InferContext) -> list[TensorType]:
         raise _err(ctx, e) from None
 
 
-def _expand(ins, attrs, n):
+def _expand(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, shape = ins
     out = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
     return [np.broadcast_to(x, out)]
@@ -524,7 +526,7 @@ def _pad_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, tuple(out))]
 
 
-def _pad(ins, attrs, n):
+def _pad(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, pads = ins[0], [int(p) for p in ins[1]]
     value = ins[2] if len(ins) > 2 and ins[2] is not None else None
     axes = [int(a) for a in ins[3]] if len(ins) > 3 and ins[3] is not None else None
@@ -594,7 +596,7 @@ def _concat_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(dt, tuple(out))]
 
 
-def _concat(ins, attrs, n):
+def _concat(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     arrs = [a for a in ins if a is not None]
     if len(arrs) == 1:
         return [arrs[0]]
@@ -644,7 +646,7 @@ def _split_infer(ctx: InferContext) -> list[TensorType]:
     return out
 
 
-def _split(ins, attrs, n):
+def _split(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     axis = normalize_axis(attrs["axis"], x.ndim)
     split = [int(s) for s in ins[1]] if len(ins) > 1 and ins[1] is not None else None
@@ -734,7 +736,7 @@ def _slice_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(t.dtype, tuple(out))]
 
 
-def _slice(ins, attrs, n):
+def _slice(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     starts = [int(v) for v in ins[1]]
     ends = [int(v) for v in ins[2]]
@@ -758,7 +760,7 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(data.dtype, data.shape[:axis] + ind.shape + data.shape[axis + 1 :])]
 
 
-def _gather(ins, attrs, n):
+def _gather(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind = ins
     axis = normalize_axis(attrs["axis"], data.ndim)
     return [np.asarray(np.take(data, ind, axis=axis))]
@@ -775,7 +777,7 @@ def _gather_elements_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(data.dtype, ind.shape)]
 
 
-def _gather_elements(ins, attrs, n):
+def _gather_elements(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind = ins
     axis = normalize_axis(attrs["axis"], data.ndim)
     ind = np.where(ind < 0, ind + data.shape[axis], ind)
@@ -803,7 +805,7 @@ def _gather_nd_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(data.dtype, tuple(ind.shape[:-1]) + tuple(data.shape[b + k :]))]
 
 
-def _gather_nd(ins, attrs, n):
+def _gather_nd(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind = ins
     b = attrs["batch_dims"]
     k = ind.shape[-1]
@@ -835,7 +837,7 @@ def _trilu_infer(ctx: InferContext) -> list[TensorType]:
     return [t]
 
 
-def _trilu(ins, attrs, n):
+def _trilu(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     k = int(np.asarray(ins[1]).reshape(())) if len(ins) > 1 and ins[1] is not None else 0
     return [np.triu(x, k) if attrs["upper"] else np.tril(x, k)]
@@ -849,7 +851,7 @@ def _nonzero_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(I64, (None if t.shape is None else len(t.shape), None))]
 
 
-def _nonzero(ins, attrs, n):
+def _nonzero(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     if x.ndim == 0:
         return [np.zeros((0, 1 if x else 0), dtype=np.int64)]
@@ -869,7 +871,7 @@ def _scatter_infer(ctx: InferContext) -> list[TensorType]:
     return [ctx.type(0)]
 
 
-def _scatter_nd(ins, attrs, n):
+def _scatter_nd(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind, upd = ins
     out = np.array(data, copy=True)
     k = ind.shape[-1]
@@ -883,7 +885,7 @@ def _scatter_nd(ins, attrs, n):
     return [out]
 
 
-def _scatter_elements(ins, attrs, n):
+def _scatter_elements(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind, upd = ins
     axis = normalize_axis(attrs["axis"], data.ndim)
     out = np.array(data, copy=True)
@@ -925,7 +927,7 @@ def _dropout_infer(ctx: InferContext) -> list[TensorType]:
     return out
 
 
-def _dropout(ins, attrs, n):
+def _dropout(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x = ins[0]
     ratio = float(np.asarray(ins[1]).reshape(())) if len(ins) > 1 and ins[1] is not None else 0.5
     training = bool(np.asarray(ins[2]).reshape(())) if len(ins) > 2 and ins[2] is not None else False
