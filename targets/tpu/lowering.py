@@ -240,8 +240,8 @@ def plan_weights(graph: Graph, policy: Policy, mode: str = "arguments") -> Weigh
     if mode not in ("arguments", "constants"):
         raise TargetError(f"weights must be 'arguments' or 'constants', got {mode!r}")
     plan = WeightPlan(mode)
-    _fold_dequantized_weights(graph, policy, plan)
     _plan_int8_weights(graph, policy, plan)
+    _fold_constants(graph, plan)
     consts: dict[str, np.ndarray] = {n: v.const for n, v in graph.initializers.items()}  # type: ignore[misc]
     consts.update(plan.folded)
     by_name: dict[str, Value] = {v.name: v for v in graph.values()}
@@ -327,21 +327,43 @@ def _weight_slot_uses(v: Value) -> list[tuple[Node, int, bool]] | None:
     return uses
 
 
-def _fold_dequantized_weights(graph: Graph, policy: Policy, plan: WeightPlan) -> None:
-    """Outside int8 mode, DequantizeLinear of constant int8 weights is folded now: weights load dequantized."""
-    if policy.int8:
-        return
+#: plan-time folding never creates outputs larger than this beyond its inputs' size
+FOLD_GROWTH_BYTES = 1 << 20
+
+
+def _fold_constants(graph: Graph, plan: WeightPlan) -> None:
+    """Fold nodes whose inputs are all constants now, so weights reach matmuls as constants.
+
+    This is what makes weights behind ``Identity`` (shared ALBERT weights in
+    legacy exports), ``Transpose`` or ``DequantizeLinear`` (outside int8 mode:
+    weights load dequantized) get a prepared [K, N] form. Nodes absorbed by the
+    int8 plan are left alone, and so are folds that would grow the data by
+    more than ``FOLD_GROWTH_BYTES`` (e.g. an ``Expand`` of a constant).
+    """
+    known: dict[int, np.ndarray] = {id(v): v.const for v in graph.initializers.values()}  # type: ignore[misc]
     for node in graph.nodes:
-        if node.op != "DequantizeLinear":
+        if node.name in plan.skip or not node.outputs:
             continue
-        ins = [graph.const_value(v) if v is not None else None for v in node.inputs]
-        if any(v is not None and a is None for v, a in zip(node.inputs, ins)):
+        low = lowering_for(node.op)
+        if low is None or not low.fold:
             continue
-        if ins[0] is None or ins[0].size < MIN_PARAM_NUMEL:
+        if any(v is not None and id(v) not in known for v in node.inputs):
             continue
+        ins = [None if v is None else known[id(v)] for v in node.inputs]
         opdef = get_op(node.op)
-        out = opdef.kernel(ins, opdef.full_attrs(node.attrs), len(node.outputs))
-        plan.folded[node.outputs[0].name] = np.asarray(out[0])
+        try:
+            outs = [np.asarray(o) for o in opdef.kernel(ins, opdef.full_attrs(node.attrs), len(node.outputs))]
+        except Exception as e:  # leave it to the trace, which reports it with the node's name
+            log.debug("not folding %s (%s): %s", node.name, node.op, e)
+            continue
+        in_bytes = sum(a.nbytes for a in ins if a is not None)
+        if sum(o.nbytes for o in outs) > in_bytes + FOLD_GROWTH_BYTES:
+            continue
+        for v, o in zip(node.outputs, outs):
+            if o.dtype != v.dtype.np:
+                o = o.astype(v.dtype.np)
+            known[id(v)] = o
+            plan.folded[v.name] = o
         plan.skip.add(node.name)
 
 
