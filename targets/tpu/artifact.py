@@ -31,11 +31,11 @@ from typing import Any
 import jax
 import ml_dtypes
 import numpy as np
-from accelopt.targets.base import Artifact
-from accelopt.targets.tpu.export import deserialize, serialize
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
+from accelopt.targets.base import Artifact
+from accelopt.targets.tpu.export import deserialize, serialize
 
 log = logging.getLogger(__name__)
 

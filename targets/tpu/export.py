@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
-from accelopt.targets.tpu.lowering import LowerCtx, LoweredGraph
-from accelopt.targets.tpu.policy import Policy
 from jax import export as jax_export
 
 from accelopt.errors import TargetError
+from accelopt.targets.tpu.lowering import LowerCtx, LoweredGraph
+from accelopt.targets.tpu.policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -40,12 +40,12 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from accelopt.targets.tpu.policy import Policy
 
 from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.targets.tpu.policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
 
 from accelopt.errors import TargetError
+from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
 
 _SQRT_2_OVER_PI = 0.7978845608028654
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Node
+from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
 
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 

@@ -25,6 +25,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from accelopt.errors import TargetError
+from accelopt.ir.dtypes import DType
+from accelopt.ir.graph import Node
 from accelopt.targets.tpu.lowering import (
     BF16,
     LowerCtx,
@@ -33,10 +37,6 @@ from accelopt.targets.tpu.lowering import (
     lower,
     rhs_weight,
 )
-
-from accelopt.errors import TargetError
-from accelopt.ir.dtypes import DType
-from accelopt.ir.graph import Node
 
 _LOW_FLOATS = (jnp.bfloat16, jnp.float16)
 

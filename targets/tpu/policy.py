@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from accelopt.targets.tpu.chips import Chip
-
 from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
+from accelopt.targets.tpu.chips import Chip
 
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
 

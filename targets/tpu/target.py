@@ -26,6 +26,9 @@ from typing import Any
 import jax
 import jaxlib
 import numpy as np
+
+from accelopt.errors import TargetError
+from accelopt.ir.graph import Graph, Value
 from accelopt.targets.base import Capabilities, Target, register_target
 from accelopt.targets.tpu import export as tpu_export
 from accelopt.targets.tpu.artifact import FORMAT, VERSION, TpuArtifact
@@ -39,9 +42,6 @@ from accelopt.targets.tpu.lowering import (
 )
 from accelopt.targets.tpu.policy import Policy, choose_policy
 from accelopt.targets.tpu.roofline import estimate
-
-from accelopt.errors import TargetError
-from accelopt.ir.graph import Graph, Value
 
 log = logging.getLogger(__name__)
 

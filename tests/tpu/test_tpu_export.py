@@ -6,6 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from tpu_helpers import encoder_inputs, qdq_matmul_graph, tiny_encoder_graph
+
+from accelopt.errors import TargetError
+from accelopt.interpreter import run
+from accelopt.ir import DType, Graph, TensorType
 from accelopt.targets.base import get_target, list_targets
 from accelopt.targets.tpu import TpuArtifact, TpuTarget, get_chip
 from accelopt.targets.tpu.export import (
@@ -14,11 +19,6 @@ from accelopt.targets.tpu.export import (
     stable_custom_call_targets,
 )
 from accelopt.targets.tpu.policy import choose_policy
-from tpu_helpers import encoder_inputs, qdq_matmul_graph, tiny_encoder_graph
-
-from accelopt.errors import TargetError
-from accelopt.interpreter import run
-from accelopt.ir import DType, Graph, TensorType
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import modelzoo
 import numpy as np
 import pytest
 
+import modelzoo
 from accelopt.frontends.onnx import load_onnx
 from accelopt.targets.tpu import TpuTarget
 from accelopt.targets.tpu.export import inspect_stablehlo

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from accelopt.targets.tpu import TpuTarget, lowered_ops, unlowered_ops
 from tpu_helpers import call_lowered, single_op_graph
 
 from accelopt.errors import TargetError
 from accelopt.interpreter import run
 from accelopt.ir import DType
 from accelopt.ir.registry import _REGISTRY, AttrSpec, all_ops, define_op, has_op
+from accelopt.targets.tpu import TpuTarget, lowered_ops, unlowered_ops
 
 R = np.random.default_rng(1234)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from accelopt.targets.tpu import CHIPS, choose_policy, get_chip
-from accelopt.targets.tpu.lowering import plan_weights, prepare_matmul_weight
 from tpu_helpers import call_lowered, qdq_matmul_graph, single_op_graph
 
 from accelopt.errors import TargetError
+from accelopt.targets.tpu import CHIPS, choose_policy, get_chip
+from accelopt.targets.tpu.lowering import plan_weights, prepare_matmul_weight
 
 
 def test_chip_figures_are_the_published_ones():

@@ -7,11 +7,11 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from accelopt.ir import DType, Graph, TensorType
 from accelopt.targets.tpu.chips import get_chip
 from accelopt.targets.tpu.lowering import build_function, jax_dtype, plan_weights
 from accelopt.targets.tpu.policy import choose_policy
-
-from accelopt.ir import DType, Graph, TensorType
 
 
 def single_op_graph(
