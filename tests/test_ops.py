@@ -629,3 +629,16 @@ def test_pad_modes_match_onnxruntime() -> None:
 def test_scalar_results_are_ndarrays(op: str, inputs: list, attrs: dict) -> None:
     (y,) = run_node(op, inputs, attrs)
     assert isinstance(y, np.ndarray) and y.ndim == 0
+
+
+def test_range_length_from_static_shape_values() -> None:
+    g = Graph("r")
+    x = g.add_input("x", TensorType(F32, (2, 9)))
+    shape = g.add_node("Shape", [x]).output
+    n = g.add_node("Gather", [shape, g.add_initializer("i", np.array(1, np.int64))]).output
+    r = g.add_node(
+        "Range", [g.add_initializer("a", np.array(1, np.int64)), n, g.add_initializer("d", np.array(3, np.int64))]
+    )
+    assert r.output.type == TensorType(I64, (3,))  # 1, 4, 7
+    with pytest.raises(VerifyError, match="approximate"):
+        g.add_node("Gelu", [x], {"approximate": "erf"})

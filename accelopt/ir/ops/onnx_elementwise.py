@@ -196,10 +196,19 @@ _float_unary(
 )
 _float_unary("Celu", _celu, {"alpha": AttrSpec("float", 1.0)})
 _float_unary("ThresholdedRelu", _thresholded_relu, {"alpha": AttrSpec("float", 1.0)})
-_float_unary(
+
+
+def _gelu_infer(ctx: InferContext) -> list[TensorType]:
+    if ctx.attrs["approximate"] not in ("none", "tanh"):
+        raise ctx.error(f"approximate must be 'none' or 'tanh', got {ctx.attrs['approximate']!r}")
+    return _unary_infer(FLOAT_TYPES)(ctx)
+
+
+define_op(
     "Gelu",
-    lambda x, a: gelu(x, a["approximate"]),
-    {"approximate": AttrSpec("str", "none")},
+    infer=_gelu_infer,
+    kernel=_keep_dtype(lambda x, a: gelu(x, a["approximate"])),
+    attrs={"approximate": AttrSpec("str", "none")},
     doc="0.5*x*(1+erf(x/sqrt(2))), or the tanh approximation",
 )
 

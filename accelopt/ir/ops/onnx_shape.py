@@ -129,6 +129,8 @@ def _range_infer(ctx: InferContext) -> list[TensorType]:
     syms = [ctx_sym(ctx, i) for i in range(3)]
     if all(s is not None for s in syms):
         start, limit, delta = (s[1][0] for s in syms)  # type: ignore[index]
+        if isinstance(start, int) and isinstance(limit, int) and isinstance(delta, int) and delta != 0:
+            return [TensorType(dt, (max(0, -((start - limit) // delta)),))]
         if start == 0 and delta == 1 and limit is not None:
             return [TensorType(dt, (limit if not isinstance(limit, int) else max(limit, 0),))]
     return [TensorType(dt, (None,))]
