@@ -374,3 +374,19 @@ def test_bert_base_seq128_matches_torch():
     errs = _max_err(m.run(example), m.reference(example))
     print(f"\nBERT-base seq 128 (load_torch): max abs error {errs}")
     assert max(errs.values()) <= 1e-4, errs
+
+
+@pytest.mark.slow
+def test_all_minilm_l6_v2_through_load_torch_seq128():
+    import transformers as tf
+
+    from modelzoo import minilm_dir
+
+    hf = tf.BertModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval()
+    example = family_inputs("minilm", batch=1, seq=128, seed=0)
+    m = load_torch(hf, example)
+    inputs = family_inputs("minilm", batch=4, seq=128, seed=1)
+    errs = {**_max_err(m.run(example), m.reference(example))}
+    errs4 = _max_err(m.run(inputs), m.reference(inputs))
+    print(f"\nall-MiniLM-L6-v2 seq 128 (load_torch): batch 1 {errs}; batch 4 {errs4}")
+    assert max(errs.values()) <= 1e-4 and max(errs4.values()) <= 1e-4
