@@ -12,7 +12,10 @@ Cases decided here (the lowering reads the resulting ``Policy``):
    Chosen only when the graph has int8 matmul work *and* the chip runs int8
    faster than bf16; otherwise the policy falls back to case 1 and records why
    in ``notes`` (v4: int8 runs at the bf16 rate).
-4. ``precision="auto"`` (default): case 3 if its conditions hold, else case 1.
+4. ``precision="auto"`` (default) follows the pipeline: case 3 if its
+   conditions hold (the int8 pass ran), case 1 if the graph's matmuls are
+   bf16/fp16 (the bf16/fp16 pass ran; TPUs have no fast fp16, so fp16 runs as
+   bf16), else case 2, so an fp32 graph exports as fp32 and validates as such.
 5. Tile padding: K and N of weight matmuls are padded with zeros to the chip's
    MXU tile (128; 256 on v6e) and the result is sliced back.
 6. Batch padding: the export's batch dimension is rounded up to
@@ -34,6 +37,8 @@ PRECISIONS = ("auto", "bf16", "fp32", "int8")
 #: ops whose presence means the graph carries int8 matmul work
 INT8_MATMUL_OPS = frozenset({"MatMulInteger", "QLinearMatMul", "QLinear", "QAttention", "DynamicQuantizeMatMul"})
 _INT8_TYPES = (DType.INT8, DType.UINT8)
+#: ops that run on the MXU (their first input's dtype tells the graph's matmul precision)
+MATMUL_OPS = frozenset({"MatMul", "Gemm", "Linear", "Attention", "Einsum", "ScaledDotProductAttention"})
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,15 @@ def has_int8_matmuls(graph: Graph) -> bool:
     return False
 
 
+def low_precision_matmuls(graph: Graph) -> DType | None:
+    """bf16 or fp16 if some matmul of the graph takes that type (a bf16/fp16 pass ran), else None."""
+    for node in graph.nodes:
+        if node.op in MATMUL_OPS and node.inputs and node.inputs[0] is not None:
+            if node.inputs[0].dtype in (DType.BFLOAT16, DType.FLOAT16):
+                return node.inputs[0].dtype
+    return None
+
+
 def choose_policy(
     graph: Graph,
     chip: Chip,
@@ -103,22 +117,29 @@ def choose_policy(
         int8_work = has_int8_matmuls(graph)
         if int8_work and chip.int8_speedup:
             resolved = "int8"
-        else:
+        elif int8_work:
             resolved = "bf16"
-            if int8_work:
+            notes.append(
+                f"int8 matmuls lowered as bf16 x bf16 -> f32: TPU {chip.name} runs int8 at the bf16 rate "
+                f"({chip.peak_int8_tops:g} TOP/s int8 vs {chip.peak_bf16_tflops:g} TFLOP/s bf16), "
+                "so int8 brings no speedup; weights are dequantized at load"
+            )
+        elif precision == "int8":
+            resolved = "bf16"
+            notes.append("precision int8 requested but the graph has no int8 matmuls (run the int8 pass); using bf16")
+        else:
+            low = low_precision_matmuls(graph)
+            resolved = "bf16" if low is not None else "fp32"
+            if low == DType.FLOAT16:
+                notes.append("fp16 matmuls run as bf16 x bf16 -> f32 (TPUs have no fast fp16)")
+            elif low is None:
                 notes.append(
-                    f"int8 matmuls lowered as bf16 x bf16 -> f32: TPU {chip.name} runs int8 at the bf16 rate "
-                    f"({chip.peak_int8_tops:g} TOP/s int8 vs {chip.peak_bf16_tflops:g} TFLOP/s bf16), "
-                    "so int8 brings no speedup; weights are dequantized at load"
-                )
-            elif precision == "int8":
-                notes.append(
-                    "precision int8 requested but the graph has no int8 matmuls (run the int8 pass); using bf16"
+                    "float32 graph: exported in fp32; run the bf16 pass or set precision=bf16 for bf16 matmuls"
                 )
     if resolved == "bf16":
         notes.append("matmuls: bf16 operands, f32 accumulation")
     elif resolved == "fp32":
-        notes.append("matmuls: f32 operands at Precision.HIGHEST (slower on TPU; for numerical checks)")
+        notes.append("matmuls: f32 operands at Precision.HIGHEST (XLA runs it as 6 bf16 passes on a TPU)")
     else:
         notes.append("int8 matmuls: int8 x int8 -> int32 dot_general; float matmuls bf16 x bf16 -> f32")
     return Policy(chip, resolved, precision, pad_to_tile, batch_multiple, tuple(notes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import ml_dtypes
 import numpy as np
 import pytest
 from tpu_helpers import encoder_inputs, qdq_matmul_graph, tiny_encoder_graph
@@ -28,7 +29,7 @@ def encoder() -> Graph:
 
 @pytest.fixture(scope="module")
 def bf16_artifact(encoder) -> TpuArtifact:
-    return TpuTarget(seq_lens=(16,)).lower(encoder)
+    return TpuTarget(seq_lens=(16,), precision="bf16").lower(encoder)
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -63,6 +64,20 @@ def test_bf16_artifact_matches_the_interpreter(encoder, bf16_artifact):
     assert np.abs(got - want).max() < 0.1
 
 
+def test_bf16_graph_exports_with_the_bf16_policy(encoder):
+    """A graph whose weights and activations are bf16 (what a bf16 pass makes) lowers under the bf16 policy."""
+    bf16_graph = tiny_encoder_graph(dtype=ml_dtypes.bfloat16)
+    art = TpuTarget(seq_lens=(8,), platforms=("cpu",)).lower(bf16_graph)
+    assert art.metadata["policy"]["precision"] == "bf16"
+    assert art.metadata["buckets"][0]["dot_general"] == {"bf16xbf16->f32": 6}
+    assert art.metadata["parameters"]["by_dtype"].keys() == {"bfloat16"}
+    feed = encoder_inputs(2, 8, seed=3)
+    got = art.run(feed)[bf16_graph.outputs[0].name]
+    assert got.dtype == ml_dtypes.bfloat16
+    want = run(encoder, feed)[encoder.outputs[0].name]
+    assert _cos_rows(got, want).min() >= 0.99
+
+
 def test_fp32_export_is_tight(encoder):
     art = TpuTarget(seq_lens=(16,), precision="fp32", platforms=("cpu",)).lower(encoder)
     feed = encoder_inputs(2, 16, seed=6)
@@ -75,7 +90,7 @@ def test_fp32_export_is_tight(encoder):
 
 
 def test_v6e_pads_weight_matmuls_to_256(encoder):
-    art = TpuTarget(chip="v6e", seq_lens=(8,), platforms=("cpu",)).lower(encoder)
+    art = TpuTarget(chip="v6e", seq_lens=(8,), platforms=("cpu",), precision="bf16").lower(encoder)
     dots = [d for d in inspect_stablehlo(art.stablehlo()).dots if d.is_weight_matmul]
     assert dots and all(d.k % 256 == 0 and d.n % 256 == 0 for d in dots)
     assert art.metadata["buckets"][0]["stablehlo_check"] == []
@@ -97,7 +112,7 @@ def test_int8_export_uses_int8_dot_general():
 def test_check_stablehlo_reports_violations(encoder):
     fp32 = TpuTarget(seq_lens=(8,), precision="fp32", platforms=("cpu",), pad_to_tile=False).lower(encoder)
     summary = inspect_stablehlo(fp32.stablehlo())
-    bf16_policy = choose_policy(encoder, get_chip("v5e"))
+    bf16_policy = choose_policy(encoder, get_chip("v5e"), precision="bf16")
     problems = check_stablehlo(summary, bf16_policy)
     assert any("f32 x f32 -> f32 under the bf16 policy" in p for p in problems)
     assert any("not multiples of the 128 tile" in p for p in problems)
@@ -192,8 +207,8 @@ def test_roofline_is_labelled_and_counts_matmul_flops():
     x = g.add_input("x", TensorType(DType.FLOAT32, ("batch", "seq", 256)))
     y = g.add_node("MatMul", [x, g.add_initializer("w", w)]).output
     g.set_outputs([y])
-    v5e = TpuTarget(seq_lens=(128,), platforms=("cpu",)).lower(g)
-    v6e = TpuTarget(chip="v6e", seq_lens=(128,), platforms=("cpu",)).lower(g)
+    v5e = TpuTarget(seq_lens=(128,), platforms=("cpu",), precision="bf16").lower(g)
+    v6e = TpuTarget(chip="v6e", seq_lens=(128,), platforms=("cpu",), precision="bf16").lower(g)
     r5, r6 = v5e.buckets[0]["roofline"], v6e.buckets[0]["roofline"]
     assert r5["matmul_flops"] == 2 * 8 * 128 * 256 * 512
     assert r5["compute_s"] == pytest.approx(r5["matmul_flops"] / 197e12)

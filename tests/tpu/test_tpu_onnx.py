@@ -23,8 +23,8 @@ def test_tiny_exports_match_onnxruntime(family, exporter, opset):
     model = load_onnx(modelzoo.export_onnx(family, exporter=exporter, opset=opset))
     feed = modelzoo.family_inputs(family, 3, 16, seed=2)
     ref = model.reference(feed)
-    fp32 = TpuTarget(seq_lens=(16,), precision="fp32", platforms=("cpu",)).lower(model.graph).run(feed)
-    bf16_art = TpuTarget(seq_lens=(16,)).lower(model.graph)
+    fp32 = TpuTarget(seq_lens=(16,), platforms=("cpu",)).lower(model.graph).run(feed)  # auto: fp32 graph
+    bf16_art = TpuTarget(seq_lens=(16,), precision="bf16").lower(model.graph)
     bf16 = bf16_art.run(feed)
     for name, want in ref.items():
         np.testing.assert_allclose(fp32[name], want, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from tpu_helpers import call_lowered, qdq_matmul_graph, single_op_graph
@@ -27,12 +28,17 @@ def test_get_chip_accepts_prefixes_and_rejects_unknown():
         get_chip("v3")
 
 
-def test_float_graph_defaults_to_bf16():
+def test_auto_precision_follows_the_graph():
     g, _ = single_op_graph("MatMul", [("in", np.ones((2, 4), np.float32)), ("const", np.ones((4, 4), np.float32))])
     p = choose_policy(g, get_chip("v5e"))
-    assert (p.precision, p.requested, p.tile, p.batch_multiple) == ("bf16", "auto", 128, 8)
-    p32 = choose_policy(g, get_chip("v5e"), precision="fp32")
-    assert p32.precision == "fp32"
+    assert (p.precision, p.requested, p.tile, p.batch_multiple) == ("fp32", "auto", 128, 8)
+    assert choose_policy(g, get_chip("v5e"), precision="bf16").precision == "bf16"
+    bf16 = np.ones((2, 4), ml_dtypes.bfloat16)
+    gb, _ = single_op_graph("MatMul", [("in", bf16), ("const", np.ones((4, 4), ml_dtypes.bfloat16))])
+    assert choose_policy(gb, get_chip("v5e")).precision == "bf16"
+    gh, _ = single_op_graph("MatMul", [("in", np.ones((2, 4), np.float16)), ("const", np.ones((4, 4), np.float16))])
+    ph = choose_policy(gh, get_chip("v5e"))
+    assert ph.precision == "bf16" and any("no fast fp16" in n for n in ph.notes)
 
 
 def test_int8_graph_on_int8_chips_and_fallback_on_v4():
@@ -61,7 +67,7 @@ def test_bad_policy_options():
 def test_prepared_weight_is_transposed_padded_and_cast():
     w = np.arange(6 * 5, dtype=np.float32).reshape(6, 5)  # [N, K] as Gemm transB gives it
     g, _ = single_op_graph("Relu", [("in", np.ones(3, np.float32))])
-    bf16 = choose_policy(g, get_chip("v6e"))
+    bf16 = choose_policy(g, get_chip("v6e"), precision="bf16")
     out = prepare_matmul_weight(w, True, bf16)
     assert out.shape == (256, 256) and out.dtype.name == "bfloat16"
     np.testing.assert_array_equal(out[:5, :6].astype(np.float32), w.T)
@@ -76,7 +82,7 @@ def test_weight_plan_shares_prepared_forms_and_counts_bytes():
     g, _ = single_op_graph("MatMul", [("in", np.ones((2, 64), np.float32)), ("const", w)])
     second = g.add_node("MatMul", [g.inputs[0], g.initializers["c1"]])
     g.set_outputs([g.outputs[0], second.output])
-    plan = plan_weights(g, choose_policy(g, get_chip("v5e")))
+    plan = plan_weights(g, choose_policy(g, get_chip("v5e"), precision="bf16"))
     assert list(plan.arrays) == ["c1@mxu"]  # one prepared copy, no raw copy
     assert plan.parameter_bytes == 128 * 128 * 2
     assert plan.parameter_bytes_by_dtype() == {"bfloat16": 128 * 128 * 2}

@@ -83,12 +83,17 @@ def qdq_matmul_graph(
     return g
 
 
-def tiny_encoder_graph(seed: int = 0, hidden: int = 64, heads: int = 4, inter: int = 128, vocab: int = 100) -> Graph:
-    """A one-layer fused BERT encoder: EmbedLayerNorm, Attention, Linear, SkipLayerNorm, Linear{gelu}."""
+def tiny_encoder_graph(
+    seed: int = 0, hidden: int = 64, heads: int = 4, inter: int = 128, vocab: int = 100, dtype: Any = np.float32
+) -> Graph:
+    """A one-layer fused BERT encoder: EmbedLayerNorm, Attention, Linear, SkipLayerNorm, Linear{gelu}.
+
+    ``dtype`` is the type of every float weight (bfloat16 gives what a bf16 pass would: a bf16 graph).
+    """
     rng = np.random.default_rng(seed)
 
     def w(*shape: int, scale: float = 0.05) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+        return (rng.standard_normal(shape) * scale).astype(np.float32).astype(dtype)
 
     g = Graph("tiny_encoder")
     ids = g.add_input("input_ids", TensorType(DType.INT64, ("batch", "sequence")))
@@ -97,7 +102,7 @@ def tiny_encoder_graph(seed: int = 0, hidden: int = 64, heads: int = 4, inter: i
     word = g.add_initializer("word", w(vocab, hidden, scale=0.5))
     pos = g.add_initializer("pos", w(64, hidden, scale=0.5))
     tt = g.add_initializer("tt", w(2, hidden, scale=0.5))
-    g0 = g.add_initializer("ln0_g", 1 + w(hidden))
+    g0 = g.add_initializer("ln0_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
     b0 = g.add_initializer("ln0_b", w(hidden))
     emb = g.add_node("EmbedLayerNorm", [ids, types, word, pos, tt, g0, b0], {"epsilon": 1e-12}, name="emb").output
     qkv_w = g.add_initializer("qkv_w", w(hidden, 3 * hidden))
@@ -106,7 +111,7 @@ def tiny_encoder_graph(seed: int = 0, hidden: int = 64, heads: int = 4, inter: i
     o_w = g.add_initializer("o_w", w(hidden, hidden))
     o_b = g.add_initializer("o_b", w(hidden))
     proj = g.add_node("Linear", [att, o_w, o_b], name="attn_out").output
-    g1 = g.add_initializer("ln1_g", 1 + w(hidden))
+    g1 = g.add_initializer("ln1_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
     b1 = g.add_initializer("ln1_b", w(hidden))
     h1 = g.add_node("SkipLayerNorm", [proj, emb, g1, b1], {"epsilon": 1e-12}, name="skipln1").output
     i_w = g.add_initializer("i_w", w(hidden, inter))
@@ -115,7 +120,7 @@ def tiny_encoder_graph(seed: int = 0, hidden: int = 64, heads: int = 4, inter: i
     f_w = g.add_initializer("f_w", w(inter, hidden))
     f_b = g.add_initializer("f_b", w(hidden))
     ff2 = g.add_node("Linear", [ff, f_w, f_b], name="ffn_out").output
-    g2 = g.add_initializer("ln2_g", 1 + w(hidden))
+    g2 = g.add_initializer("ln2_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
     b2 = g.add_initializer("ln2_b", w(hidden))
     out = g.add_node("SkipLayerNorm", [ff2, h1, g2, b2], {"epsilon": 1e-12}, name="skipln2").output
     g.set_outputs([out])
