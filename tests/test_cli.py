@@ -325,3 +325,25 @@ def test_console_script_entry_point() -> None:
         [str(exe), "x.onnx", "--target", "tpu", "-o", "out"], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == EXIT_USAGE and "Traceback" not in res.stderr
+
+
+# --------------------------------------------------------- the real model
+@pytest.mark.slow
+def test_minilm_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's check: optimize <MiniLM .onnx> --target onnx --passes cleanup -o out/."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from accelopt.report import Report
+
+    out = tmp_path / "out"
+    rc, stdout, stderr = run([mz.minilm_onnx(), "--target", "onnx", "--passes", "cleanup", "-o", out], capsys)
+    assert rc == EXIT_OK, stderr
+    assert {"model.onnx", "report.json", "report.md", "report.html"} <= {p.name for p in out.iterdir()}
+    data = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(Report.schema()).validate(data)
+    v = data["validation"]
+    assert v["num_samples"] == 32 and v["seq_len"] == 128
+    assert v["inputs"] == "32 built-in held-out sentences (bundled all-MiniLM-L6-v2 tokenizer)"
+    final = v["final"]["vs_reference"]
+    assert final["max_abs"] < 1e-4 and final["pooled_cosine_min"] > 0.99999 and final["similarity_spearman"] > 0.9999
+    assert v["artifact"]["ok"]
+    assert "<svg" in (out / "report.html").read_text()

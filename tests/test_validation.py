@@ -408,3 +408,16 @@ def test_load_samples_npz_text_and_errors(tmp_path: Path) -> None:
         load_samples(tmp_path / "garbage.npz", g, None, seq_len=8)
     with pytest.raises(ValidationError, match="does not match the bundled one"):
         load_samples(tmp_path / "s.txt", text_graph(1000), None, seq_len=8)
+
+
+@pytest.mark.slow
+def test_validation_overhead_on_minilm() -> None:
+    """32 sentences at sequence 128: at most 2 s per validated pass (also in BENCHMARKS.md, section validation)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import bench_validation
+
+    m = bench_validation.measure()
+    assert m["per_pass"], "no pass modified the graph"
+    assert m["max_s"] <= bench_validation.BUDGET_S, m["per_pass"]
