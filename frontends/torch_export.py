@@ -1608,6 +1608,24 @@ _CONVERTERS["aten.amax.default"] = _reduce("ReduceMax")
 _CONVERTERS["aten.amin.default"] = _reduce("ReduceMin")
 
 
+@_conv("aten.any.dim", "aten.any.dims", "aten.any.default", "aten.all.dim", "aten.all.dims", "aten.all.default")
+def _any_all(imp: _Importer, node: Any, x: Any, dims: Any = None, keepdim: bool = False) -> Value:
+    """``any``/``all`` as ReduceMax/ReduceMin over the 0/1 values of the bool tensor."""
+    is_any = _target_name(node.target).startswith("aten.any")
+    rank = imp.rank(x)
+    flags = imp.emit("Cast", [_as_bool(imp, x)], {"to": DType.INT64}, part="int")
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        axes = list(range(rank))
+    else:
+        axes = [d % max(rank, 1) for d in ([dims] if isinstance(dims, int) else dims)]
+    if not axes:
+        return imp.emit("Cast", [flags], {"to": DType.BOOL})
+    red = imp.emit(
+        "ReduceMax" if is_any else "ReduceMin", [flags, imp.ints(axes)], {"keepdims": int(bool(keepdim))}, part="reduce"
+    )
+    return imp.emit("Cast", [red], {"to": DType.BOOL})
+
+
 @_conv("aten.max.dim", "aten.min.dim")
 def _max_dim(imp: _Importer, node: Any, x: Any, dim: int, keepdim: bool = False) -> Any:
     """``(values, indices)`` as ReduceMax/ReduceMin plus ArgMax/ArgMin (first occurrence, like torch)."""
