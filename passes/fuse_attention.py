@@ -55,6 +55,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from accelopt.errors import AccelOptError
+from accelopt.ir.graph import Graph, Node, Provenance, Value, tensor_digest
+from accelopt.ir.ops.fused import attention
+from accelopt.ir.registry import get_op
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import (
     SHAPE_ONLY_OPS,
@@ -71,11 +76,6 @@ from accelopt.passes.fuse_common import (
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.rule import Rewriter, Rule
-
-from accelopt.errors import AccelOptError
-from accelopt.ir.graph import Graph, Node, Provenance, Value, tensor_digest
-from accelopt.ir.ops.fused import attention
-from accelopt.ir.registry import get_op
 
 log = logging.getLogger(__name__)
 

@@ -26,15 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from accelopt.errors import AccelOptError
+from accelopt.ir.graph import Graph, Node, Provenance, Value
+from accelopt.ir.registry import get_op
 from accelopt.passes.base import PassContext, PassResult, register_pass
 from accelopt.passes.fuse_common import Prober, cone, const_of, dead_after_replacing, first_escape
 from accelopt.passes.patterns.driver import RulePass, apply_rules, replace_value
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.rule import Rewriter, Rule
-
-from accelopt.errors import AccelOptError
-from accelopt.ir.graph import Graph, Node, Provenance, Value
-from accelopt.ir.registry import get_op
 
 PASS_NAME = "fuse-embedlayernorm"
 PROBE_RTOL = 1e-5

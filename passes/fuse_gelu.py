@@ -29,13 +29,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from accelopt.ir.graph import Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.pattern import P, Pattern
 from accelopt.passes.patterns.rule import Rewriter, Rule
-
-from accelopt.ir.graph import Value
 
 PASS_NAME = "fuse-gelu"
 SQRT2 = math.sqrt(2.0)

@@ -22,14 +22,14 @@ and a ``MatMul``/``Linear`` whose output is used elsewhere too.
 from __future__ import annotations
 
 import numpy as np
+
+from accelopt.ir.graph import Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.pattern import P
 from accelopt.passes.patterns.rule import Rewriter, Rule
-
-from accelopt.ir.graph import Value
 
 PASS_NAME = "fuse-linear"
 

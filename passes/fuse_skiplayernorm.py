@@ -19,15 +19,14 @@ other, and non-float tensors.
 
 from __future__ import annotations
 
+from accelopt.ir.graph import Node, Value
+from accelopt.ir.types import Dim
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
 from accelopt.passes.patterns.driver import RulePass, replace_value
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.pattern import P
 from accelopt.passes.patterns.rule import Rewriter, Rule
-
-from accelopt.ir.graph import Node, Value
-from accelopt.ir.types import Dim
 
 PASS_NAME = "fuse-skiplayernorm"
 

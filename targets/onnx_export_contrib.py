@@ -6,7 +6,8 @@ The ONNX writer imports this module on first use (its name starts with
 1. ``Attention`` -> ``com.microsoft.Attention(input, weights, bias, mask_index)``
    with ``num_heads``, ``scale`` (omitted when 0: onnxruntime then uses
    1/sqrt(head_size), as the op does) and ``mask_filter_value``; an int64 or
-   bool key-padding mask is cast to int32 (the raw ``[batch, seq]`` mask form).
+   bool key-padding mask is cast to int32 (the raw ``[batch, seq]`` mask form),
+   once for all the layers that share it.
 2. ``SkipLayerNorm`` -> ``com.microsoft.SkipLayerNormalization`` (the optional
    sum output is output 3, ``input_skip_bias_sum``) for 3-D inputs with 1-D
    gamma/beta/bias; otherwise ``Add`` (+ bias) and ``LayerNormalization``.
@@ -28,12 +29,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from accelopt.targets.onnx_writer import ExportContext, register_exporter
 from onnx import NodeProto
 
 from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Node, Value
+from accelopt.targets.onnx_writer import ExportContext, register_exporter
 
 MS = "com.microsoft"
 
