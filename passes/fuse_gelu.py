@@ -92,7 +92,7 @@ def _float_check(m: Match) -> MatchResult | None:
 
 def _gelu_rewrite(approximate: str) -> Callable[[Rewriter, Match], Value]:
     def rewrite(rw: Rewriter, m: Match) -> Value:
-        return rw.op("Gelu", [m["x"]], {"approximate": approximate}, name=m.root.name)
+        return rw.op("Gelu", [m["x"]], {"approximate": approximate}, name=f"{m.root.name}_gelu")
 
     return rewrite
 
@@ -105,7 +105,7 @@ def _quick_check(m: Match) -> MatchResult | None:
 
 
 def _quick_rewrite(rw: Rewriter, m: Match) -> Value:
-    return rw.op("QuickGelu", [m["x"]], {"alpha": m.scalar("alpha")}, name=m.root.name)
+    return rw.op("QuickGelu", [m["x"]], {"alpha": m.scalar("alpha")}, name=f"{m.root.name}_quickgelu")
 
 
 def gelu_rules() -> list[Rule]:

@@ -11,7 +11,7 @@ Rules (rewrite cases):
    2b ``d * Reciprocal(r)``,
    2c ``d * (1 / r)``,
    2d ``d * Pow(var + eps, -0.5)``
-   (any operand order) -> ``LayerNorm(x, ones){axis, epsilon}``. Both means
+   (any operand order) -> ``LayerNorm(x, ones, zeros){axis, epsilon}``. Both means
    reduce the same trailing axes with ``keepdims=1``; ``eps`` is a
    non-negative scalar constant.
 3. ``layernorm-scale``: ``LayerNorm(x, g, b?) * c`` with a constant ``c`` that
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accelopt.ir.graph import Value
+from accelopt.ir.graph import Provenance, Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
 from accelopt.passes.patterns.driver import RulePass
@@ -126,9 +126,11 @@ def _core_rewrite(rw: Rewriter, m: Match) -> Value:
     shape = tuple(d if isinstance(d, int) else 1 for d in trailing)
     if any(not isinstance(d, int) for d in trailing):
         shape = (1,) * len(trailing)
-    gamma = rw.const(f"{m.root.name}_gamma", np.ones(shape, dtype=x.dtype.np))
+    name = f"{m.root.name}_layernorm"
+    gamma = rw.const(f"{name}_gamma", np.ones(shape, dtype=x.dtype.np))
+    beta = rw.const(f"{name}_beta", np.zeros(shape, dtype=x.dtype.np))
     eps = float(m.const("eps").reshape(-1)[0])  # type: ignore[union-attr]
-    return rw.op("LayerNorm", [x, gamma], {"axis": axes[0] - len(x.shape), "epsilon": eps}, name=m.root.name)
+    return rw.op("LayerNorm", [x, gamma, beta], {"axis": axes[0] - len(x.shape), "epsilon": eps}, name=name)
 
 
 # ---------------------------------------------------------- cases 3, 4
@@ -162,28 +164,43 @@ def _affine_check(m: Match) -> MatchResult | None:
     return got if isinstance(got, MatchResult) else None
 
 
+def _fold_in_place(rw: Rewriter, m: Match, gamma: np.ndarray | None, beta: np.ndarray | None) -> Value:
+    """Give the matched LayerNorm new gamma/beta constants and let it replace the root (cases 3, 4)."""
+    ln = m.node("ln")
+    graph = rw.graph
+    dt = ln.inputs[0].dtype.np  # type: ignore[union-attr]
+    old = [v for v in ln.inputs[1:] if v is not None]
+    if gamma is not None:
+        ln.set_input(1, rw.const(f"{ln.name}_gamma", np.asarray(gamma).astype(dt)))
+    if beta is not None:
+        b = rw.const(f"{ln.name}_beta", np.asarray(beta).astype(dt))
+        if len(ln.inputs) > 2:
+            ln.set_input(2, b)
+        else:
+            rw.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, ln.provenance.origins + (m.root.name,))
+            return rw.op("LayerNorm", [ln.inputs[0], ln.inputs[1], b], dict(ln.attrs), name=f"{ln.name}_shifted")
+    for v in old:
+        if not v.uses and graph.initializers.get(v.name) is v and v not in graph.outputs:
+            graph.remove_initializer(v.name)
+    ln.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, ln.provenance.origins + (m.root.name,))
+    return ln.outputs[0]
+
+
 def _scale_rewrite(rw: Rewriter, m: Match) -> Value:
     ln = m.node("ln")
     c = _affine_operand(m)
     assert isinstance(c, np.ndarray)
-    x, g = ln.inputs[0], const_of(rw.graph, ln.inputs[1])
+    g = const_of(rw.graph, ln.inputs[1])
     b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
-    dt = x.dtype.np  # type: ignore[union-attr]
-    ins: list[Value | None] = [x, rw.const(f"{ln.name}_gamma", (g * c).astype(dt))]  # type: ignore[operator]
-    if b is not None:
-        ins.append(rw.const(f"{ln.name}_beta", (b * c).astype(dt)))
-    return rw.op("LayerNorm", ins, dict(ln.attrs), name=ln.name)
+    return _fold_in_place(rw, m, g * c, None if b is None else b * c)  # type: ignore[operator]
 
 
 def _shift_rewrite(rw: Rewriter, m: Match) -> Value:
     ln = m.node("ln")
     c = _affine_operand(m)
     assert isinstance(c, np.ndarray)
-    x, g = ln.inputs[0], ln.inputs[1]
     b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
-    dt = x.dtype.np  # type: ignore[union-attr]
-    beta = c if b is None else b + c
-    return rw.op("LayerNorm", [x, g, rw.const(f"{ln.name}_beta", np.asarray(beta).astype(dt))], dict(ln.attrs), name=ln.name)
+    return _fold_in_place(rw, m, None, c if b is None else b + c)
 
 
 def _affine_rules() -> list[Rule]:

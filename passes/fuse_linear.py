@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accelopt.ir.graph import Value
+from accelopt.ir.graph import Provenance, Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
 from accelopt.passes.patterns.driver import RulePass
@@ -70,7 +70,7 @@ def _bias_rewrite(rw: Rewriter, m: Match) -> Value:
     assert w is not None
     b = _bias_vector(const_of(rw.graph, m["b"]), w.shape[1])  # type: ignore[arg-type]
     bias = m["b"] if m["b"].is_const and m["b"].shape == (w.shape[1],) else rw.const(f"{m.root.name}_bias", b)  # type: ignore[arg-type]
-    return rw.op("Linear", [m["x"], m["w"], bias], name=m.root.name)
+    return rw.op("Linear", [m["x"], m["w"], bias], name=f"{m.node('mm').name}_linear")
 
 
 # ------------------------------------------------------------- case 2
@@ -109,7 +109,7 @@ def _gemm_rewrite(rw: Rewriter, m: Match) -> Value:
     ins: list[Value | None] = [m["x"], wv]
     if b is not None:
         ins.append(rw.const(f"{node.name}_bias", b))
-    return rw.op("Linear", ins, name=node.name)
+    return rw.op("Linear", ins, name=f"{node.name}_linear")
 
 
 # ------------------------------------------------------------- case 3
@@ -139,12 +139,17 @@ def _act_check(m: Match) -> MatchResult | None:
 
 def _act_rewrite(rw: Rewriter, m: Match) -> Value:
     lin = m.node("lin")
-    ins = list(lin.inputs)
-    return rw.op("Linear", ins, {"activation": _activation(m)}, name=lin.name)
+    act = _activation(m)
+    if lin.op == "MatMul":
+        return rw.op("Linear", list(lin.inputs), {"activation": act}, name=f"{lin.name}_linear")
+    # the Linear is used only by the activation: it takes the activation over in place
+    lin.set_attrs({**lin.attrs, "activation": act})
+    lin.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, lin.provenance.origins + (m.root.name,))
+    return lin.outputs[0]
 
 
 def linear_rules() -> list[Rule]:
-    bias = P.op("Add", P.op("MatMul", P.var("x"), P.var("w")), P.var("b"), commute=True)
+    bias = P.op("Add", P.op("MatMul", P.var("x"), P.var("w"), name="mm"), P.var("b"), commute=True)
     gemm = P.op("Gemm", P.var("x"), P.var("w"), name="gemm", extra_inputs=True)
     inner = P.one_of(
         P.op("Linear", P.var("x"), P.var("w"), name="lin", extra_inputs=True),

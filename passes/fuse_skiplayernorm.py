@@ -95,7 +95,7 @@ def _rewrite(rw: Rewriter, m: Match) -> Value:
         if lin.outputs[0] is b:
             x, skip = b, a
         bias = lin.inputs[2]
-        x = rw.op("Linear", [lin.inputs[0], lin.inputs[1]], name=lin.name)
+        x = rw.op("Linear", [lin.inputs[0], lin.inputs[1]], name=f"{lin.name}_nobias")
     gamma = ln.inputs[1]
     beta = ln.inputs[2] if len(ln.inputs) > 2 else None
     ins: list[Value | None] = [x, skip, gamma, beta]
@@ -106,7 +106,7 @@ def _rewrite(rw: Rewriter, m: Match) -> Value:
     add_out = add.outputs[0]
     graph = rw.graph
     shared = any(u is not ln for u in add_out.consumers) or add_out in graph.outputs
-    node = rw.node("SkipLayerNorm", ins, {"epsilon": float(m.attr("ln", "epsilon"))}, name=ln.name, outputs=2 if shared else 1)
+    node = rw.node("SkipLayerNorm", ins, {"epsilon": float(m.attr("ln", "epsilon"))}, name=f"{ln.name}_skip", outputs=2 if shared else 1)
     if shared:  # case 3
         replace_value(graph, add_out, node.outputs[1])
     if lin is not None:
