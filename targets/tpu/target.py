@@ -6,7 +6,9 @@
 2. Resolve the chip and the policy (``policy.choose_policy``).
 3. Bind symbolic dims: axis 0 of every graph input is the batch (rounded up
    to the policy's batch multiple), axis 1 the sequence (one export per
-   ``seq_lens`` bucket); other symbols must be given in ``dims``.
+   ``seq_lens`` bucket; when none are given, the sequence length of the
+   validation samples ``lower`` receives, else 128); other symbols must be
+   given in ``dims``.
 4. Plan the weights (arguments or baked constants; prepared matmul forms)
    and build the JAX function.
 5. Per bucket: ``jax.export`` for ``platforms``, the StableHLO text, the
@@ -46,6 +48,7 @@ from accelopt.targets.tpu.roofline import estimate
 log = logging.getLogger(__name__)
 
 _MASK_HINTS = ("mask",)
+DEFAULT_SEQ_LEN = 128
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class TpuOptions:
     precision: str = "auto"  # auto | bf16 | fp32 | int8
     weights: str = "arguments"  # arguments | constants
     platforms: tuple[str, ...] = tpu_export.DEFAULT_PLATFORMS
-    seq_lens: tuple[int, ...] = (128,)
+    seq_lens: tuple[int, ...] = ()  # () -> the samples' sequence length, else DEFAULT_SEQ_LEN
     batch: int = 1
     batch_multiple: int = 8
     pad_to_tile: bool = True
@@ -87,7 +90,7 @@ class TpuOptions:
         if "pad_to_tile" in values and isinstance(values["pad_to_tile"], str):
             values["pad_to_tile"] = values["pad_to_tile"].lower() in ("1", "true", "yes", "on")
         opts = dataclasses.replace(base, **values)
-        if not opts.seq_lens or any(s < 1 for s in opts.seq_lens):
+        if any(s < 1 for s in opts.seq_lens):
             raise TargetError(f"seq_lens must be positive integers, got {opts.seq_lens}")
         if opts.batch < 1:
             raise TargetError(f"batch must be >= 1, got {opts.batch}")
@@ -112,6 +115,17 @@ def _dims(v: Any) -> tuple[tuple[str, int], ...]:
     except (TypeError, ValueError):
         raise TargetError(f"dims: expected symbol:size pairs, got {v!r}") from None
     return tuple(sorted(out))
+
+
+def _sample_seq_len(graph: Graph, samples: Any, notes: list[str]) -> tuple[int, ...]:
+    """The bucket when ``seq_lens`` is not set: axis 1 of the samples' arrays (a ``SampleSet``), else 128."""
+    arrays = getattr(samples, "arrays", None) or {}
+    for v in graph.inputs:
+        a = arrays.get(v.name)
+        if a is not None and getattr(a, "ndim", 0) >= 2 and v.shape is not None and not isinstance(v.shape[1], int):
+            notes.append(f"sequence bucket {a.shape[1]} taken from the validation samples")
+            return (int(a.shape[1]),)
+    return (DEFAULT_SEQ_LEN,)
 
 
 def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
@@ -187,7 +201,8 @@ class TpuTarget(Target):
         texts: dict[str, str] = {}
         buckets = []
         notes = list(policy.notes) + binding.notes
-        for seq in opts.seq_lens:
+        seq_lens = opts.seq_lens or _sample_seq_len(graph, samples, notes)
+        for seq in seq_lens:
             dims = dict(binding.fixed)
             dims.update({k: binding.export_batch for k in binding.batch_keys})
             dims.update({k: seq for k in binding.seq_keys})
@@ -251,7 +266,7 @@ class TpuTarget(Target):
                 "export": binding.export_batch,
                 "padded": binding.batch_padded,
             },
-            "seq": {"keys": sorted(binding.seq_keys), "buckets": list(opts.seq_lens), "mask_inputs": binding.masks},
+            "seq": {"keys": sorted(binding.seq_keys), "buckets": list(seq_lens), "mask_inputs": binding.masks},
             "parameters": {"bytes": plan.parameter_bytes, "by_dtype": plan.parameter_bytes_by_dtype()},
             "buckets": buckets,
             "lowering_seconds": round(lowering_s, 3),

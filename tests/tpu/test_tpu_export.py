@@ -242,3 +242,13 @@ def test_symbolic_dims_beyond_batch_and_sequence_need_sizes():
     art = TpuTarget(platforms=("cpu",), seq_lens=(3,), dims={"feat": 4}).lower(g)
     x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4)
     np.testing.assert_array_equal(art.run({"x0": x})[g.outputs[0].name], np.maximum(x, 0))
+
+
+def test_bucket_defaults_to_the_samples_sequence_length(encoder):
+    from accelopt.samples import SampleSet
+
+    samples = SampleSet(encoder_inputs(4, 24, seed=1), "test samples")
+    art = TpuTarget(platforms=("cpu",)).lower(encoder, samples=samples)
+    assert [b["name"] for b in art.buckets] == ["b8_s24"]
+    assert any("taken from the validation samples" in n for n in art.notes)
+    assert [b["name"] for b in TpuTarget(platforms=("cpu",)).lower(qdq_matmul_graph()).buckets] == ["b8_s128"]
