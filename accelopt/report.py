@@ -420,15 +420,20 @@ def op_delta(before: Mapping[str, int], after: Mapping[str, int]) -> list[tuple[
     return rows
 
 
-def rule_rows(stats: Mapping[str, Any]) -> tuple[list[tuple[str, Any, Any, Any]], dict[str, Any]]:
-    """Split pass stats into rule rows (rule, matched, candidates, near misses) and other figures."""
-    rules, other = [], {}
+def rule_rows(stats: Mapping[str, Any]) -> tuple[list[tuple[str, Any, Any, Any]], dict[str, Any], int]:
+    """Split pass stats into rule rows (rule, matched, candidates, near misses), other figures, and the
+    number of rules left out because they saw no candidate."""
+    rules, other, idle = [], {}, 0
     for k, v in stats.items():
         if isinstance(v, Mapping) and "matched" in v:
-            rules.append((k, v.get("matched"), v.get("candidates", "-"), v.get("near_misses", 0)))
+            row = (k, v.get("matched"), v.get("candidates", "-"), v.get("near_misses", 0))
+            if not row[1] and not row[2] and not row[3]:
+                idle += 1
+                continue
+            rules.append(row)
         else:
             other[k] = v
-    return rules, other
+    return rules, other, idle
 
 
 def _short_list(names: Sequence[str], limit: int = 12) -> str:
@@ -588,19 +593,21 @@ def _markdown_pass(i: int, p: PassRecord) -> list[str]:
         for op, b, a, d in delta:
             w(f"| {op} | {b} | {a} | {d:+d} |")
         w("")
-    if p.accuracy is not None:
+    if p.accuracy is not None and (p.modified or p.rolled_back):
         rows = _accuracy_rows(p.accuracy)
         if rows:
             w("| metric | vs reference | vs previous | tolerance |\n|---|---:|---:|---|")
             for label, a, b, bound in rows:
                 w(f"| {label} | {fmt_metric(a)} | {fmt_metric(b)} | {bound} |")
             w("")
-    rules, other = rule_rows(p.stats)
+    rules, other, idle = rule_rows(p.stats)
     if rules:
         w("| rule | matched | candidates | near misses |\n|---|---:|---:|---:|")
         for name, m, c, nm in rules:
             w(f"| {name} | {m} | {c} | {nm} |")
         w("")
+    if idle:
+        w(f"- {idle} other rule(s) found no candidate")
     for k, v in other.items():
         w(f"- {k}: {_md_escape(json.dumps(_clean(v)))}")
     for nm in p.near_misses:

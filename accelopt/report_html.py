@@ -316,7 +316,7 @@ def _pass_section(i: int, p: PassRecord) -> str:
         out.append(
             _table(["op", "before", "after", "Δ"], [(_e(o), b, a, f"{d:+d}") for o, b, a, d in delta], (1, 2, 3))
         )
-    if p.accuracy is not None:
+    if p.accuracy is not None and (p.modified or p.rolled_back):
         rows = _accuracy_rows(p.accuracy)
         if rows:
             out.append(
@@ -326,7 +326,7 @@ def _pass_section(i: int, p: PassRecord) -> str:
                     (1, 2),
                 )
             )
-    rules, other = rule_rows(p.stats)
+    rules, other, idle = rule_rows(p.stats)
     if rules:
         out.append(
             _table(
@@ -336,6 +336,8 @@ def _pass_section(i: int, p: PassRecord) -> str:
             )
         )
     items = [f"<li>{_e(k)}: <code>{_e(json.dumps(_clean(v)))}</code></li>" for k, v in other.items()]
+    if idle:
+        items.append(f"<li>{idle} other rule(s) found no candidate</li>")
     items += [f"<li>near miss: {_e(nm)}</li>" for nm in p.near_misses]
     items += [f"<li>note: {_e(n)}</li>" for n in p.notes]
     if p.nodes_added:

@@ -330,3 +330,33 @@ def test_html_renders_in_headless_chromium(damaged: Result, tmp_path: Path) -> N
     assert colors > 20, f"screenshot has only {colors} colors"
     # chart colours are on the page: the palette's first blue appears somewhere
     assert np.any(np.all(np.abs(img - np.array([0x4E, 0x79, 0xA7])) <= 8, axis=-1))
+
+
+def test_rule_counts_and_near_misses_are_shown() -> None:
+    from accelopt.report_html import render_html
+
+    rec = PassRecord(
+        name="fuse-attention",
+        spec="fuse-attention",
+        family="fusion",
+        options={},
+        modified=True,
+        stats={
+            "attention": {"candidates": 12, "matched": 10, "near_misses": 2},
+            "sdpa": {"candidates": 0, "matched": 0},
+            "rewrites": 10,
+        },
+        near_misses=[
+            "attention: 10 of 12 matched; closest: node where_3, stopped at Where: mask input is not a graph input"
+        ],
+    )
+    r = Report(
+        model=_model_info(), target={"name": "onnx", "spec": "onnx", "capabilities": None}, pipeline="x", passes=[rec]
+    )
+    md = r.to_markdown()
+    assert "| attention | 10 | 12 | 2 |" in md and "| sdpa |" not in md
+    assert "- 1 other rule(s) found no candidate" in md and "- rewrites: 10" in md
+    assert "- near miss: attention: 10 of 12 matched; closest: node where_3" in md
+    page = render_html(r)
+    assert "<td>attention</td>" in page and "stopped at Where: mask input is not a graph input" in page
+    validate_schema(r.to_dict())
