@@ -74,6 +74,8 @@ class TpuArtifact(Artifact):
         self.source = source
         self._calls: dict[str, Any] = {}
         self._device_params: Any = None
+        buckets = metadata.get("buckets", [])
+        self.files = ("metadata.json", "params.bin", *(f for b in buckets for f in (b["file"], b["stablehlo_file"])))
 
     # ---------------------------------------------------------------- facts
     @property
@@ -206,7 +208,7 @@ class TpuArtifact(Artifact):
         """The report's view: metadata without the per-tensor parameter index."""
         meta = json.loads(json.dumps(self.metadata))
         meta.get("parameters", {}).pop("tensors", None)
-        return {"target": self.target, "files": list(self.files), **meta}
+        return {"target": self.target, "files": list(self.files), "summary": self.summary(), **meta}
 
     # -------------------------------------------------------------- helpers
     def _params_on_device(self) -> Any:

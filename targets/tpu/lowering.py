@@ -80,7 +80,6 @@ def np_to_jax_dtype(dt: np.dtype) -> np.dtype:
 
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), BF16, np.dtype(np.float64))
 
 
 # --------------------------------------------------------------- the table
@@ -616,7 +615,7 @@ def _to_int8(q: Any, zero: Any) -> tuple[Any, Any]:
 # ----------------------------------------------------------- the function
 @dataclass
 class LoweredGraph:
-    """The JAX function of a graph plus its weight plan; ``trace_ctx`` holds the last trace's records."""
+    """The JAX function of a graph plus its weight plan; ``last_ctx`` holds the last trace's context (records)."""
 
     graph: Graph
     policy: Policy
@@ -656,7 +655,11 @@ def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGra
         opdef = get_op(node.op)
         low = _LOWERINGS[node.op]
         steps.append((node, low, opdef, opdef.full_attrs(node.attrs)))
-    inits = list(graph.initializers.values())
+    # constants known before tracing: initializers, and outputs of nodes folded by the plan
+    consts: list[tuple[Value, np.ndarray]] = [(v, v.const) for v in graph.initializers.values()]  # type: ignore[misc]
+    consts += [
+        (o, plan.folded[o.name]) for n in graph.nodes if n.name in plan.skip for o in n.outputs if o.name in plan.folded
+    ]
     holder: list[LowerCtx] = []
 
     def fn(params: Mapping[str, Any], *inputs: Any) -> tuple[Any, ...]:
@@ -665,16 +668,9 @@ def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGra
         env: dict[int, Any] = ctx.env
         for v, x in zip(graph.inputs, inputs):
             env[id(v)] = x
-        for v in inits:
+        for v, arr in consts:  # case 2: a parameter argument, or baked
             key = plan.raw.get(v.name)
-            env[id(v)] = v.const if key is None or plan.mode == "constants" else params[key]
-        folded = {name: arr for name, arr in plan.folded.items()}
-        for node in graph.nodes:
-            if node.name in plan.skip:
-                for o in node.outputs:
-                    if o.name in folded:
-                        key = plan.raw.get(o.name)
-                        env[id(o)] = folded[o.name] if key is None or plan.mode == "constants" else params[key]
+            env[id(v)] = arr if key is None or plan.mode == "constants" else params[key]
         for node, low, opdef, attrs in steps:
             # outputs of nodes absorbed by the weight plan are absent; their consumers get a PreparedWeight
             ins = [None if v is None else env.get(id(v)) for v in node.inputs]

@@ -135,6 +135,9 @@ def test_save_load_roundtrip(tmp_path, encoder, bf16_artifact):
     assert meta["parameters"]["bytes"] == sum(t["nbytes"] for t in meta["parameters"]["tensors"])
     assert "estimate" in meta["buckets"][0]["roofline"]["label"]
     assert "stablehlo.dot_general" in (tmp_path / "out" / "model.b8_s16.stablehlo.mlir").read_text()
+    described = bf16_artifact.describe()  # what the report shows
+    assert sorted(described["files"]) == names
+    assert any("not a measurement" in line for line in described["summary"])
     loaded = TpuArtifact.load(tmp_path / "out")
     feed = encoder_inputs(2, 16, seed=9)
     a = bf16_artifact.run(feed)[encoder.outputs[0].name]
