@@ -58,7 +58,7 @@ def _lnormalization_rewrite(rw: Rewriter, m: Match) -> list[Value | None]:
     ins = [v for v in node.inputs[:3]]
     while ins and ins[-1] is None:
         ins.pop()
-    y = rw.op("LayerNorm", ins, attrs, name=node.name)
+    y = rw.op("LayerNorm", ins, attrs, name=f"{node.name}_layernorm")
     return [y] + [None] * (len(node.outputs) - 1)
 
 
@@ -169,20 +169,20 @@ def _fold_in_place(rw: Rewriter, m: Match, gamma: np.ndarray | None, beta: np.nd
     ln = m.node("ln")
     graph = rw.graph
     dt = ln.inputs[0].dtype.np  # type: ignore[union-attr]
-    old = [v for v in ln.inputs[1:] if v is not None]
-    if gamma is not None:
-        ln.set_input(1, rw.const(f"{ln.name}_gamma", np.asarray(gamma).astype(dt)))
-    if beta is not None:
+    origins = ln.provenance.origins + (m.root.name,)
+    if beta is not None and len(ln.inputs) < 3:  # a LayerNorm without beta (from LayerNormalization)
+        rw.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, origins)
         b = rw.const(f"{ln.name}_beta", np.asarray(beta).astype(dt))
-        if len(ln.inputs) > 2:
-            ln.set_input(2, b)
-        else:
-            rw.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, ln.provenance.origins + (m.root.name,))
-            return rw.op("LayerNorm", [ln.inputs[0], ln.inputs[1], b], dict(ln.attrs), name=f"{ln.name}_shifted")
-    for v in old:
-        if not v.uses and graph.initializers.get(v.name) is v and v not in graph.outputs:
-            graph.remove_initializer(v.name)
-    ln.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, ln.provenance.origins + (m.root.name,))
+        return rw.op("LayerNorm", [ln.inputs[0], ln.inputs[1], b], dict(ln.attrs), name=f"{ln.name}_shifted")
+    for i, arr, label in ((1, gamma, "gamma"), (2, beta, "beta")):
+        if arr is None:
+            continue
+        old = ln.inputs[i]
+        ln.set_input(i, None)
+        if old is not None and not old.uses and graph.initializers.get(old.name) is old and old not in graph.outputs:
+            graph.remove_initializer(old.name)
+        ln.set_input(i, rw.const(f"{ln.name}_{label}", np.asarray(arr).astype(dt)))
+    ln.provenance = Provenance(rw.provenance.pass_name, rw.provenance.rule, origins)
     return ln.outputs[0]
 
 

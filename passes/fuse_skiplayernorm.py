@@ -19,7 +19,7 @@ other, and non-float tensors.
 
 from __future__ import annotations
 
-from accelopt.ir.graph import Node, Value
+from accelopt.ir.graph import Node, Provenance, Value
 from accelopt.ir.types import Dim
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
@@ -95,6 +95,8 @@ def _rewrite(rw: Rewriter, m: Match) -> Value:
         if lin.outputs[0] is b:
             x, skip = b, a
         bias = lin.inputs[2]
+        p = rw.provenance
+        rw.provenance = Provenance(p.pass_name, p.rule, (lin.name, *p.origins))
         x = rw.op("Linear", [lin.inputs[0], lin.inputs[1]], name=f"{lin.name}_nobias")
     gamma = ln.inputs[1]
     beta = ln.inputs[2] if len(ln.inputs) > 2 else None
