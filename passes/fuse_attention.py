@@ -387,6 +387,7 @@ class AttentionRule(Rule):
         self._walk_qkv(graph, cand, ctx_mm.inputs[1], ctx_mm.outputs[0])  # type: ignore[arg-type]
 
     def _structure_sdpa(self, graph: Graph, node: Node, cand: _Cand) -> None:
+        cand.progress = 2  # an SDPA is attention by definition: any failure is a near miss
         if int(node.attr("is_causal", 0)):
             raise _Fail("causal attention is not BERT self-attention", node, "SDPA")
         cand.core.append(node)
