@@ -176,8 +176,9 @@ class Prober:
         return [v.const if v.const is not None else env[id(v)] for v in targets]
 
 
-def dead_after_replacing(graph: Graph, old: Value, region: Sequence[Node]) -> set[int]:
-    """Ids of the ``region`` nodes that are dead once every use of ``old`` points elsewhere."""
+def dead_after_replacing(graph: Graph, old: Value | Sequence[Value], region: Sequence[Node]) -> set[int]:
+    """Ids of the ``region`` nodes that are dead once every use of ``old`` (one value or several) points elsewhere."""
+    replaced = {id(old)} if isinstance(old, Value) else {id(v) for v in old}
     outs = {id(v) for v in graph.outputs}
     in_region = {id(n) for n in region}
     order = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -185,7 +186,7 @@ def dead_after_replacing(graph: Graph, old: Value, region: Sequence[Node]) -> se
     for node in sorted(region, key=lambda n: order[id(n)], reverse=True):
         alive = False
         for v in node.outputs:
-            if v is old:
+            if id(v) in replaced:
                 continue
             if id(v) in outs:
                 alive = True

@@ -103,7 +103,7 @@ class EmbedLayerNormRule(Rule):
         while stack:  # case 1
             v = stack.pop()
             p = v.producer
-            if p is not None and p.op == "Add" and (v is x or len(v.uses) == 1) and v not in graph.outputs:
+            if p is not None and p.op == "Add" and (v is x or (len(v.uses) == 1 and v not in graph.outputs)):
                 cand.tree.append(p)
                 stack.extend(i for i in reversed(p.inputs) if i is not None)
             else:
@@ -176,7 +176,7 @@ class EmbedLayerNormRule(Rule):
             if not err <= PROBE_RTOL * (1 + float(np.max(np.abs(ref)))):
                 raise _Fail(f"the embeddings differ from the fused op by {err:.3g} on a probe", ln, "numerical check", 4)
         region = cone([ln.outputs[0]], stop=[v for v in graph.inputs])
-        dead = dead_after_replacing(graph, ln.outputs[0], region)
+        dead = dead_after_replacing(graph, [ln.outputs[0], ln.inputs[0]], region)  # the sum may be output 1
         for n in [lk.node for lk in (cand.word, cand.pos, cand.typ) if lk is not None]:
             if id(n) not in dead:
                 raise _Fail(first_escape(graph, n, dead), n, "escape", 4)
