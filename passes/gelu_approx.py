@@ -47,39 +47,33 @@ class _GeluApprox(RulePass):
         stats: dict[str, dict[str, int]] = {"gelu": {"candidates": 0, "matched": 0}, "linear": {"candidates": 0, "matched": 0}}
         changed = 0
         for node in list(graph.nodes):
-            prov = Provenance(self.name, None, (node.name,))
             if node.op == "Gelu":  # case 1
                 stats["gelu"]["candidates"] += 1
                 if node.attr("approximate", "none") != "none":
                     continue
-                x = node.inputs[0]
-                assert x is not None
-                new = graph.add_node(
-                    self.target.gelu_op,
-                    [x],
-                    dict(self.target.gelu_attrs),
-                    name=node.name,
-                    after=node,
-                    provenance=Provenance(self.name, "gelu", prov.origins),
-                )
-            elif node.op == "Linear":  # case 2
-                if node.attr("activation", "none") != "gelu":
-                    continue
+                prov = Provenance(self.name, "gelu", node.provenance.origins or (node.name,))
+                if self.target.gelu_op == "Gelu":
+                    node.set_attrs(dict(self.target.gelu_attrs))
+                    node.provenance = prov
+                else:
+                    old = node.outputs[0]
+                    new = graph.add_node(
+                        self.target.gelu_op, list(node.inputs), dict(self.target.gelu_attrs),
+                        name=f"{node.name}_{self.target.gelu_op.lower()}", after=node, provenance=prov,
+                    ).outputs[0]
+                    replace_value(graph, old, new)
+                    name = old.name
+                    graph.remove_node(node)
+                    if new.name != name and name not in {v.name for v in graph.outputs}:
+                        graph.rename_value(new, name)  # the substituted value keeps its name
+                stats["gelu"]["matched"] += 1
+                changed += 1
+            elif node.op == "Linear" and node.attr("activation", "none") == "gelu":  # case 2
                 stats["linear"]["candidates"] += 1
-                new = graph.add_node(
-                    "Linear",
-                    list(node.inputs),
-                    {"activation": self.target.linear_activation},
-                    name=node.name,
-                    after=node,
-                    provenance=Provenance(self.name, "linear", prov.origins),
-                )
-            else:
-                continue
-            replace_value(graph, node.outputs[0], new.outputs[0])
-            graph.remove_node(node)
-            stats["gelu" if node.op == "Gelu" else "linear"]["matched"] += 1
-            changed += 1
+                node.set_attrs({**node.attrs, "activation": self.target.linear_activation})
+                node.provenance = Provenance(self.name, "linear", node.provenance.origins or (node.name,))
+                stats["linear"]["matched"] += 1
+                changed += 1
         stats.update({f"pre/{k}": v for k, v in pre.stats.items() if v.get("matched")})
         return PassResult(graph, changed > 0 or pre.modified, stats=stats)
 
