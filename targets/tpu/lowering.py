@@ -326,8 +326,8 @@ def _weight_slot_uses(v: Value) -> list[tuple[Node, int, bool]] | None:
     return uses
 
 
-#: plan-time folding never creates outputs larger than this beyond its inputs' size
-FOLD_GROWTH_BYTES = 1 << 20
+#: plan-time folding never creates more elements than its inputs have plus this many
+FOLD_GROWTH_ELEMENTS = 1 << 18
 
 
 def _fold_constants(graph: Graph, plan: WeightPlan) -> None:
@@ -336,8 +336,9 @@ def _fold_constants(graph: Graph, plan: WeightPlan) -> None:
     This is what makes weights behind ``Identity`` (shared ALBERT weights in
     legacy exports), ``Transpose`` or ``DequantizeLinear`` (outside int8 mode:
     weights load dequantized) get a prepared [K, N] form. Nodes absorbed by the
-    int8 plan are left alone, and so are folds that would grow the data by
-    more than ``FOLD_GROWTH_BYTES`` (e.g. an ``Expand`` of a constant).
+    int8 plan are left alone, and so are folds that would add more than
+    ``FOLD_GROWTH_ELEMENTS`` elements (e.g. an ``Expand`` of a constant;
+    dequantizing keeps the element count, so it always folds).
     """
     known: dict[int, np.ndarray] = {id(v): v.const for v in graph.initializers.values()}  # type: ignore[misc]
     for node in graph.nodes:
@@ -355,8 +356,7 @@ def _fold_constants(graph: Graph, plan: WeightPlan) -> None:
         except Exception as e:  # leave it to the trace, which reports it with the node's name
             log.debug("not folding %s (%s): %s", node.name, node.op, e)
             continue
-        in_bytes = sum(a.nbytes for a in ins if a is not None)
-        if sum(o.nbytes for o in outs) > in_bytes + FOLD_GROWTH_BYTES:
+        if sum(o.size for o in outs) > sum(a.size for a in ins if a is not None) + FOLD_GROWTH_ELEMENTS:
             continue
         for v, o in zip(node.outputs, outs):
             if o.dtype != v.dtype.np:

@@ -7,7 +7,7 @@ import json
 import ml_dtypes
 import numpy as np
 import pytest
-from tpu_helpers import encoder_inputs, qdq_matmul_graph, tiny_encoder_graph
+from tpu_helpers import encoder_inputs, qdq_matmul_graph, qdq_quantize, tiny_encoder_graph
 
 from accelopt.errors import TargetError
 from accelopt.interpreter import run
@@ -255,3 +255,24 @@ def test_bucket_defaults_to_the_samples_sequence_length(encoder):
     assert [b["name"] for b in art.buckets] == ["b8_s24"]
     assert any("taken from the validation samples" in n for n in art.notes)
     assert [b["name"] for b in TpuTarget(platforms=("cpu",)).lower(qdq_matmul_graph()).buckets] == ["b8_s128"]
+
+
+def test_qdq_encoder_runs_int8_matmuls_on_v5e_and_bf16_on_v4(encoder):
+    """A fused encoder quantized the way the int8 pass does (QDQ): Linear and Attention weights become int8 MXU
+    operands; the weights are stored int8; accuracy against the same QDQ graph in the interpreter holds."""
+    qdq = qdq_quantize(encoder, encoder_inputs(4, 16, seed=11))
+    art = TpuTarget(seq_lens=(16,)).lower(qdq)
+    b = art.buckets[0]
+    assert art.metadata["policy"]["precision"] == "int8" and b["stablehlo_check"] == []
+    # QKV, attention output, FFN in, FFN out in int8; scores and context in bf16; twice (tpu and cpu branches)
+    assert b["dot_general"] == {"i8xi8->i32": 8, "bf16xbf16->f32": 4}
+    assert art.metadata["parameters"]["by_dtype"]["int8"] == 3 * 128 * 128 + 128 * 256  # padded; QKV is 64x192
+    feed = encoder_inputs(3, 16, seed=12)
+    out = qdq.outputs[0].name
+    want = run(qdq, feed)[out]
+    got = art.run(feed)[out]
+    assert _cos_rows(got, want).min() >= 0.999
+    v4 = TpuTarget(chip="v4", seq_lens=(16,), platforms=("cpu",)).lower(qdq)
+    assert v4.buckets[0]["dot_general"] == {"bf16xbf16->f32": 6}
+    assert "int8" not in v4.metadata["parameters"]["by_dtype"]
+    assert _cos_rows(v4.run(feed)[out], want).min() >= 0.999

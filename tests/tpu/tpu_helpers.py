@@ -143,3 +143,36 @@ def encoder_inputs(batch: int, seq: int, seed: int = 0, vocab: int = 100) -> dic
 
 
 __all__ = ["call_lowered", "encoder_inputs", "qdq_matmul_graph", "single_op_graph", "tiny_encoder_graph"]
+
+
+def qdq_quantize(
+    graph: Graph, calibration: Mapping[str, np.ndarray], *, ops: Sequence[str] = ("Linear", "Attention")
+) -> Graph:
+    """A QDQ int8 copy of ``graph`` (what an int8 pass makes): for each node in ``ops``, its activation goes
+    through QuantizeLinear/DequantizeLinear (uint8, asymmetric, per tensor, range from ``calibration``) and its
+    [K, N] weight becomes per-channel symmetric int8 behind a DequantizeLinear."""
+    from accelopt.interpreter import run
+
+    g = graph.copy()
+    values = run(g, calibration, keep_intermediates=True)
+    for node in [n for n in g.nodes if n.op in ops]:
+        x, w = node.inputs[0], node.inputs[1]
+        act = values[x.name].astype(np.float64)
+        lo, hi = min(float(act.min()), 0.0), max(float(act.max()), 0.0)
+        scale = np.array((hi - lo) / 255.0, np.float32)
+        zero = np.array(np.clip(round(-lo / float(scale)), 0, 255), np.uint8)
+        s_v = g.add_initializer(f"{node.name}_x_scale", scale)
+        z_v = g.add_initializer(f"{node.name}_x_zero", zero)
+        q = g.add_node("QuantizeLinear", [x, s_v, z_v], name=f"{node.name}_q", before=node).output
+        dq = g.add_node("DequantizeLinear", [q, s_v, z_v], name=f"{node.name}_dq", before=node).output
+        node.set_input(0, dq)
+        wf = np.asarray(w.const, np.float32)
+        ws = (np.abs(wf).max(axis=0) / 127.0).astype(np.float32)
+        wq = np.clip(np.round(wf / ws), -127, 127).astype(np.int8)
+        wq_v = g.add_initializer(f"{w.name}_q", wq)
+        ws_v = g.add_initializer(f"{w.name}_scale", ws)
+        dw = g.add_node("DequantizeLinear", [wq_v, ws_v], {"axis": 1}, name=f"{node.name}_dqw", before=node).output
+        node.set_input(1, dw)
+    g.remove_unused()
+    g.verify()
+    return g
