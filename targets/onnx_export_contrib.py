@@ -64,13 +64,16 @@ class _Emitter:
         return outs[0]
 
     def int32(self, v: Value | None, hint: str) -> str:
-        """``v`` as int32 (a Cast unless it already is)."""
+        """``v`` as int32: a Cast unless it already is, made once per value and reused by later nodes."""
         if v is None:
             return ""
         name = self.ctx.name(v)
         if v.dtype == DType.INT32:
             return name
-        return self("Cast", [name], f"{hint}_int32", to=DType.INT32)
+        cache: dict[str, str] = self.ctx.__dict__.setdefault("_contrib_int32", {})
+        if name not in cache:
+            cache[name] = self("Cast", [name], f"{hint}_int32", to=DType.INT32)
+        return cache[name]
 
 
 def _const(node: Node, i: int) -> np.ndarray | None:
