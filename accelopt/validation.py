@@ -270,18 +270,21 @@ def compare(ref: np.ndarray, new: np.ndarray, *, name: str = "", mask: np.ndarra
     n = np.asarray(new, dtype=np.float64)
     if r.size == 0:
         return {"max_abs": 0.0, "mean_abs": 0.0, "rel_l2": 0.0, "cosine_min": 1.0, "cosine_mean": 1.0}
-    diff = np.abs(n - r)
-    if not np.all(np.isfinite(n) | ~np.isfinite(r)):
+    all_finite = bool(np.isfinite(n).all())
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = n - r
+    diff = np.abs(delta)
+    if not all_finite and not np.all(np.isfinite(n) | ~np.isfinite(r)):
         max_abs = math.nan
     else:
         max_abs = float(np.nanmax(diff)) if diff.size else 0.0
     out: dict[str, float] = {"max_abs": max_abs, "mean_abs": float(np.nanmean(diff))}
     rn = float(np.linalg.norm(r))
-    dn = float(np.linalg.norm(np.nan_to_num(n - r, nan=np.inf)))
+    dn = float(np.linalg.norm(delta if all_finite else np.nan_to_num(delta, nan=np.inf)))
     out["rel_l2"] = dn / rn if rn > 0 else (0.0 if dn == 0 else math.inf)
     rr, nr = _rows(r, mask), _rows(n, mask)
     if rr.size:
-        cos = _cosines(rr, np.nan_to_num(nr, nan=0.0, posinf=0.0, neginf=0.0))
+        cos = _cosines(rr, nr if all_finite else np.nan_to_num(nr, nan=0.0, posinf=0.0, neginf=0.0))
         out["cosine_min"] = float(cos.min())
         out["cosine_mean"] = float(cos.mean())
     if is_logits(name, r.shape) and r.ndim >= 1:
