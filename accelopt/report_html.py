@@ -35,7 +35,7 @@ from accelopt.report import (
 )
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac")
-FLOOR = 1e-12  # log-scale floor: exact zeros are drawn here
+FLOOR = 1e-15  # log-scale floor: exact zeros (and float64 noise below it) are drawn here
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
