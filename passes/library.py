@@ -23,6 +23,11 @@ from accelopt.passes import (  # noqa: F401
     fuse_linear,
     fuse_skiplayernorm,
     gelu_approx,
+    layout_cancel_transposes,
+    layout_nhwc,
+    layout_pack_weights,
+    layout_pad,
+    layout_transpose_weights,
     testing,
 )
 from accelopt.passes.base import register_group

@@ -21,6 +21,11 @@ The ONNX writer imports this module on first use (its name starts with
    ids (cast when needed), a zero beta when the op has none, the explicit
    ``position_ids`` as input 8; the required ``mask_index`` output gets a
    fresh unused name and the embedding sum is output 2.
+7. ``PackedLinear`` -> as ``Linear``, its packed weight unpacked by
+   ``Transpose``/``Reshape``/``Slice`` nodes that onnxruntime folds at load
+   time (the file keeps one copy of the weight, in the packed layout).
+8. ``ConvNHWC`` -> ``Transpose`` to channels first, ``Conv`` (the weight
+   transposed to OIHW by a ``Transpose`` that onnxruntime folds), ``Transpose`` back.
 """
 
 from __future__ import annotations
@@ -169,16 +174,23 @@ def export_layernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
 # ------------------------------------------------------------------ case 4
 @register_exporter("Linear")
 def export_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    w = node.inputs[1]
+    assert w is not None
+    return _linear_nodes(ctx, node, ctx.name(w))
+
+
+def _linear_nodes(ctx: ExportContext, node: Node, weight: str) -> list[NodeProto]:
+    """MatMul by ``weight`` then the bias and activation of a Linear-like node (case 4)."""
     emit = _Emitter(ctx, node)
-    x, w = node.inputs[0], node.inputs[1]
+    x = node.inputs[0]
     b = node.inputs[2] if len(node.inputs) > 2 else None
-    assert x is not None and w is not None
+    assert x is not None
     out = ctx.name(node.outputs[0])
     act = str(node.attr("activation", "none"))
     if act == "none" and b is None:
-        emit("MatMul", [ctx.name(x), ctx.name(w)], "matmul", outputs=[out])
+        emit("MatMul", [ctx.name(x), weight], "matmul", outputs=[out])
         return emit.made
-    mm = emit("MatMul", [ctx.name(x), ctx.name(w)], "matmul")
+    mm = emit("MatMul", [ctx.name(x), weight], "matmul")
     bias = ctx.name(b) if b is not None else ""
     if act == "none":
         emit("Add", [mm, bias], "bias", outputs=[out])
@@ -196,7 +208,49 @@ def export_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
         else:
             emit("QuickGelu", [y], "quick_gelu", outputs=[out], domain=MS, alpha=1.702)
     else:
-        raise TargetError(f"node {node.name} (Linear): unknown activation {act!r}")
+        raise TargetError(f"node {node.name} ({node.op}): unknown activation {act!r}")
+    return emit.made
+
+
+# ------------------------------------------------------------------ case 7
+@register_exporter("PackedLinear")
+def export_packed_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    w = node.inputs[1]
+    assert w is not None
+    k, n = int(node.attrs["k"]), int(node.attrs["n"])
+    transposed = bool(node.attr("transposed", 0))
+    tile = [int(t) for t in node.attr("tile", ()) or ()]
+    name = ctx.name(w)
+    if tile:  # blocks [B0, B1, t0, t1] -> [B0*t0, B1*t1] -> the unpadded corner
+        if w.shape is None or not all(isinstance(d, int) for d in w.shape):
+            raise TargetError(f"node {node.name} (PackedLinear): the packed weight shape is unknown")
+        b0, b1, t0, t1 = w.shape  # type: ignore[misc]
+        rows, cols = (n, k) if transposed else (k, n)
+        blocks = emit("Transpose", [name], "unblock", perm=[0, 2, 1, 3])
+        shape = ctx.add_initializer(np.array([b0 * t0, b1 * t1], np.int64), f"{node.name}_shape")
+        flat = emit("Reshape", [blocks, shape], "flat")
+        starts = ctx.add_initializer(np.array([0, 0], np.int64), f"{node.name}_starts")
+        ends = ctx.add_initializer(np.array([rows, cols], np.int64), f"{node.name}_ends")
+        name = emit("Slice", [flat, starts, ends], "unpad")
+    if transposed:
+        name = emit("Transpose", [name], "untranspose", perm=[1, 0])
+    return emit.made + _linear_nodes(ctx, node, name)
+
+
+# ------------------------------------------------------------------ case 8
+@register_exporter("ConvNHWC")
+def export_conv_nhwc(ctx: ExportContext, node: Node) -> list[NodeProto]:
+    emit = _Emitter(ctx, node)
+    x, w = node.inputs[0], node.inputs[1]
+    assert x is not None and w is not None and x.shape is not None and w.shape is not None
+    sp = len(x.shape) - 2
+    wname = emit("Transpose", [ctx.name(w)], "w_oihw", perm=[sp + 1, sp, *range(sp)])  # folded by onnxruntime
+    xc = emit("Transpose", [ctx.name(x)], "x_nchw", perm=[0, sp + 1, *range(1, sp + 1)])
+    ins = [xc, wname] + ([ctx.name(node.inputs[2])] if len(node.inputs) > 2 and node.inputs[2] is not None else [])
+    attrs = {k: v for k, v in node.attrs.items() if v not in (None, ())}
+    y = emit("Conv", ins, "conv", **attrs)
+    emit("Transpose", [y], "y_nhwc", outputs=[ctx.name(node.outputs[0])], perm=[0, *range(2, sp + 2), 1])
     return emit.made
 
 

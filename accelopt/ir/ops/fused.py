@@ -26,6 +26,15 @@ Ops:
    pos_emb[positions] + type_emb[token_type_ids]); positions are
    ``position_ids`` when given, else ``0..S-1``. An optional second output is
    the embedding sum before the normalization.
+7. ``PackedLinear(x, Wp, b?){activation, transposed, tile, k, n}`` = ``Linear``
+   with the weight ``W [k, n]`` stored in a target's layout: ``transposed=1``
+   stores ``W^T [n, k]``; ``tile=[tk, tn]`` stores zero-padded blocks,
+   ``[ceil(k/tk), ceil(n/tn), tk, tn]`` (transposed: blocks of ``W^T``,
+   ``[ceil(n/tn), ceil(k/tk), tn, tk]``). ``pack_weight``/``unpack_weight``
+   convert; the kernel unpacks, so results equal ``Linear``'s exactly.
+8. ``ConvNHWC(x[N, *spatial, C], w[*kernel, C/group, O], b?)`` with ``Conv``'s
+   attributes: the channels-last convolution (same numbers as ``Conv`` on the
+   transposed tensors).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
+from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -357,6 +367,119 @@ define_op(
     doc="LayerNorm(word[ids] + pos[positions] + type[token_types]); inputs 1 and 4 may be omitted (_).",
 )
 
+# --------------------------------------------------------------- PackedLinear
+def pack_weight(w: np.ndarray, *, transposed: bool = False, tile: tuple[int, ...] = ()) -> np.ndarray:
+    """``W [k, n]`` in the PackedLinear layout (case 7)."""
+    m = w.T if transposed else w
+    if not tile:
+        return np.ascontiguousarray(m)
+    t0, t1 = (tile[1], tile[0]) if transposed else (tile[0], tile[1])
+    r, c = m.shape
+    rp, cp = -(-r // t0) * t0, -(-c // t1) * t1
+    padded = np.zeros((rp, cp), dtype=m.dtype)
+    padded[:r, :c] = m
+    return np.ascontiguousarray(padded.reshape(rp // t0, t0, cp // t1, t1).transpose(0, 2, 1, 3))
+
+
+def unpack_weight(wp: np.ndarray, *, k: int, n: int, transposed: bool = False, tile: tuple[int, ...] = ()) -> np.ndarray:
+    """The ``W [k, n]`` that ``pack_weight`` packed."""
+    if tile:
+        b0, b1, t0, t1 = wp.shape
+        m = wp.transpose(0, 2, 1, 3).reshape(b0 * t0, b1 * t1)
+    else:
+        m = wp
+    m = m[:n, :k] if transposed else m[:k, :n]
+    return m.T if transposed else m
+
+
+def _packed_layout(attrs: Mapping[str, Any]) -> tuple[bool, tuple[int, ...], int, int]:
+    tile = tuple(int(t) for t in (attrs.get("tile") or ()))
+    return bool(attrs["transposed"]), tile, int(attrs["k"]), int(attrs["n"])
+
+
+def _packed_infer(ctx: InferContext) -> list[TensorType]:
+    x, w = ctx.type(0), ctx.type(1)
+    act = ctx.attrs["activation"]
+    if act not in LINEAR_ACTIVATIONS:
+        raise ctx.error(f"unknown activation {act!r}; expected one of {', '.join(LINEAR_ACTIVATIONS)}")
+    transposed, tile, k, n = _packed_layout(ctx.attrs)
+    if tile and (len(tile) != 2 or min(tile) <= 0):
+        raise ctx.error(f"tile must be two positive sizes [tk, tn], got {list(tile)}")
+    if w.shape is not None and all(isinstance(d, int) for d in w.shape):
+        if tile:
+            t0, t1 = (tile[1], tile[0]) if transposed else tile
+            r, c = (n, k) if transposed else (k, n)
+            want: tuple[int, ...] = (-(-r // t0), -(-c // t1), t0, t1)
+        else:
+            want = (n, k) if transposed else (k, n)
+        if tuple(w.shape) != want:
+            raise ctx.error(f"packed weight is {w}, expected {list(want)} for k={k}, n={n}, layout {ctx.attrs}")
+    if x.shape is None:
+        return [TensorType(x.dtype, None)]
+    if not dims_compatible_k(x.shape[-1], k):
+        raise ctx.error(f"input {x} does not have k={k} features")
+    return [TensorType(x.dtype, tuple(x.shape[:-1]) + (n,))]
+
+
+def _packed_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    transposed, tile, k, n = _packed_layout(attrs)
+    w = unpack_weight(ins[1], k=k, n=n, transposed=transposed, tile=tile)
+    return _linear_kernel([ins[0], w] + list(ins[2:]), attrs, n_out)
+
+
+define_op(
+    "PackedLinear",
+    domain=DOMAIN,
+    inputs=(2, 3),
+    attrs={
+        "activation": AttrSpec("str", "none"),
+        "transposed": AttrSpec("int", 0),
+        "tile": AttrSpec("ints", ()),
+        "k": AttrSpec("int"),
+        "n": AttrSpec("int"),
+    },
+    infer=_packed_infer,
+    kernel=_packed_kernel,
+    doc="Linear with its weight pre-transposed and/or packed into zero-padded tiles.",
+)
+
+
+# ------------------------------------------------------------------- ConvNHWC
+def _nhwc_infer(ctx: InferContext) -> list[TensorType]:
+    x, w = ctx.type(0), ctx.type(1)
+    if x.shape is None or w.shape is None:
+        return [TensorType(x.dtype, None)]
+    if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        raise ctx.error(f"input {x} and weight {w} must be [N, *spatial, C] and [*kernel, C/group, O]")
+    kernel = w.shape[:-2]
+    if not all(isinstance(k, int) for k in kernel):
+        return [TensorType(x.dtype, (x.shape[0],) + (None,) * len(kernel) + (w.shape[-1],))]
+    try:
+        out = conv_out_dims(x.shape[1:-1], kernel, ctx.attrs)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+    return [TensorType(x.dtype, (x.shape[0], *out, w.shape[-1]))]
+
+
+def _nhwc_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    x, w = ins[0], ins[1]
+    sp = x.ndim - 2
+    xc = np.moveaxis(x, -1, 1)
+    wc = np.transpose(w, (sp + 1, sp) + tuple(range(sp)))
+    y = conv_nchw(xc, wc, ins[2] if len(ins) > 2 else None, attrs)
+    return [np.ascontiguousarray(np.moveaxis(y, 1, -1))]
+
+
+define_op(
+    "ConvNHWC",
+    domain=DOMAIN,
+    inputs=(2, 3),
+    attrs=dict(CONV_ATTRS),
+    infer=_nhwc_infer,
+    kernel=_nhwc_kernel,
+    doc="Channels-last convolution: x [N, *spatial, C], w [*kernel, C/group, O]; Conv's attributes.",
+)
+
 __all__ = [
     "DOMAIN",
     "LINEAR_ACTIVATIONS",
@@ -365,6 +488,8 @@ __all__ = [
     "gelu_exact",
     "gelu_tanh",
     "layer_norm",
+    "pack_weight",
+    "unpack_weight",
     "quick_gelu",
     "softmax_last",
 ]
