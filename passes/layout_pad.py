@@ -181,6 +181,8 @@ class PadDims(Pass):
     # ----------------------------------------------------------------- case 3
     def _pad_sequence(self, graph: Graph, m: int) -> tuple[int, str]:
         ops = graph.op_counts()
+        if not (ops.get("Attention") or ops.get("Softmax") or ops.get("ScaledDotProductAttention")):
+            return 0, ""  # no attention: nothing says which dim is a sequence
         if ops.get("Softmax") or ops.get("ScaledDotProductAttention"):
             return 0, "the graph has unfused attention (run fuse first); padded keys might be attended to"
         masks = [n.inputs[3] for n in graph.nodes if n.op == "Attention" and len(n.inputs) > 3]
