@@ -261,7 +261,7 @@ def optimize(
     if validator is not None and artifact is not None:
         if progress is not None:
             progress.status("running the artifact")
-        artifact_check = _check_artifact(validator, artifact, graph, final_tol)
+        artifact_check = _check_artifact(validator, artifact, graph, final_tol, int(batch))
         if not artifact_check.ok:
             status = "tolerance-not-met"
             notes.append(
@@ -384,8 +384,14 @@ def _user_samples(calibration: Any, model: Model, seq_len: int, seed: int) -> Sa
     return SampleSet(out, f"{n} user samples", mask=mask if mask is not None and mask.ndim == 2 else None)
 
 
-def _check_artifact(validator: Any, artifact: Any, graph: Graph, tolerance: Mapping[str, float]) -> AccuracyRecord:
-    """Run the artifact on the validation inputs: judged against the reference, compared with the final graph."""
+def _check_artifact(
+    validator: Any, artifact: Any, graph: Graph, tolerance: Mapping[str, float], batch: int
+) -> AccuracyRecord:
+    """Run the artifact on the validation inputs: judged against the reference, compared with the final graph.
+
+    The artifact gets ``batch`` samples at a time, the batch size a static-shape
+    target binds its batch dimension to (a symbolic one takes any).
+    """
     names = [v.name for v in graph.outputs]
 
     def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -394,7 +400,7 @@ def _check_artifact(validator: Any, artifact: Any, graph: Graph, tolerance: Mapp
             return [np.asarray(res[k]) for k in names]
         return [np.asarray(v) for v in res.values()]
 
-    return validator.evaluate_outputs(validator.run_inputs(run, graph), tolerance, previous=graph)
+    return validator.evaluate_outputs(validator.run_inputs(run, graph, batch=batch), tolerance, previous=graph)
 
 
 def _graph_info(

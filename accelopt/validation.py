@@ -416,9 +416,13 @@ class Validator:
         return self.config.batch
 
     def _run_batched(
-        self, fn: Callable[[dict[str, np.ndarray]], list[np.ndarray]], graph: Graph, samples: SampleSet
+        self,
+        fn: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+        graph: Graph,
+        samples: SampleSet,
+        chunk: int | None = None,
     ) -> list[np.ndarray]:
-        chunk = self._chunk(graph)
+        chunk = chunk or self._chunk(graph)
         n = samples.num_samples
         parts: list[list[np.ndarray]] = []
         for batch in samples.batches(chunk):
@@ -567,9 +571,12 @@ class Validator:
         rec.ok = not rec.failures
         return rec
 
-    def run_inputs(self, fn: Callable[[dict[str, np.ndarray]], list[np.ndarray]], graph: Graph) -> list[np.ndarray]:
-        """Call ``fn`` on the validation inputs, batched as for ``graph``; outputs concatenated along axis 0."""
-        return self._run_batched(fn, graph, self.samples)
+    def run_inputs(
+        self, fn: Callable[[dict[str, np.ndarray]], list[np.ndarray]], graph: Graph, *, batch: int | None = None
+    ) -> list[np.ndarray]:
+        """Call ``fn`` on the validation inputs in chunks of ``batch`` samples (default: as for ``graph``;
+        a short last chunk is padded by repeating its last sample); outputs concatenated along axis 0."""
+        return self._run_batched(fn, graph, self.samples, batch)
 
     # ------------------------------------------------------------ localization
     def localize(self, old: Graph, new: Graph, *, family: str | None = None) -> Localization | None:

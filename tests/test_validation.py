@@ -412,12 +412,39 @@ def test_load_samples_npz_text_and_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_validation_overhead_on_minilm() -> None:
-    """32 sentences at sequence 128: at most 2 s per validated pass (also in BENCHMARKS.md, section validation)."""
+    """32 sentences at sequence 128: at most 2 s per validated pass (also in BENCHMARKS.md, section validation).
+
+    Measured with one BLAS thread in a fresh process: that wall time bounds the
+    time on two idle cores from above, and unlike multithreaded BLAS it does not
+    balloon when other jobs share the machine.
+    """
+    import json
+    import os
+    import subprocess
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from benchmarks import bench_validation
-
-    m = bench_validation.measure()
+    root = Path(__file__).resolve().parent.parent
+    code = "import json; from benchmarks import bench_validation as b; print(json.dumps(b.measure()))"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads(res.stdout.strip().splitlines()[-1])
     assert m["per_pass"], "no pass modified the graph"
-    assert m["max_s"] <= bench_validation.BUDGET_S, m["per_pass"]
+    assert m["max_s"] <= 2.0, m["per_pass"]
+
+
+def test_run_inputs_in_chunks_of_a_given_batch() -> None:
+    model, _ = mlp_model()
+    v = Validator(model, ValidationConfig(num_samples=10, seq_len=2))
+    sizes: list[int] = []
+    interp = Interpreter(model.graph)
+
+    def fn(batch):
+        sizes.append(batch["x"].shape[0])
+        return [interp.run(batch)["mm2"]]
+
+    (out,) = v.run_inputs(fn, model.graph, batch=3)
+    assert sizes == [3, 3, 3, 3]  # the last chunk of one sample is padded to three
+    np.testing.assert_array_equal(out, v.outputs(model.graph)[0])
+    rec = v.evaluate_outputs([out], {"max_abs": 0.0}, previous=model.graph)
+    assert rec.ok and rec.vs_previous["max_abs"] == 0.0
