@@ -17,8 +17,9 @@ the candidate numerically. Cases:
    ``Mul``/``Div`` (a scale applied to Q or K before the matmul, as in
    DistilBERT, or sqrt-scale on both, as in dynamo's SDPA decomposition) to a
    projection: ``Add(MatMul(X, W), b)`` (either order), ``MatMul(X, W)``,
-   ``Linear(X, W, b?)`` without activation, or ``Gemm``. The three
-   projections must read the same ``X`` and have constant weights.
+   ``Linear(X, W, b?)`` without activation, or ``Gemm``; a projection of the
+   rows ``Reshape(X, [-1, K])`` (torch.export's 2-D ``addmm``) reads ``X``. The
+   three projections must read the same ``X`` and have constant weights.
 3. **SDPA**: ``ScaledDotProductAttention(q, k, v, mask?)`` (not causal) takes the
    place of cases 1's matmul/softmax/matmul; q, k, v are walked as in case 2.
    A bool mask keeps True pairs, a float mask is additive.
@@ -201,7 +202,23 @@ def _walk_to_projection(graph: Graph, v: Value, what: str, core: list[Node]) -> 
             )
         proj.factor = factor
         core.extend(proj.nodes)
+        _unflatten_input(proj, core)
         return proj
+
+
+def _unflatten_input(proj: _Proj, core: list[Node]) -> None:
+    """A projection of rows ``Reshape(X [B, S, K], [-1, K])`` (torch.export's 2-D addmm) reads ``X`` itself."""
+    x = proj.x
+    node = x.producer
+    if node is None or node.op not in ("Reshape", "Flatten") or x.type.rank != 2:
+        return
+    src = node.inputs[0]
+    if src is None or src.type.rank != 3 or src.shape is None or src.shape[-1] != proj.w.shape[0]:
+        return
+    if node.op == "Flatten" and int(node.attr("axis", 1)) != 2:
+        return
+    proj.x = src
+    core.append(node)
 
 
 def _projection(graph: Graph, node: Node) -> _Proj | None:

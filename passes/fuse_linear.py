@@ -13,6 +13,9 @@ Rules (rewrite cases):
    ``Linear{activation}``: ``Gelu`` -> ``gelu``, ``Gelu{approximate=tanh}`` ->
    ``gelu_tanh``, ``QuickGelu{alpha=1.702}`` -> ``gelu_sigmoid``, ``Relu`` ->
    ``relu``.
+4. ``linear-activation-reshaped``: the same through a ``Reshape`` between the
+   matmul and the activation (torch.export computes linear layers on 2-D
+   views): ``act(Reshape(Linear(x)))`` -> ``Reshape(Linear{act}(x))``.
 
 Not fused: matmuls of two activations (attention scores), non-constant
 weights or biases, a bias that is a full matrix, ``Gemm`` with ``transA=1``,
@@ -148,6 +151,13 @@ def _act_rewrite(rw: Rewriter, m: Match) -> Value:
     return lin.outputs[0]
 
 
+def _act_reshaped_rewrite(rw: Rewriter, m: Match) -> Value:
+    """Case 4: the activation moves before the reshape (elementwise ops commute with it)."""
+    y = _act_rewrite(rw, m)
+    shape_node = m.node("reshape")
+    return rw.op("Reshape", [y, m["shape"]], dict(shape_node.attrs), name=f"{shape_node.name}_moved")
+
+
 def linear_rules() -> list[Rule]:
     bias = P.op("Add", P.op("MatMul", P.var("x"), P.var("w"), name="mm"), P.var("b"), commute=True)
     gemm = P.op("Gemm", P.var("x"), P.var("w"), name="gemm", extra_inputs=True)
@@ -156,10 +166,12 @@ def linear_rules() -> list[Rule]:
         P.op("MatMul", P.var("x"), P.var("w"), name="lin"),
     )
     act = P.op(("Gelu", "QuickGelu", "Relu"), inner, name="act")
+    reshaped = P.op(("Gelu", "QuickGelu", "Relu"), P.op("Reshape", inner, P.var("shape"), name="reshape"), name="act")
     return [
         Rule("linear-bias", bias, check=_bias_check, rewrite=_bias_rewrite),
         Rule("gemm", gemm, check=_gemm_check, rewrite=_gemm_rewrite, near_miss_min=2),
         Rule("linear-activation", act, check=_act_check, rewrite=_act_rewrite),
+        Rule("linear-activation-reshaped", reshaped, check=_act_check, rewrite=_act_reshaped_rewrite),
     ]
 
 

@@ -131,3 +131,27 @@ def test_bert_base_node_count_drops_70_percent(exporter: str, opset: int) -> Non
     ref = model.reference(inputs)
     got = run(graph, inputs)
     assert max(float(np.max(np.abs(got[k] - ref[k]))) for k in ref) <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_torch_export_frontend_sdpa_fuses(family: str) -> None:
+    """torch.export keeps SDPA as one op and computes linear layers on 2-D views; both fuse."""
+    import torch
+
+    from accelopt.frontends.torch_export import load_torch
+
+    names = modelzoo.input_names(family)
+    inputs = modelzoo.family_inputs(family, 2, 8, seed=1)
+    model = load_torch(modelzoo.build_model(family), tuple(torch.from_numpy(inputs[n]) for n in names))
+    assert model.graph.op_counts()["ScaledDotProductAttention"] == 2
+    graph, records = _optimize(model, "cleanup,fuse")
+    ops = graph.op_counts()
+    gelu = [n for n in graph.nodes if n.op == "Linear" and n.attr("activation", "none") == "gelu"]
+    assert ops["Attention"] == 2 and ops["SkipLayerNorm"] == 4 and len(gelu) == 2
+    assert [m for r in records for m in r.near_misses] == []
+    padded = modelzoo.family_inputs(family, 3, 8, seed=5)
+    feeds = {v.name: padded[n] for v, n in zip(model.graph.inputs, names)}
+    ref = model.reference(feeds)
+    got = run(graph, feeds)
+    for name, want in ref.items():
+        assert float(np.max(np.abs(got[name] - want))) <= 1e-4, name

@@ -95,3 +95,27 @@ def test_gemm_trans_a_is_a_near_miss() -> None:
 """
     res = check_fusion("fuse-linear", before, None, expect_modified=False)
     assert res.near_misses and "transA=1" in res.near_misses[0]
+
+
+def test_case4_activation_through_a_reshape() -> None:
+    before = """graph g(%x: float32[6,3]) {
+  %w: float32[3,2] = const [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+  %b: float32[2] = const [0.5, -0.5]
+  %shape: int64[3] = const [2, 3, 2]
+  %h: float32[6,2] = Linear(%x, %w, %b) @dense
+  %r: float32[2,3,2] = Reshape(%h, %shape) @view
+  %y: float32[2,3,2] = Gelu(%r) @gelu
+  return %y
+}
+"""
+    after = """graph g(%x: float32[6,3]) {
+  %w: float32[3,2] = const [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+  %b: float32[2] = const [0.5, -0.5]
+  %shape: int64[3] = const [2, 3, 2]
+  %h: float32[6,2] = Linear{activation="gelu"}(%x, %w, %b) @dense
+  %y: float32[2,3,2] = Reshape(%h, %shape) @view_moved
+  return %y
+}
+"""
+    res = check_fusion("fuse-linear", before, after)
+    assert matched(res) == {"linear-activation-reshaped": 1}
