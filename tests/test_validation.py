@@ -414,19 +414,17 @@ def test_load_samples_npz_text_and_errors(tmp_path: Path) -> None:
 def test_validation_overhead_on_minilm() -> None:
     """32 sentences at sequence 128: at most 2 s per validated pass (also in BENCHMARKS.md, section validation).
 
-    Measured with one BLAS thread in a fresh process: that wall time bounds the
-    time on two idle cores from above, and unlike multithreaded BLAS it does not
-    balloon when other jobs share the machine.
+    Wall time in a fresh process with the default BLAS threads, as a user runs
+    it; meant for an otherwise idle 2-core machine (other jobs on the same
+    cores slow multithreaded BLAS down far more than the work they take).
     """
     import json
-    import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
     code = "import json; from benchmarks import bench_validation as b; print(json.dumps(b.measure()))"
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads(res.stdout.strip().splitlines()[-1])
     assert m["per_pass"], "no pass modified the graph"
