@@ -55,13 +55,20 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
     """Import a model, dispatching on what ``source`` is.
 
     1. a ``Model``: returned as is;
-    2. a path to a ``.onnx`` file, or a folder holding one: the ONNX frontend;
-    3. a Hugging Face model folder (``config.json`` + weights, or a sentence-transformers
-       folder): the Hugging Face frontend, which keeps the tokenizer;
-    4. a ``torch.nn.Module`` (with ``example_inputs``) or ``torch.export.ExportedProgram``:
+    2. a Hugging Face model folder, as ``is_huggingface_folder`` tells it: ``config.json`` +
+       weights at the top, or one level down (a sentence-transformers folder with the model in
+       ``0_Transformer/``): the Hugging Face frontend, which keeps the tokenizer;
+       ``example_inputs`` (a dict of arrays) are passed to it and used for the export
+       (needed when the folder has no tokenizer);
+    3. a ``.onnx`` file, or a folder holding one (an ``optimum`` export folder has a
+       ``config.json`` beside its ``model.onnx``): the ONNX frontend;
+    4. a folder with a ``config.json`` but no weights and no ``.onnx``: the Hugging Face
+       frontend, whose error names what is missing;
+    5. a ``torch.nn.Module`` (with ``example_inputs``) or ``torch.export.ExportedProgram``:
        the torch.export frontend.
 
-    Anything else, or a path that does not exist, is a ``FrontendError``.
+    Anything else, a path that does not exist, or a folder with no model in it is a
+    ``FrontendError`` naming the path.
     """
     if isinstance(source, Model):
         return source
@@ -69,15 +76,26 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
         p = Path(source)
         if not p.exists():
             raise FrontendError(f"model {str(p)!r} does not exist")
-        if p.is_dir() and _is_huggingface_folder(p):
-            return _load_huggingface(p, example_inputs, **kwargs)
-        if p.suffix.lower() == ".onnx" or p.is_dir():
+        if p.is_dir():
+            if _is_huggingface_folder(p):  # case 2
+                return _load_huggingface(p, example_inputs, **kwargs)
+            if any(f.is_file() for f in [*p.glob("*.onnx"), p / "onnx" / "model.onnx"]):  # case 3
+                from accelopt.frontends.onnx import load_onnx
+
+                return load_onnx(p, **kwargs)
+            if (p / "config.json").is_file():  # case 4
+                return _load_huggingface(p, example_inputs, **kwargs)
+            raise FrontendError(
+                f"folder {str(p)!r} holds no model: no .onnx file and no Hugging Face model "
+                "(config.json + model.safetensors or pytorch_model.bin, at the top or one folder down)"
+            )
+        if p.suffix.lower() == ".onnx":
             from accelopt.frontends.onnx import load_onnx
 
             return load_onnx(p, **kwargs)
         raise FrontendError(
             f"cannot tell the format of {str(p)!r}: expected a .onnx file, a folder holding one, "
-            "or a Hugging Face model folder (config.json)"
+            "or a Hugging Face model folder (config.json + weights)"
         )
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(source, (torch.nn.Module, torch.export.ExportedProgram)):
@@ -88,8 +106,6 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
 
 
 def _is_huggingface_folder(path: Path) -> bool:
-    if (path / "config.json").is_file():
-        return True
     try:
         from accelopt.frontends.huggingface import is_huggingface_folder
     except ImportError:

@@ -40,6 +40,71 @@ def test_load_dispatch(tiny_bert: Path, tmp_path: Path) -> None:
         ao.load(42)
 
 
+def _sentence_transformers_folder(root: Path, seed: int = 0) -> Path:
+    """A sentence-transformers layout without tokenizer files: modules.json, the BertModel in 0_Transformer/."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    tf.BertModel(mz.tiny_config("bert")).eval().save_pretrained(str(root / "0_Transformer"))
+    (root / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    (root / "1_Pooling").mkdir()
+    (root / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    return root
+
+
+def test_load_sentence_transformers_folder_with_example_inputs(tmp_path: Path) -> None:
+    """The model sits in a subfolder (no config.json at the top) and the example inputs reach the HF frontend."""
+    folder = _sentence_transformers_folder(tmp_path / "st")
+    assert not (folder / "config.json").exists()
+    rng = np.random.default_rng(0)
+    ex = {"input_ids": rng.integers(5, 1000, (2, 12)), "attention_mask": np.ones((2, 12), dtype=np.int64)}
+    m = ao.load(folder, example_inputs=ex)
+    assert m.kind == "huggingface" and m.metadata["folder"] == str(folder / "0_Transformer")
+    # the export took exactly the arguments given (no token_type_ids), so the inputs were passed through
+    assert sorted(m.input_names) == ["attention_mask", "input_ids"]
+    np.testing.assert_array_equal(m.metadata["example_inputs"]["input_ids"], ex["input_ids"])
+    feeds = {"input_ids": rng.integers(5, 1000, (3, 7)), "attention_mask": np.ones((3, 7), dtype=np.int64)}
+    got, want = m.run(feeds), m.reference(feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
+    # without them the frontend needs a tokenizer, and there is none: the error says so
+    with pytest.raises(FrontendError, match="pass example_inputs"):
+        ao.load(folder)
+    # optimize passes example_inputs to load the same way
+    res = ao.optimize(folder, passes="cleanup", example_inputs=ex, seq_len=12, num_samples=4)
+    assert res.ok and res.model.kind == "huggingface"
+    assert res.report.validation["reference_runtime"] == "torch"
+
+
+def test_load_folder_kinds(tiny_bert: Path, tmp_path: Path) -> None:
+    """An optimum-style folder (config.json beside model.onnx, no weights) is ONNX; an empty one says what is missing."""
+    import shutil
+
+    opt = tmp_path / "optimum"
+    opt.mkdir()
+    shutil.copy(tiny_bert, opt / "model.onnx")
+    (opt / "config.json").write_text('{"model_type": "bert"}')
+    assert ao.load(opt).kind == "onnx"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FrontendError, match="holds no model: no .onnx file and no Hugging Face model"):
+        ao.load(empty)
+    cfg_only = tmp_path / "cfg"
+    cfg_only.mkdir()
+    (cfg_only / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(FrontendError, match="missing weights"):
+        ao.load(cfg_only)
+
+
 # --------------------------------------------------------------- optimize
 def test_optimize_returns_graph_report_artifact(tiny_bert: Path, tmp_path: Path) -> None:
     res = ao.optimize(tiny_bert, target="onnx", passes="cleanup", seq_len=16, num_samples=8)
