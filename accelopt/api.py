@@ -163,7 +163,7 @@ def optimize(
     passes: str | Sequence[Any] | None = None,
     calibration: Any = None,
     tolerance: str | Mapping[str, float] | None = None,
-    seq_len: int = 128,
+    seq_len: int | Sequence[int] = 128,
     batch: int = 1,
     validate: bool = True,
     dump_ir: str | os.PathLike[str] | None = None,
@@ -186,7 +186,11 @@ def optimize(
     overrides the family defaults and bounds the final result against the
     reference. ``seq_len`` and ``batch`` bind symbolic sequence and batch
     dims (cost estimates, static-shape targets, generated inputs);
-    validation runs ``num_samples`` samples batched. ``dump_ir``: a folder
+    validation runs ``num_samples`` samples batched. ``seq_len`` may be a
+    list of sequence buckets (``[128, 256, 512]``): a target with buckets
+    (tpu) exports one program per length; validation, calibration and cost
+    estimates use the FIRST length, so put the one to check first; a target
+    that takes one length raises ``TargetError``. ``dump_ir``: a folder
     for ``NNN_<pass>.txt`` text-form dumps. ``instruments`` are added to the
     pass manager's.
 
@@ -202,11 +206,14 @@ def optimize(
 
     t_start = time.perf_counter()
     # 1. arguments
-    for name, value in (("seq_len", seq_len), ("batch", batch), ("num_samples", num_samples)):
+    seq_lens = _seq_lens(seq_len)
+    seq = seq_lens[0]
+    for name, value in (("batch", batch), ("num_samples", num_samples)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValidationError(f"{name} must be a positive integer, got {value!r}")
     overrides = parse_tolerance(tolerance)
     tgt = target if isinstance(target, Target) else get_target(str(target))
+    tgt = tgt.with_seq_lens(seq_lens)
     spec = tgt.default_passes if passes is None else passes
     if isinstance(spec, str):
         requested = format_pipeline(parse_pipeline(spec))
@@ -221,20 +228,20 @@ def optimize(
         progress.status("loading the model")
     model = load(model_or_path, example_inputs)
     graph_in = model.graph
-    bindings = _shape_bindings(graph_in, batch=int(batch), seq_len=int(seq_len))
+    bindings = _shape_bindings(graph_in, batch=int(batch), seq_len=seq)
 
     # 3. inputs and validator
-    user_samples = _user_samples(calibration, model, int(seq_len), seed) if calibration is not None else None
+    user_samples = _user_samples(calibration, model, seq, seed) if calibration is not None else None
     validator: Validator | None = None
     if validate:
-        config = ValidationConfig(num_samples=int(num_samples), seq_len=int(seq_len), seed=seed, tolerance=overrides)
+        config = ValidationConfig(num_samples=int(num_samples), seq_len=seq, seed=seed, tolerance=overrides)
         status_fn = progress.status if progress is not None else None
         validator = Validator(model, config, user_samples, progress=status_fn)
     if user_samples is not None:
         calib = user_samples
     else:
         calib = default_samples(
-            graph_in, model.tokenizer, n=int(num_samples), seq_len=int(seq_len), purpose="calibration", seed=seed
+            graph_in, model.tokenizer, n=int(num_samples), seq_len=seq, purpose="calibration", seed=seed
         )
 
     # 4. passes
@@ -249,7 +256,13 @@ def optimize(
         validator=validator,
         calibration=calib.as_list(_static_batch(graph_in)),
         instruments=insts,
-        options={"shape_bindings": bindings, "seq_len": int(seq_len), "batch": int(batch), "seed": seed},
+        options={
+            "shape_bindings": bindings,
+            "seq_len": seq,
+            "seq_lens": seq_lens,
+            "batch": int(batch),
+            "seed": seed,
+        },
         progress=progress.advance if progress is not None else None,
     )
     baseline: AccuracyRecord | None = None
@@ -292,12 +305,21 @@ def optimize(
             reference_runtime=validator.reference_runtime,
             inputs=s.source,
             num_samples=s.num_samples,
-            seq_len=int(seq_len),
+            seq_len=seq,
+            **({"seq_lens": list(seq_lens)} if len(seq_lens) > 1 else {}),
             batch=int(batch),
             tolerance=overrides,
             final_tolerance=final_tol,
             reference_seconds=validator.reference_seconds,
             notes=list(s.notes)
+            + (
+                [
+                    f"sequence buckets {', '.join(map(str, seq_lens))}: validated at {seq} (the first); "
+                    "the other buckets are exported from the same graph and not run here"
+                ]
+                if len(seq_lens) > 1
+                else []
+            )
             + (
                 []
                 if baseline is None or baseline.ok
@@ -328,7 +350,7 @@ def optimize(
             pipeline_str,
             calibration=calibration,
             tolerance=format_tolerance(overrides) if overrides else "",
-            seq_len=int(seq_len),
+            seq_lens=seq_lens,
             batch=int(batch),
             validate=validate,
         ),
@@ -344,6 +366,33 @@ def _static_batch(graph: Graph) -> int | None:
         if v.shape and isinstance(v.shape[0], int):
             return int(v.shape[0])
     return None
+
+
+def _seq_lens(seq_len: Any) -> tuple[int, ...]:
+    """``seq_len`` as a tuple of positive lengths: an int, a list of ints, or ``"128,256"``; order kept."""
+    values: Any = seq_len
+    if isinstance(seq_len, str):
+        values = [x.strip() for x in seq_len.split(",")]
+    elif isinstance(seq_len, (int, np.integer)):
+        values = [seq_len]
+    out: list[int] = []
+    try:
+        for v in values:
+            if isinstance(v, bool) or isinstance(v, float):
+                raise ValueError
+            n = int(v)
+            if n < 1 or (isinstance(v, str) and not v.isdigit()):
+                raise ValueError
+            out.append(n)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"seq_len must be a positive integer or a list of them (sequence buckets), got {seq_len!r}"
+        ) from None
+    if not out:
+        raise ValidationError("seq_len must be a positive integer or a list of them, got an empty list")
+    if len(set(out)) != len(out):
+        raise ValidationError(f"seq_len lists a sequence length twice: {seq_len!r}")
+    return tuple(out)
 
 
 def _shape_bindings(graph: Graph, *, batch: int, seq_len: int) -> dict[str, int]:
@@ -442,7 +491,7 @@ def _command_line(
     *,
     calibration: Any,
     tolerance: str,
-    seq_len: int,
+    seq_lens: Sequence[int],
     batch: int,
     validate: bool,
 ) -> str:
@@ -454,7 +503,7 @@ def _command_line(
         "--passes",
         pipeline,
         "--seq-len",
-        str(seq_len),
+        ",".join(str(s) for s in seq_lens),
         "--batch",
         str(batch),
     ]

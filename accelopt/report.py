@@ -503,7 +503,10 @@ def render_markdown(r: Report) -> str:
     if not v.get("enabled"):
         w("Validation was off (`--no-validate`).\n")
     else:
-        w(f"- reference: {v.get('reference_runtime')}; inputs: {v.get('inputs')} (sequence length {v.get('seq_len')})")
+        seq = f"sequence length {v.get('seq_len')}"
+        if v.get("seq_lens"):
+            seq += f"; buckets {', '.join(str(x) for x in v['seq_lens'])}"
+        w(f"- reference: {v.get('reference_runtime')}; inputs: {v.get('inputs')} ({seq})")
         tol = v.get("tolerance") or {}
         w(f"- tolerance overrides: {', '.join(f'{k}={x:g}' for k, x in tol.items()) or 'none (family defaults)'}")
         ft = v.get("final_tolerance") or {}

@@ -16,6 +16,10 @@ Exit codes (``EXIT_*``):
 4. a pass or the target failed while running (the message names it);
 130. interrupted (Ctrl-C).
 
+``--seq-len 128,256,512`` binds a target with sequence buckets (tpu) to one
+export per length; validation, calibration and cost estimates use the first
+length. A target that takes one length rejects a list (exit 2).
+
 OUTDIR is written atomically: everything goes to a temporary folder next to
 it, renamed into place at the end; after a failure or an interrupt nothing is
 left. An existing OUTDIR is replaced only when it is empty or was written by
@@ -90,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance", metavar="K=V,...", help="e.g. cosine=0.995,max_abs=1e-3 (overrides the family defaults)"
     )
-    p.add_argument("--seq-len", type=int, default=128, metavar="N", help="sequence length (default 128)")
+    p.add_argument(
+        "--seq-len",
+        default="128",
+        metavar="N[,N...]",
+        help="sequence length (default 128); a comma list (128,256,512) gives the tpu target one export per "
+        "bucket, validated at the first length",
+    )
     p.add_argument(
         "--batch", type=int, default=1, metavar="N", help="batch size symbolic batch dims bind to (default 1)"
     )
@@ -311,7 +321,8 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
         raise UsageError(
             f"unknown report format {bad[0]!r}", f"--report takes a comma list of {', '.join(REPORT_FORMATS)}"
         )
-    for flag, value in (("--seq-len", args.seq_len), ("--batch", args.batch), ("--samples", args.samples)):
+    args.seq_len = _parse_seq_len(args.seq_len)
+    for flag, value in (("--batch", args.batch), ("--samples", args.samples)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     try:
@@ -322,6 +333,10 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
         target = get_target(args.target)
     except TargetError as e:
         raise UsageError(str(e), "optimize --list-targets shows every target") from None
+    try:
+        target = target.with_seq_lens(args.seq_len)
+    except TargetError as e:
+        raise UsageError(str(e), f"give --seq-len one length for --target {target.name}") from None
     try:
         build_pipeline(args.passes if args.passes is not None else target.default_passes)
     except PassError as e:
@@ -336,6 +351,22 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
                 "--calibration takes a .npz of input arrays or a text file with one sentence per line",
             )
     return formats, target
+
+
+def _parse_seq_len(text: str) -> tuple[int, ...]:
+    """``--seq-len``: one length or a comma list of distinct ones, each at least 1."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise UsageError(
+            f"--seq-len takes a length or a comma list of lengths, got {text!r}", "e.g. --seq-len 128 or 128,256,512"
+        )
+    values = tuple(int(p) for p in parts)
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise UsageError(f"--seq-len must be at least 1, got {bad[0]}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--seq-len lists a length twice: {text!r}")
+    return values
 
 
 def _run(args: argparse.Namespace, out: Any, err: Any, instruments: Sequence[Any]) -> int:

@@ -29,7 +29,7 @@ import importlib
 import importlib.util
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,8 +151,30 @@ class Target:
                 raise TargetError(f"target {self.name!r}: {e}") from e
         self.options = options
 
+    #: True when ``lower`` can export one program per sequence length (``with_seq_lens``)
+    seq_buckets: ClassVar[bool] = False
+
     def lower(self, graph: Graph, *, model: Any = None, samples: Any = None) -> Artifact:  # pragma: no cover
         raise NotImplementedError
+
+    def with_seq_lens(self, seq_lens: Sequence[int]) -> Target:
+        """This target bound to the sequence lengths ``seq_lens`` (``--seq-len 128,256,512``).
+
+        1. one length (or repeats of one): the target as is; symbolic sequence
+           dims bind to it at validation and, for static-shape targets, at lowering;
+        2. several lengths on a target without sequence buckets: ``TargetError``
+           naming the targets that have them;
+        3. targets with buckets (``seq_buckets``) override this to export one
+           program per length.
+        """
+        if len(set(seq_lens)) <= 1:
+            return self
+        with_buckets = sorted(n for n, c in _TARGETS.items() if c.seq_buckets) or ["tpu"]
+        raise TargetError(
+            f"target {self.name!r} takes a single sequence length, got {len(seq_lens)} "
+            f"({', '.join(str(s) for s in seq_lens)}); one export per sequence bucket is supported by: "
+            f"{', '.join(with_buckets)}"
+        )
 
     @property
     def spec(self) -> str:

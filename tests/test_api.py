@@ -187,6 +187,26 @@ def test_optimize_bad_arguments(tiny_bert: Path, kwargs: dict, error: type, matc
         ao.optimize(tiny_bert, **kwargs)
 
 
+def test_seq_len_list_binds_tpu_buckets(tiny_bert: Path) -> None:
+    pytest.importorskip("jax")
+    res = ao.optimize(tiny_bert, target="tpu", passes="cleanup", seq_len=[32, 16], num_samples=4)
+    assert res.ok
+    assert [b["seq_len"] for b in res.artifact.buckets] == [32, 16]
+    assert res.report.validation["seq_len"] == 32  # the first length, as documented
+    # every bucket runs: the shorter input takes the 16 bucket, the longer the 32 one
+    for seq in (16, 32):
+        feeds = mz.family_inputs("bert", 2, seq, seed=seq)
+        got, want = res.artifact.run(feeds), res.model.reference(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=2e-5)
+    with pytest.raises(TargetError, match="takes a single sequence length"):
+        ao.optimize(tiny_bert, target="onnx", seq_len=[16, 32])
+    with pytest.raises(ValidationError, match="seq_len lists a sequence length twice"):
+        ao.optimize(tiny_bert, target="tpu", seq_len=[16, 16])
+    with pytest.raises(ValidationError, match="positive integer or a list"):
+        ao.optimize(tiny_bert, seq_len=[16, 0])
+
+
 def test_optimize_torch_module_with_random_inputs(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
 

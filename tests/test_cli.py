@@ -134,6 +134,47 @@ def test_existing_accelopt_output_is_replaced(
     assert leftovers(tmp_path) == []
 
 
+def test_seq_len_buckets_give_tpu_one_export_each(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("jax")
+    out = tmp_path / "out"
+    rc, _, stderr = run(
+        [tiny_bert, "--target", "tpu", "--passes", "cleanup", "--seq-len", "16,32", "--samples", "4", "-o", out],
+        capsys,
+    )
+    assert rc == EXIT_OK, stderr
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [b["seq_len"] for b in meta["buckets"]] == [16, 32]
+    for b in meta["buckets"]:
+        assert (out / b["file"]).is_file() and (out / b["stablehlo_file"]).is_file()
+    report = json.loads((out / "report.json").read_text())
+    v = report["validation"]
+    assert v["seq_len"] == 16 and v["seq_lens"] == [16, 32]  # validated at the first bucket
+    assert any("validated at 16 (the first)" in n for n in v["notes"])
+    assert report["target"]["spec"] == "tpu{seq_lens=16+32}" and "--seq-len 16,32" in report["command"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "onnx", "--seq-len", "16,32"], "target 'onnx' takes a single sequence length, got 2 (16, 32)"),
+        (["--target", "tpu{seq_lens=64+128}", "--seq-len", "16,32"], "disagree; give the buckets once"),
+        (["--seq-len", "16,abc"], "--seq-len takes a length or a comma list"),
+        (["--seq-len", "16,16"], "--seq-len lists a length twice"),
+        (["--seq-len", "16,-4"], "--seq-len must be at least 1, got -4"),
+    ],
+)
+def test_seq_len_list_usage_errors(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    rc, _, stderr = run([tiny_bert, "-o", out, "--samples", "4", *args], capsys)
+    assert rc == EXIT_USAGE, stderr
+    assert message in stderr and "Traceback" not in stderr
+    _no_output(out)
+
+
 # ---------------------------------------------------------------- bad input
 def _no_output(out: Path) -> None:
     assert not out.exists()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +148,26 @@ class TpuTarget(Target):
     default_passes = "cleanup,fuse"
     Options = TpuOptions
 
+    seq_buckets = True
+
     def __init__(self, options: TpuOptions | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         self.options = TpuOptions.make(options, **overrides)
+
+    def with_seq_lens(self, seq_lens: Sequence[int]) -> TpuTarget:
+        """``--seq-len 128,256,512``: one export per bucket (the ``seq_lens`` option).
+
+        One length keeps the target as is (the bucket follows the validation
+        samples, case 3); buckets already given in the target spec must agree.
+        """
+        buckets = _int_tuple(tuple(seq_lens), "seq_lens")
+        if len(set(buckets)) <= 1 or buckets == self.options.seq_lens:
+            return self
+        if self.options.seq_lens:
+            raise TargetError(
+                f"tpu target: seq_lens={'+'.join(map(str, self.options.seq_lens))} in the target spec and sequence "
+                f"lengths {','.join(map(str, buckets))} disagree; give the buckets once"
+            )
+        return TpuTarget(TpuOptions.make(self.options, seq_lens=buckets))
 
     @property  # type: ignore[override]
     def capabilities(self) -> Capabilities:  # the tile depends on the chip option
