@@ -526,6 +526,15 @@ def render_markdown(r: Report) -> str:
                 w(f"| {name} | {cells} | {'yes' if a.ok else 'no: ' + _md_escape('; '.join(a.failures))} |")
             w("")
 
+    if r.artifact:
+        lines, estimate = artifact_summary(r)
+        w(f"## Artifact ({_md_escape(str(r.artifact.get('target', r.target.get('name'))))})\n")
+        if estimate:
+            w(f"*Estimate: {ESTIMATE_LABEL}.*\n")
+        for line in lines:
+            w(f"- {_md_escape(line)}")
+        w("")
+
     w("## Passes\n")
     if not r.passes:
         w("No pass ran.\n")
@@ -621,14 +630,121 @@ def _markdown_pass(i: int, p: PassRecord) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------- artifact
+def artifact_summary(r: Report) -> tuple[list[str], bool]:
+    """Lines summarizing the artifact, and whether its figures are estimates.
+
+    1. the artifact's own ``summary`` lines (``describe()["summary"]``: the TPU
+       target gives its policy, weights, per-bucket roofline and notes);
+    2. else its scalar metadata (``opsets: ai.onnx 17``, ``nodes: 149``);
+    3. estimates: the target's capabilities say ``estimate_only``, or a line
+       says "estimate" (the report then labels the section as estimates).
+    """
+    a = r.artifact or {}
+    lines = [str(x) for x in a.get("summary") or []]
+    if not lines:
+        for k, v in a.items():
+            if k in ("target", "files", "summary"):
+                continue
+            if isinstance(v, (str, int, float, bool)):
+                lines.append(f"{k}: {v}")
+            elif isinstance(v, Mapping) and v and all(isinstance(x, (str, int, float, bool)) for x in v.values()):
+                lines.append(f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items()))
+    estimate = bool((r.target.get("capabilities") or {}).get("estimate_only")) or any(
+        "estimate" in x.lower() for x in lines
+    )
+    return lines, estimate
+
+
+ESTIMATE_LABEL = "performance figures are estimates from an analytic model, not measurements"
+
+
 # -------------------------------------------------------------- console
+#: below this console width the pass table drops "max abs vs prev", merges node
+#: count and delta, and abbreviates statuses, so pass names stay whole at 80 columns
+NARROW_WIDTH = 110
+#: below this width it also drops time and "max abs vs ref"
+TINY_WIDTH = 72
+_SHORT_STATUS = {"unchanged": "same", "rolled back": "ROLLBACK", "kept": "kept", "error": "error"}
+
+
+def _pass_table(steps: list[dict[str, Any]], width: int) -> Any:
+    """The pass table for a console ``width`` columns wide.
+
+    1. ``width >= NARROW_WIDTH``: every column, boxed;
+    2. narrower: no box edges, node count and delta in one column, short
+       statuses, two-line metric headers, no "max abs vs prev";
+    3. under ``TINY_WIDTH``: also no time and no "max abs vs ref".
+
+    The pass name folds onto further lines, never truncated; a caption names
+    the columns left out.
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    narrow, tiny = width < NARROW_WIDTH, width < TINY_WIDTH
+    longest = max(len(s["spec"]) for s in steps)
+    t = Table(
+        title="passes",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        pad_edge=not narrow,
+        show_edge=not narrow,
+    )
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("pass", overflow="fold", min_width=min(longest, 16 if narrow else 40))
+    t.add_column("status", no_wrap=True)
+    if not tiny:
+        t.add_column("time", justify="right", no_wrap=True)
+    metrics: list[tuple[str, str, str]] = [("cosine vs ref", "vs_reference", "cosine_min")]
+    left_out = []
+    if narrow:
+        t.add_column("nodes (Δ)", justify="right", no_wrap=True)
+        left_out.append("max abs vs previous pass")
+        if tiny:
+            left_out[:0] = ["time", "max abs vs reference"]
+        else:
+            metrics.append(("max abs vs ref", "vs_reference", "max_abs"))
+        metrics = [(label.replace(" vs", "\nvs"), side, m) for label, side, m in metrics]
+    else:
+        t.add_column("nodes", justify="right", no_wrap=True)
+        t.add_column("Δ", justify="right", no_wrap=True)
+        metrics += [("max abs vs ref", "vs_reference", "max_abs"), ("max abs vs prev", "vs_previous", "max_abs")]
+    for label, _, _ in metrics:
+        t.add_column(label, justify="right", no_wrap=True)
+    for s in steps:
+        st = s["status"]
+        st_style = {"rolled back": "red", "kept": "green", "error": "red"}.get(st, "dim")
+        d = s["nodes_after"] - s["nodes_before"]
+        cells: list[Any] = [
+            str(s["index"]),
+            s["spec"],
+            Text(_SHORT_STATUS.get(st, st) if narrow else st, style=st_style),
+        ]
+        if not tiny:
+            cells.append(fmt_seconds(s["seconds"] + s["validate_seconds"]))
+        cells += [f"{s['nodes_after']} ({d:+d})"] if narrow else [str(s["nodes_after"]), f"{d:+d}"]
+        cells += [fmt_metric(s[side].get(m)) for _, side, m in metrics]
+        t.add_row(*cells)
+    if left_out:
+        t.caption = f"narrow console: {', '.join(left_out)} left out (see report.md / report.html)"
+    return t
+
+
 def render_console(r: Report, console: Any, *, details: bool = True) -> None:
+    """Draw the report: header, pass table, rollbacks and near misses, artifact summary, final accuracy.
+
+    Readable at 80 columns (CI logs, pipes): pass names and header values fold
+    onto further lines instead of being cut; under ``NARROW_WIDTH`` the table
+    keeps its key columns (see ``NARROW_WIDTH``) and says what it left out.
+    """
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
     head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
     head.add_row("model", f"{r.model.get('source')} ({r.model.get('kind')})")
     head.add_row("target", str(r.target.get("spec")))
     head.add_row("pipeline", r.pipeline)
@@ -641,48 +757,28 @@ def render_console(r: Report, console: Any, *, details: bool = True) -> None:
     console.print(head)
 
     if r.passes:
-        t = Table(title="passes", show_lines=False)
-        for col, just in (
-            ("#", "right"),
-            ("pass", "left"),
-            ("status", "left"),
-            ("time", "right"),
-            ("nodes", "right"),
-            ("Δ", "right"),
-            ("cosine vs ref", "right"),
-            ("max abs vs ref", "right"),
-            ("max abs vs prev", "right"),
-        ):
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
-        for s in r.steps():
-            st = s["status"]
-            st_style = {"rolled back": "red", "kept": "green", "error": "red"}.get(st, "dim")
-            d = s["nodes_after"] - s["nodes_before"]
-            t.add_row(
-                str(s["index"]),
-                s["spec"],
-                Text(st, style=st_style),
-                fmt_seconds(s["seconds"] + s["validate_seconds"]),
-                str(s["nodes_after"]),
-                f"{d:+d}",
-                fmt_metric(s["vs_reference"].get("cosine_min")),
-                fmt_metric(s["vs_reference"].get("max_abs")),
-                fmt_metric(s["vs_previous"].get("max_abs")),
-            )
-        console.print(t)
+        console.print(_pass_table(r.steps(), console.width))
     if details:
         for i, p in enumerate(r.passes, 1):
             if p.rolled_back:
                 console.print(Text(f"{i}. {p.spec} rolled back: {p.rollback_reason}", style="red"))
                 if p.localization is not None:
                     loc = p.localization
-                    console.print(
-                        f"   first diverging node: {loc.node} ({loc.op}) %{loc.value}: "
+                    text = Text(
+                        f"first diverging node: {loc.node} ({loc.op}) %{loc.value}: "
                         f"{loc.metric} = {fmt_metric(loc.error)}; {loc.detail}",
-                        markup=False,
+                        overflow="fold",
                     )
+                    console.print(Padding(text, (0, 0, 0, 3)))
             for nm in p.near_misses:
                 console.print(f"{i}. {p.spec} near miss: {nm}", markup=False, style="yellow")
+    if r.artifact:
+        lines, estimate = artifact_summary(r)
+        console.print(Text(f"artifact ({r.artifact.get('target', r.target.get('name'))})", style="bold"))
+        if estimate:
+            console.print(Padding(Text(ESTIMATE_LABEL, style="yellow"), (0, 0, 0, 2)))
+        for line in lines:
+            console.print(Padding(Text(line, overflow="fold"), (0, 0, 0, 2)))
     if r.final is not None:
         line = ", ".join(f"{lab} {fmt_metric(r.final.vs_reference.get(m))}" for lab, m in METRIC_COLUMNS[:4])
         console.print(f"final vs reference: {line}", markup=False)

@@ -21,10 +21,12 @@ from typing import Any
 
 from accelopt.records import PassRecord
 from accelopt.report import (
+    ESTIMATE_LABEL,
     METRIC_COLUMNS,
     Report,
     _accuracy_rows,
     _clean,
+    artifact_summary,
     fmt_bytes,
     fmt_count,
     fmt_metric,
@@ -52,6 +54,7 @@ th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .charts{display:flex;flex-wrap:wrap;gap:24px}.chart{border:1px solid #d0d7de;border-radius:6px;padding:8px}
 details{border:1px solid #d0d7de;border-radius:6px;padding:6px 12px;margin:8px 0}summary{cursor:pointer;font-weight:600}
 .rollback{background:#fff8f8;border-left:4px solid #cf222e;padding:6px 10px;margin:6px 0}
+.estimate{background:#fff8c5;border-left:4px solid #bf8700;padding:6px 10px;margin:6px 0}
 """
 
 
@@ -412,6 +415,14 @@ def render_html(r: Report) -> str:
             body.append(
                 _table(["vs reference"] + [lab for lab, _ in cols] + ["ok"], rows, tuple(range(1, len(cols) + 1)))
             )
+
+    if r.artifact:
+        lines, estimate = artifact_summary(r)
+        body.append(f"<h2>Artifact ({_e(r.artifact.get('target', r.target.get('name')))})</h2>")
+        if estimate:
+            body.append(f'<p class="estimate"><strong>Estimate:</strong> {_e(ESTIMATE_LABEL)}.</p>')
+        if lines:
+            body.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
 
     body.append("<h2>Passes</h2>")
     if r.passes:

@@ -168,10 +168,10 @@ def list_passes(console: Any) -> None:
     from accelopt.passes.base import registered_groups, registered_passes
 
     t = Table(title="passes")
-    t.add_column("name", style="bold")
+    t.add_column("name", style="bold", no_wrap=True)
     t.add_column("family")
-    t.add_column("options")
-    t.add_column("what it does")
+    t.add_column("options", overflow="fold")
+    t.add_column("what it does", overflow="fold")
     for name, cls in sorted(registered_passes().items()):
         opts = ", ".join(f"{f.name}={getattr(cls.Options(), f.name)!r}" for f in dataclasses.fields(cls.Options))
         t.add_row(name, cls.family, opts or "-", cls.describe())

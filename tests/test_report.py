@@ -360,3 +360,113 @@ def test_rule_counts_and_near_misses_are_shown() -> None:
     page = render_html(r)
     assert "<td>attention</td>" in page and "stopped at Where: mask input is not a graph input" in page
     validate_schema(r.to_dict())
+
+
+# ------------------------------------------------------- narrow consoles
+LONG_SPEC = "quantize-int8{calibration=percentile,percentile=99.99}"
+
+
+def _tpu_like_report() -> Report:
+    """Passes with long names, a rollback, and an artifact whose summary carries a roofline estimate."""
+    specs = ["constant-fold", "remove-noops", "fuse-embedlayernorm", "fuse-skiplayernorm", LONG_SPEC]
+    passes = []
+    for i, spec in enumerate(specs):
+        acc = AccuracyRecord(
+            vs_reference={"max_abs": 1.5e-6 * (i + 1), "cosine_min": 1 - 2e-12},
+            vs_previous={"max_abs": 3.25e-7 * i},
+            ok=True,
+        )
+        passes.append(
+            PassRecord(
+                name=spec.split("{")[0],
+                spec=spec,
+                family="cleanup",
+                options={},
+                seconds=0.012,
+                modified=True,
+                rolled_back=i == 4,
+                rollback_reason="cosine 0.98 < 0.995" if i == 4 else "",
+                ops_before={"MatMul": 100 - i},
+                ops_after={"MatMul": 99 - i},
+                accuracy=acc,
+            )
+        )
+    artifact = {
+        "target": "tpu",
+        "files": ["metadata.json", "params.bin", "model.b8_s128.jaxexport"],
+        "summary": [
+            "TPU target: chip v5e, precision bf16 (requested auto), platforms tpu, cpu",
+            "bucket b8_s128: export 0.31 s; TPU v5e estimate (roofline; not a measurement): 0.021 ms",
+            "note: batch 1 padded to 8 (multiple of 8)",
+        ],
+    }
+    return Report(
+        model=_model_info(),
+        target={"name": "tpu", "spec": "tpu", "capabilities": {"name": "tpu", "estimate_only": True}},
+        pipeline=",".join(specs),
+        passes=passes,
+        artifact=artifact,
+    )
+
+
+def _render(report: Report, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    report.render(console)
+    return console.file.getvalue()
+
+
+def _folded_cell(lines: list[str], index: int, start: str) -> str:
+    """The text of the pass cell in table row ``index`` that begins with ``start`` and folds down its column."""
+    row = next(i for i, line in enumerate(lines) if re.match(rf"\s*{index}\s+{re.escape(start)}", line))
+    col = lines[row].index(start)
+    width = len(lines[row][col:].split("  ")[0])
+    parts = [lines[row][col : col + width]]
+    for line in lines[row + 1 :]:
+        cell = line[col : col + width].strip()
+        if not cell or line[:col].strip():
+            break
+        parts.append(cell)
+    return "".join(p.strip() for p in parts)
+
+
+@pytest.mark.parametrize("width", [60, 80])
+def test_console_is_readable_when_narrow(width: int) -> None:
+    text = _render(_tpu_like_report(), width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    assert "…" not in text  # nothing truncated
+    for spec in ("constant-fold", "remove-noops", "fuse-embedlayernorm", "fuse-skiplayernorm"):
+        assert any(spec in line for line in lines), spec
+    assert _folded_cell(lines, 5, "quantize-int8{") == LONG_SPEC
+    flat = " ".join(text.split())  # captions and summary lines wrap at word boundaries
+    assert "narrow console: " in flat and "max abs vs previous pass left out" in flat
+    assert ("time, max abs vs reference" in flat) == (width < 72)
+    # the artifact summary, labelled as an estimate
+    assert "artifact (tpu)" in flat and "estimates from an analytic model, not measurements" in flat
+    assert "note: batch 1 padded to 8 (multiple of 8)" in flat
+
+
+def test_console_wide_has_every_column() -> None:
+    text = _render(_tpu_like_report(), 160)
+    assert "max abs vs prev" in text and "narrow console" not in text
+    assert LONG_SPEC in text and "rolled back" in text
+    assert "estimates from an analytic model" in text
+
+
+def test_artifact_summary_in_markdown_and_html(plain: Result) -> None:
+    from accelopt.report_html import render_html
+
+    r = _tpu_like_report()
+    md = r.to_markdown()
+    assert "## Artifact (tpu)" in md and "*Estimate: performance figures are estimates" in md
+    assert "- bucket b8_s128: export 0.31 s; TPU v5e estimate (roofline; not a measurement): 0.021 ms" in md
+    page = render_html(r)
+    assert '<p class="estimate"><strong>Estimate:</strong>' in page
+    assert "<li>note: batch 1 padded to 8 (multiple of 8)</li>" in page
+    validate_schema(r.to_dict())
+    # an onnx artifact measures nothing: its metadata is listed, with no estimate label
+    md = plain.report.to_markdown()
+    assert "## Artifact (onnx)" in md and "- opsets: ai.onnx" in md and "Estimate" not in md
+    assert "Estimate:" not in render_html(plain.report)
