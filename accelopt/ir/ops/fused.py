@@ -44,8 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
+from accelopt.ir.ops.common import dims_compatible_k, fast_erf, normalize_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
+from accelopt.ir.ops.onnx_math import matmul
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -65,9 +66,7 @@ def _compute_dtype(x: np.ndarray) -> np.dtype:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-
-    return erf(x).astype(x.dtype, copy=False)
+    return fast_erf(x).astype(x.dtype, copy=False)
 
 
 def gelu_exact(x: np.ndarray) -> np.ndarray:
@@ -119,9 +118,10 @@ def layer_norm(
 
 
 def softmax_last(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    e = np.exp(x - m)
-    return e / e.sum(axis=-1, keepdims=True)
+    e = x - x.max(axis=-1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 # ------------------------------------------------------------------ LayerNorm
@@ -214,9 +214,9 @@ def _linear_infer(ctx: InferContext) -> list[TensorType]:
 def _linear_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
     x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
-    y = np.matmul(x, w)
+    y = matmul(x, w)
     if b is not None:
-        y = y + b
+        y += b
     y = apply_activation(y.astype(x.dtype, copy=False), attrs["activation"])
     return [y.astype(x.dtype, copy=False)]
 
@@ -283,20 +283,21 @@ def attention(
     """Reference multi-head self-attention (packed QKV) with a key-padding mask."""
     ct = _compute_dtype(x)
     bsz, seq, _ = x.shape
-    qkv = np.matmul(x.astype(ct, copy=False), w.astype(ct, copy=False))
+    qkv = matmul(x.astype(ct, copy=False), w.astype(ct, copy=False))
     if b is not None:
-        qkv = qkv + b.astype(ct, copy=False)
+        qkv += b.astype(ct, copy=False)
     hidden = w.shape[1] // 3
     d = hidden // num_heads
     qkv = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
     q, k, v = qkv[0], qkv[1], qkv[2]
     s = ct.type(scale if scale else 1.0 / np.sqrt(d))
-    scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * s
+    scores = matmul(q, k.transpose(0, 1, 3, 2))
+    scores *= s
     if mask is not None:
         pad = (np.asarray(mask) == 0)[:, None, None, :]
-        scores = scores + np.where(pad, ct.type(mask_filter_value), ct.type(0))
+        scores += np.where(pad, ct.type(mask_filter_value), ct.type(0))
     probs = softmax_last(scores)
-    ctxt = np.matmul(probs, v)  # [B, N, S, D]
+    ctxt = matmul(probs, v)  # [B, N, S, D]
     return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden).astype(x.dtype, copy=False)
 
 

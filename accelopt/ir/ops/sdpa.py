@@ -23,6 +23,7 @@ import numpy as np
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import broadcast_shapes
+from accelopt.ir.ops.onnx_math import matmul
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import TensorType, dims_compatible
 
@@ -67,7 +68,7 @@ def sdpa_reference(
     compute = np.float64 if q.dtype == np.float64 else np.float32
     q, k, v = (np.asarray(a, dtype=compute) for a in (q, k, v))
     s = float(scale) if scale else 1.0 / float(np.sqrt(q.shape[-1]))
-    scores = np.matmul(q, np.swapaxes(k, -1, -2))  # case 1
+    scores = matmul(q, np.swapaxes(k, -1, -2))  # case 1
     scores *= compute(s)
     allowed: np.ndarray | None = None
     if attn_mask is not None:
@@ -87,7 +88,7 @@ def sdpa_reference(
     e = np.exp(scores - row_max)
     denom = np.sum(e, axis=-1, keepdims=True)
     probs = np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
-    return np.matmul(probs, v).astype(out_dtype, copy=False)
+    return matmul(probs, v).astype(out_dtype, copy=False)
 
 
 def _sdpa_kernel(ins, attrs, n_out):
