@@ -46,3 +46,8 @@ register_group(
         "fuse-skiplayernorm",
     ],
 )
+
+# quantization: int8 = QDQ (quantize-int8) then integer ops where the target runs them (lower-quantized)
+from accelopt.passes import quant_int8, quant_lower  # noqa: E402,F401
+
+register_group("int8", ["quantize-int8", "lower-quantized"])

@@ -388,6 +388,18 @@ class Graph:
         self._names.add(name)
         value.name = name
 
+    def rename_node(self, node: Node, name: str) -> None:
+        """Give ``node`` a name no other node of this graph has (e.g. a replacement keeping the old name)."""
+        if node.graph is not self:
+            raise VerifyError(f"cannot rename node {node.name}: it is not in graph {self.name!r}")
+        if name == node.name:
+            return
+        if name in self._node_names:
+            raise VerifyError(f"cannot rename node {node.name} to {name}: the name is already used")
+        self._node_names.discard(node.name)
+        self._node_names.add(name)
+        node.name = name
+
     def remove_unused(self) -> int:
         """Dead-code elimination: drop nodes and initializers nothing reaches. Returns the count."""
         live: set[int] = {id(v) for v in self.outputs}

@@ -1,0 +1,329 @@
+"""``quantize-int8``: int8 quantization in QDQ form, dynamic or static, with accuracy-aware fallback.
+
+The ``int8`` group is this pass followed by ``lower-quantized`` (integer
+ops for targets that run them). Options (``int8{mode=static,calibration=entropy}``):
+
+- ``mode``: ``dynamic`` (default; activation scales computed at run time) or
+  ``static`` (activation ranges calibrated on ``ctx.calibration``).
+- ``granularity``: activation scales per ``row`` (per token; dynamic only) or
+  per ``tensor``; ``auto`` (default): row when dynamic, tensor when static.
+- ``activations``: ``symmetric`` or ``asymmetric`` (uint8); ``auto``
+  (default) follows the target's capability descriptor
+  (``quantization["activations"]``), symmetric int8 without a target.
+  Symmetric activations are int8 (zero point 0), or uint8 with zero point 128
+  when the target computes in uint8 (the same integers shifted by 128).
+- ``weights``: ``per-channel`` (default; one scale per output column) or
+  ``per-tensor``; always symmetric int8.
+- ``calibration`` (static): ``minmax``, ``percentile`` (default, with
+  ``percentile=99.99``) or ``entropy`` (KL); ``samples``: how many
+  calibration samples to use (default 16, 0 = all).
+- ``ops``: op types quantized (default ``Linear+Attention+MatMul``: linear
+  layers, the packed QKV projection of ``Attention``, and MatMuls by a
+  constant weight); ``exclude``: op types or node names left float;
+  ``nodes``: if given, only these nodes.
+- ``smoothquant``: SmoothQuant's alpha (0 = off, typical 0.5): activation
+  outliers migrate into the weights before quantizing (needs calibration data).
+- ``fallback``: ``auto`` (default: when the run has a validator), ``on`` or
+  ``off``. Each layer's sensitivity is measured (it alone quantized, error at
+  the outputs on ``fallback_samples`` calibration samples) and the most
+  sensitive layers stay float until ``ctx.validator`` accepts the graph with
+  the quantization family's tolerance (and the user's); see
+  ``quant_fallback``. The notes list the layers kept float and what each cost.
+
+What the pass does (cases):
+
+1. No quantizable layer, or a target whose capabilities lack int8: the graph
+   is returned unchanged (``modified=False``) with the reason in the notes.
+2. Otherwise every target gets the QDQ form of ``quant_qdq`` (SmoothQuant
+   first when asked, static ranges from calibration when static).
+3. With fallback active, the graph is checked; when it fails, the most
+   sensitive layers are left float (``quant_fallback.search``); if even all
+   float fails, the input graph is returned unchanged.
+
+Stats: ``layers`` (quantized / float / total), ``linear_weight_bytes`` (the
+quantized layers' weights: float32 before, int8 + scales after, and the
+ratio), ``scheme``; ``float_layers`` lists the layers kept float with their
+sensitivity.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from accelopt.errors import PassError
+from accelopt.ir.graph import Graph
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
+from accelopt.passes.quant_calibration import METHODS, choose_range, observe, qparams, sample_batches
+from accelopt.passes.quant_fallback import Sensitivity, measure_sensitivity, search
+from accelopt.passes.quant_qdq import PASS_NAME, QdqPlan, Scheme, Target, apply, select_targets, smoothing_factors
+
+log = logging.getLogger(__name__)
+
+MODES = ("dynamic", "static")
+FALLBACK = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    mode: str = "dynamic"
+    granularity: str = "auto"
+    activations: str = "auto"
+    weights: str = "per-channel"
+    calibration: str = "percentile"
+    percentile: float = 99.99
+    samples: int = 16
+    ops: tuple[str, ...] = ("Linear", "Attention", "MatMul")
+    exclude: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    smoothquant: float = 0.0
+    fallback: str = "auto"
+    fallback_samples: int = 4
+
+    def __post_init__(self) -> None:
+        checks = {
+            "mode": (self.mode, MODES),
+            "granularity": (self.granularity, ("auto", "row", "tensor")),
+            "activations": (self.activations, ("auto", "symmetric", "asymmetric")),
+            "weights": (self.weights, ("per-channel", "per-tensor")),
+            "calibration": (self.calibration, METHODS),
+            "fallback": (self.fallback, FALLBACK),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"option {name}={value!r}: expected one of {', '.join(allowed)}")
+        if self.mode == "static" and self.granularity == "row":
+            raise ValueError("granularity=row needs mode=dynamic (a static scale cannot follow each token)")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if not 0 <= self.smoothquant <= 1:
+            raise ValueError(f"smoothquant (alpha) must be in [0, 1], got {self.smoothquant}")
+        if self.samples < 0 or self.fallback_samples < 1:
+            raise ValueError("samples must be >= 0 and fallback_samples >= 1")
+
+
+def scheme_for(options: Int8Options, target: Any) -> Scheme:
+    """The quantization scheme from the options and the target's capability descriptor (None: no target)."""
+    act = options.activations
+    if act == "auto":
+        caps = getattr(target, "quantization", None) or {}
+        act = "asymmetric" if str(caps.get("activations", "symmetric")).startswith("asym") else "symmetric"
+    symmetric = act == "symmetric"
+    # onnxruntime-style GEMMs want uint8 activations; symmetric uint8 has zero point 128 (the same integers + 128)
+    dtypes = getattr(target, "dtypes", None) or ()
+    dtype = "uint8" if not symmetric or "uint8" in dtypes else "int8"
+    gran = options.granularity
+    if gran == "auto":
+        gran = "row" if options.mode == "dynamic" else "tensor"
+    return Scheme(
+        mode=options.mode,
+        granularity=gran,
+        dtype=dtype,
+        symmetric=symmetric,
+        per_channel=options.weights == "per-channel",
+    )
+
+
+@register_pass
+class QuantizeInt8(Pass):
+    """int8 quantization (QDQ form): dynamic or static, per-channel weights, SmoothQuant, accuracy-aware fallback."""
+
+    name: ClassVar[str] = PASS_NAME
+    family: ClassVar[str] = "quantization"
+    Options: ClassVar[type] = Int8Options
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        o: Int8Options = self.options
+        target = ctx.target
+        dtypes = getattr(target, "dtypes", None)
+        if target is not None and dtypes and "int8" not in dtypes and "uint8" not in dtypes:
+            name = getattr(target, "name", "the target")
+            return PassResult(graph, False, notes=[f"target {name} does not compute in int8; nothing quantized"])
+        scheme = scheme_for(o, target)
+        targets, skipped = select_targets(graph, o.ops, o.exclude, o.nodes)
+        if not targets:
+            return PassResult(
+                graph,
+                False,
+                stats={"layers": {"quantized": 0, "float": 0, "total": 0}},
+                near_misses=skipped,
+                notes=[f"no quantizable layer (ops {'+'.join(o.ops)})"],
+            )
+        notes = [scheme.describe()]
+        batches = sample_batches(ctx.calibration, o.samples)
+        plan = QdqPlan(scheme, targets)
+        if o.smoothquant > 0:
+            if not batches:
+                notes.append("smoothquant needs calibration data (ctx.calibration is empty): skipped")
+            else:
+                self._smooth(graph, plan, batches, o.smoothquant)
+                notes.append(f"SmoothQuant alpha={o.smoothquant:g} on {len(plan.smooth)} activation(s)")
+        if scheme.mode == "static":
+            if not batches:
+                raise PassError(
+                    "static int8 needs calibration data (PassContext.calibration): pass --calibration, or use mode=dynamic"
+                )
+            self._calibrate(graph, plan, batches, o)
+            notes.append(f"static ranges: {o.calibration} on {sum(_rows(b) for b in batches)} calibration sample(s)")
+
+        chosen, float_sens, extra = self._with_fallback(graph, plan, targets, ctx, batches)
+        notes += extra
+        float_set = {s.node for s in float_sens}
+        quantized = [t for t in targets if t.node not in float_set]
+        if not quantized:
+            notes.append("every layer stayed float: the graph is unchanged")
+            return PassResult(graph, False, stats=_stats(graph, graph, targets, set(), scheme, float_sens), notes=notes)
+        kinds = Counter(t.op for t in quantized)
+        notes.insert(
+            1,
+            f"quantized {len(quantized)} of {len(targets)} layer(s): "
+            + ", ".join(f"{op} {n}" for op, n in sorted(kinds.items())),
+        )
+        stats = _stats(graph, chosen, targets, {t.node for t in quantized}, scheme, float_sens)
+        wb = stats["linear_weight_bytes"]
+        notes.append(
+            f"weights of the quantized layers: float32 {wb['float32']:,} B -> int8 {wb['int8']:,} B + scales "
+            f"{wb['scales']:,} B ({wb['ratio']:.2f}x smaller; int8 data alone {wb['float32'] / max(wb['int8'], 1):.2f}x)"
+        )
+        return PassResult(chosen, True, stats=stats, near_misses=skipped, notes=notes)
+
+    # ------------------------------------------------------------ steps
+    @staticmethod
+    def _smooth(graph: Graph, plan: QdqPlan, batches: list, alpha: float) -> None:
+        groups = plan.groups(plan.targets)
+        obs = observe(graph, list(groups), batches)
+        for xname, group in groups.items():
+            cam = obs[xname].channel_absmax
+            if cam is None:
+                continue
+            weights = [np.asarray(graph.const_value(graph.value(t.w)), np.float32) for t in group]
+            plan.smooth[xname] = smoothing_factors(cam, weights, alpha)
+
+    @staticmethod
+    def _calibrate(graph: Graph, plan: QdqPlan, batches: list, o: Int8Options) -> None:
+        smoothed, qin = apply(graph, plan, plan.targets, quantize=False)
+        obs = observe(smoothed, list(qin.values()), batches, histogram=o.calibration != "minmax")
+        for xname, vname in qin.items():
+            lo, hi = choose_range(obs[vname], o.calibration, o.percentile)
+            plan.static[xname] = qparams(lo, hi, plan.scheme.np_dtype, plan.scheme.symmetric)
+
+    def _with_fallback(
+        self, graph: Graph, plan: QdqPlan, targets: list[Target], ctx: PassContext, batches: list
+    ) -> tuple[Graph, list[Sensitivity], list[str]]:
+        o: Int8Options = self.options
+        full, _ = apply(graph, plan, targets)
+        active = o.fallback == "on" or (o.fallback == "auto" and ctx.validator is not None)
+        if not active:
+            return full, [], []
+        if ctx.validator is None:
+            return full, [], ["fallback=on needs a validator (validation is off): every layer stays quantized"]
+        validator = ctx.validator
+        order: list[Sensitivity] = []
+        sens_batches = _take_rows(batches, o.fallback_samples)
+        graphs: dict[int, Graph] = {0: full}
+
+        def ranked() -> list[Sensitivity]:
+            if not order:
+                if not sens_batches:
+                    raise PassError("accuracy-aware fallback needs calibration samples to rank the layers")
+                by_name = {t.node: t for t in targets}
+                order.extend(
+                    sorted(
+                        measure_sensitivity(
+                            graph,
+                            [(t.node, t.op, t.role) for t in targets],
+                            lambda n: apply(graph, plan, [by_name[n]])[0],
+                            sens_batches,
+                        ),
+                        key=lambda s: -s.rel_l2,
+                    )
+                )
+            return order
+
+        def check(k: int) -> tuple[bool, Any, str]:
+            if k not in graphs:
+                keep_float = {s.node for s in ranked()[:k]}
+                graphs[k] = apply(graph, plan, [t for t in targets if t.node not in keep_float])[0]
+            rec = validator.check(graphs[k], family=self.family, previous=graph)
+            return bool(rec.ok), rec, "; ".join(getattr(rec, "failures", []) or [])
+
+        result = search(len(targets), check)
+        notes = []
+        tries = ", ".join(f"{k} float: {'ok' if ok else 'fails'}" for k, ok, _ in result.tries)
+        if result.k == 0:
+            notes.append(f"fallback: the fully quantized graph meets the tolerance ({tries})")
+            return full, [], notes
+        float_sens = ranked()[: result.k]
+        first_fail = next((why for k, ok, why in result.tries if k == 0 and not ok), "")
+        notes.append(f"fallback: the fully quantized graph fails ({first_fail}); tried {tries}")
+        ok = result.tries and any(k == result.k and good for k, good, _ in result.tries)
+        status = "meets the tolerance" if ok else "still fails; all layers float"
+        notes.append(f"fallback: {result.k} layer(s) kept float, the graph {status}")
+        by_name = {t.node: t for t in targets}
+        for s in float_sens:
+            kept = 4 * by_name[s.node].k * by_name[s.node].n
+            notes.append(
+                f"kept float: {s.node} ({s.role}, {kept:,} B of float32 weights): quantized alone it costs {s.describe()}"
+            )
+        if result.k >= len(targets) and not ok:
+            return graph, float_sens, notes
+        return graphs[result.k], float_sens, notes
+
+
+def _rows(batch: dict) -> int:
+    for v in batch.values():
+        return int(np.asarray(v).shape[0]) if np.asarray(v).ndim else 1
+    return 0
+
+
+def _take_rows(batches: list, n: int) -> list:
+    out, taken = [], 0
+    for b in batches:
+        if taken >= n:
+            break
+        r = _rows(b)
+        keep = min(r, n - taken)
+        out.append({k: np.asarray(v)[:keep] for k, v in b.items()})
+        taken += keep
+    return out
+
+
+def _stats(
+    before: Graph,
+    after: Graph,
+    targets: list[Target],
+    quantized: set[str],
+    scheme: Scheme,
+    float_sens: list[Sensitivity],
+) -> dict[str, Any]:
+    f32 = i8 = sc = 0
+    for t in targets:
+        if t.node not in quantized:
+            continue
+        w = before.const_value(before.value(t.w))
+        f32 += int(np.asarray(w).nbytes)
+        node = after.node(t.node)
+        dq = node.inputs[1].producer if node.inputs[1] is not None else None
+        if dq is not None and dq.op == "DequantizeLinear":
+            i8 += int(np.asarray(after.const_value(dq.inputs[0])).nbytes)
+            sc += int(np.asarray(after.const_value(dq.inputs[1])).nbytes)
+    return {
+        "scheme": scheme.describe(),
+        "layers": {"quantized": len(quantized), "float": len(targets) - len(quantized), "total": len(targets)},
+        "linear_weight_bytes": {
+            "float32": f32,
+            "int8": i8,
+            "scales": sc,
+            "ratio": round(f32 / (i8 + sc), 3) if i8 + sc else 0.0,
+        },
+        "float_layers": [
+            {"node": s.node, "role": s.role, "rel_l2": s.rel_l2, "cosine_min": s.cosine_min} for s in float_sens
+        ],
+    }
+
+
+__all__ = ["Int8Options", "QuantizeInt8", "scheme_for"]
