@@ -45,7 +45,7 @@ from accelopt.ir.graph import Graph
 from accelopt.model import Model
 from accelopt.records import AccuracyRecord, PassRecord
 from accelopt.report import Report
-from accelopt.samples import SampleSet, default_samples, load_samples, text_samples
+from accelopt.samples import SampleSet, check_sample_arrays, default_samples, load_samples, text_samples
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def optimize(
     overrides = parse_tolerance(tolerance)
     tgt = target if isinstance(target, Target) else get_target(str(target))
     tgt = tgt.with_seq_lens(seq_lens)
+    tgt.capabilities  # noqa: B018 - options that depend on others (a tpu chip) fail here, before the model loads
     spec = tgt.default_passes if passes is None else passes
     if isinstance(spec, str):
         requested = format_pipeline(parse_pipeline(spec))
@@ -437,15 +438,9 @@ def _user_samples(calibration: Any, model: Model, seq_len: int, seed: int) -> Sa
             f"calibration must be a path, a list of sentences, a dict of arrays or a list of input dicts, "
             f"not {type(calibration).__name__}"
         )
-    missing = [v.name for v in graph.inputs if v.name not in arrays]
-    if missing:
-        raise ValidationError(f"calibration data lacks input(s) {', '.join(missing)}")
-    counts = {v.name: arrays[v.name].shape[0] if arrays[v.name].ndim else 0 for v in graph.inputs}
-    if len(set(counts.values())) != 1:
-        raise ValidationError(f"calibration arrays disagree on the number of samples: {counts}")
-    out = {v.name: arrays[v.name].astype(v.dtype.np, copy=False) for v in graph.inputs}
+    out = check_sample_arrays(arrays, graph, "calibration data")
     mask = out.get("attention_mask")
-    n = next(iter(counts.values()), 0)
+    n = len(next(iter(out.values()))) if out else 0
     return SampleSet(out, f"{n} user samples", mask=mask if mask is not None and mask.ndim == 2 else None)
 
 

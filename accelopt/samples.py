@@ -401,12 +401,90 @@ def default_samples(
     return random_samples(graph, n, seq_len, seed=seed)
 
 
+def _shape_text(v: Value) -> str:
+    dims = ["N", *(str(d) if d is not None else "?" for d in (v.shape or ())[1:])]
+    return "[" + ", ".join(dims) + "]"
+
+
+def check_sample_arrays(arrays: Mapping[str, np.ndarray], graph: Graph, where: str) -> dict[str, np.ndarray]:
+    """User input arrays checked against the graph's inputs, cast to the inputs' dtypes.
+
+    Samples lie along axis 0 (N, any count). ``ValidationError`` naming the
+    input, its shape and the expected one (``[N, sequence]``) for:
+
+    1. a missing input (listing what the data has);
+    2. arrays that disagree on N, or N = 0;
+    3. a rank different from the input's;
+    4. a static dimension (after axis 0) of another size;
+    5. a symbolic dimension (``sequence``) of different sizes in two inputs;
+    6. non-integral values for an integer input, or numbers for a bool input
+       other than 0/1;
+    7. token ids outside the vocabulary (an ``input_ids``-like input that
+       indexes a constant embedding table).
+    """
+    needed = [v.name for v in graph.inputs]
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        raise ValidationError(
+            f"{where} lacks input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'nothing'}"
+        )
+    counts = {k: int(arrays[k].shape[0]) if arrays[k].ndim else 0 for k in needed}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise ValidationError(f"{where}: arrays disagree on the number of samples (axis 0) or hold none: {counts}")
+    symbols: dict[str, tuple[int, str]] = {}
+    out: dict[str, np.ndarray] = {}
+    for v in graph.inputs:
+        a = np.asarray(arrays[v.name])
+        shape = v.shape
+        got = list(a.shape)
+        if shape is not None:
+            if a.ndim != len(shape):  # case 3
+                raise ValidationError(
+                    f"{where}: input {v.name!r} has shape {got}, expected {_shape_text(v)} "
+                    f"(rank {len(shape)}, samples along axis 0)"
+                )
+            for axis, d in enumerate(shape):
+                if axis == 0 or d is None:
+                    continue
+                if isinstance(d, int) and a.shape[axis] != d:  # case 4
+                    raise ValidationError(
+                        f"{where}: input {v.name!r} has shape {got}, expected {_shape_text(v)} "
+                        f"(dimension {axis} must be {d})"
+                    )
+                if isinstance(d, str):  # case 5
+                    size, first = symbols.setdefault(d, (int(a.shape[axis]), v.name))
+                    if size != a.shape[axis]:
+                        raise ValidationError(
+                            f"{where}: input {v.name!r} has shape {got}, expected {_shape_text(v)} with "
+                            f"{d} = {size} as in input {first!r}"
+                        )
+        want = v.dtype.np
+        if want.kind in "iub" and a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a) & (a == np.round(a))):
+            raise ValidationError(f"{where}: input {v.name!r} is {v.dtype} but holds non-integer values ({a.dtype})")
+        if want.kind == "b" and a.dtype.kind in "iuf" and a.size and not np.all((a == 0) | (a == 1)):
+            raise ValidationError(f"{where}: input {v.name!r} is bool but holds values other than 0 and 1")
+        if a.dtype.kind not in "biuf":
+            raise ValidationError(f"{where}: input {v.name!r} holds {a.dtype} data, expected {v.dtype}")
+        cast = a.astype(want, copy=False)
+        if want.kind in "iu" and cast.size and "input_ids" in v.name:  # case 7
+            vocab = lookup_table_size(graph, v.name)
+            lo, hi = int(cast.min()), int(cast.max())
+            if vocab is not None and (lo < 0 or hi >= vocab):
+                raise ValidationError(
+                    f"{where}: input {v.name!r} holds token ids {lo}..{hi}, outside the model's vocabulary "
+                    f"(0..{vocab - 1})"
+                )
+        out[v.name] = cast
+    return out
+
+
 def load_samples(path: str | Path, graph: Graph, tokenizer: Any, *, seq_len: int, seed: int = 0) -> SampleSet:
     """Read user samples: a ``.npz`` of input arrays, or a text file of sentences (one per line).
 
-    Raises ``ValidationError`` for a missing/unreadable file, a ``.npz`` that
-    lacks a graph input or whose arrays disagree on the sample count, and a
-    text file for a model without a usable tokenizer.
+    Raises ``ValidationError`` for a missing/unreadable file, a ``.npz`` whose
+    arrays do not fit the graph's inputs (``check_sample_arrays``), a text
+    file that is empty, binary or not UTF-8, and a text file for a model
+    without a usable tokenizer.
     """
     p = Path(path)
     if not p.is_file():
@@ -417,26 +495,28 @@ def load_samples(path: str | Path, graph: Graph, tokenizer: Any, *, seq_len: int
                 arrays = {k: np.asarray(data[k]) for k in data.files}
         except Exception as e:
             raise ValidationError(f"cannot read calibration file {str(p)!r} as .npz: {e}") from e
-        needed = [v.name for v in graph.inputs]
-        missing = [k for k in needed if k not in arrays]
-        if missing:
-            raise ValidationError(
-                f"calibration file {str(p)!r} lacks input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'nothing'}"
-            )
-        counts = {k: arrays[k].shape[0] if arrays[k].ndim else 0 for k in needed}
-        if len(set(counts.values())) != 1 or 0 in counts.values():
-            raise ValidationError(f"calibration file {str(p)!r}: arrays disagree on the number of samples: {counts}")
-        out = {v.name: arrays[v.name].astype(v.dtype.np, copy=False) for v in graph.inputs}
+        out = check_sample_arrays(arrays, graph, f"calibration file {str(p)!r}")
         mask = out.get("attention_mask")
-        n = next(iter(counts.values()))
+        n = len(next(iter(out.values())))
         return SampleSet(out, f"{n} samples from {p.name}", mask=mask if mask is not None and mask.ndim == 2 else None)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValidationError(f"cannot read calibration file {str(p)!r} as UTF-8 text: {e}") from e
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ValidationError(f"cannot read calibration file {str(p)!r}: {e.strerror or e}") from e
+    if b"\0" in raw[:65536] or raw[:4] == b"PK\x03\x04":
+        raise ValidationError(
+            f"calibration file {str(p)!r} is binary, not text; sentences go one per line in a UTF-8 text file, "
+            "input arrays in a .npz file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError(
+            f"calibration file {str(p)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        ) from None
     sentences = [line.strip() for line in text.splitlines() if line.strip()]
     if not sentences:
-        raise ValidationError(f"calibration file {str(p)!r} has no sentences")
+        raise ValidationError(f"calibration file {str(p)!r} is empty: no sentences (one per line expected)")
     tok = tokenizer
     if tok is None:
         if not is_text_model(graph):

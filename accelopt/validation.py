@@ -61,6 +61,7 @@ passes were kept (``final_tolerance``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import math
@@ -128,8 +129,10 @@ MAX_LOGIT_CLASSES = 32
 def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     """``"cosine=0.995,max_abs=1e-3"`` (or a dict) -> ``{"cosine": 0.995, "max_abs": 0.001}``.
 
-    Raises ``ValidationError`` naming the known keys for an unknown key, and
-    for a value that is not a finite number.
+    Raises ``ValidationError``: 1. an unknown key (naming the known keys and the
+    closest one); 2. a key given twice; 3. a value that is not a finite number;
+    4. a value out of range (error bounds >= 0, cosine/correlation bounds in
+    [-1, 1], argmax agreement in [0, 1]).
     """
     if spec is None:
         return {}
@@ -147,15 +150,27 @@ def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in items:
         if k not in TOLERANCE_KEYS:
-            raise ValidationError(f"unknown tolerance {k!r}; known: {', '.join(TOLERANCE_KEYS)}")
+            close = difflib.get_close_matches(str(k), TOLERANCE_KEYS, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValidationError(f"unknown tolerance {k!r}{guess}; known: {', '.join(TOLERANCE_KEYS)}")
+        if k in out:
+            raise ValidationError(f"tolerance {k!r} is given twice")
         try:
             f = float(v)
         except (TypeError, ValueError):
             raise ValidationError(f"tolerance {k}={v!r} is not a number") from None
         if not math.isfinite(f):
             raise ValidationError(f"tolerance {k}={v!r} is not finite")
+        lo, hi = _TOLERANCE_RANGE.get(k, (-1.0, 1.0) if TOLERANCE_KEYS[k][1] == "min" else (0.0, math.inf))
+        if not lo <= f <= hi:
+            what = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"at least {lo:g}"
+            raise ValidationError(f"tolerance {k}={v!r} is out of range: it must be {what}")
         out[k] = f
     return out
+
+
+#: allowed values of bounds that are not an error size (>= 0) or a correlation in [-1, 1]
+_TOLERANCE_RANGE: dict[str, tuple[float, float]] = {"argmax": (0.0, 1.0)}
 
 
 def format_tolerance(tol: Mapping[str, float]) -> str:

@@ -10,10 +10,13 @@ Exit codes (``EXIT_*``):
 
 0. success;
 1. the final accuracy tolerance was not met (outputs are still written);
-2. usage error: bad options or values, unknown pass/target or a target not
-   built yet, unreadable calibration file, output folder not writable;
+2. usage error: a model path that does not exist, bad options or values,
+   unknown pass/target or a target not built yet, calibration data that is
+   unreadable or does not fit the model's inputs, an output folder that
+   cannot be used;
 3. unsupported model (the frontend could not import it);
-4. a pass or the target failed while running (the message names it);
+4. a pass or the target failed while running (the message names it), or an
+   internal error (one line; ``-vv`` logs the traceback);
 130. interrupted (Ctrl-C).
 
 ``--seq-len 128,256,512`` binds a target with sequence buckets (tpu) to one
@@ -138,7 +141,7 @@ def _error(err: Any, message: str, hint: str = "") -> None:
     from rich.text import Text
 
     line = Text("error: ", style="bold red")
-    line.append(message, style="red")
+    line.append(" ".join(message.split()), style="red")  # one line, whatever the message holds
     err.print(line, soft_wrap=True)
     if hint:
         err.print(Text(f"hint: {hint}", style="yellow"), soft_wrap=True)
@@ -281,7 +284,7 @@ class _Staging:
             os.replace(out, backup)
         try:
             os.replace(self.tmp, out)
-        except OSError:
+        except BaseException:  # an error or Ctrl-C between the two renames: put the old output back
             if backup is not None:
                 os.replace(backup, out)
             raise
@@ -333,6 +336,10 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
         target = get_target(args.target)
     except TargetError as e:
         raise UsageError(str(e), "optimize --list-targets shows every target") from None
+    try:
+        target.capabilities  # noqa: B018 - options checked here (e.g. an unknown tpu chip), not mid-run
+    except TargetError as e:
+        raise UsageError(f"target {args.target!r}: {e}", "optimize --list-targets shows every target") from None
     try:
         target = target.with_seq_lens(args.seq_len)
     except TargetError as e:
@@ -471,7 +478,8 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
         _error(err, str(e), e.hint)
         return EXIT_USAGE
     except ValidationError as e:
-        _error(err, str(e), "--calibration takes a .npz of input arrays or a text file with one sentence per line")
+        hint = "--calibration takes a .npz of input arrays (samples along axis 0) or a text file, one sentence a line"
+        _error(err, str(e), hint if "calibration" in str(e) else "")
         return EXIT_USAGE
     except FrontendError as e:
         _error(err, f"unsupported model: {e}", "accelopt reads .onnx files, Hugging Face folders and torch modules")
@@ -485,6 +493,10 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     except KeyboardInterrupt:
         _error(err, "interrupted; nothing was written")
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: still one line and no partial output; -vv logs the traceback
+        log.debug("internal error", exc_info=True)
+        _error(err, f"internal error: {type(e).__name__}: {e}", "please report it; run with -vv for the traceback")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover
