@@ -48,6 +48,8 @@ register_group(
 )
 
 # quantization: int8 = QDQ (quantize-int8) then integer ops where the target runs them (lower-quantized)
-from accelopt.passes import quant_int8, quant_lower  # noqa: E402,F401
+from accelopt.passes import precision_bf16, precision_fp16, quant_int8, quant_lower  # noqa: E402,F401
 
 register_group("int8", ["quantize-int8", "lower-quantized"])
+register_group("fp16", ["convert-fp16"])
+register_group("bf16", ["convert-bf16"])

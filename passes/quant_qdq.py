@@ -256,7 +256,12 @@ def _activation_qdq(g: Graph, src: Value, k: int, plan: QdqPlan, key: str, ancho
         standard = scheme.dtype == "uint8" and not scheme.symmetric and scheme.granularity == "tensor"
         if standard:
             q = g.add_node(
-                "DynamicQuantizeLinear", [src], outputs=3, name=f"{base}_quantize", before=anchor, provenance=prov
+                "DynamicQuantizeLinear",
+                [src],
+                outputs=_qnames(g, base),
+                name=f"{base}_quantize",
+                before=anchor,
+                provenance=prov,
             )
         else:
             q = g.add_node(
@@ -267,7 +272,7 @@ def _activation_qdq(g: Graph, src: Value, k: int, plan: QdqPlan, key: str, ancho
                     "symmetric": int(scheme.symmetric),
                     "granularity": scheme.granularity,
                 },
-                outputs=3,
+                outputs=_qnames(g, base),
                 name=f"{base}_quantize",
                 before=anchor,
                 provenance=prov,
@@ -279,6 +284,11 @@ def _activation_qdq(g: Graph, src: Value, k: int, plan: QdqPlan, key: str, ancho
             attrs = {"axis": rank - 1 if rank else -1, "block_size": int(k)}
     dq = g.add_node("DequantizeLinear", [qv, sv, zv], attrs, name=f"{base}_dequantize", before=anchor, provenance=prov)
     return dq.output
+
+
+def _qnames(g: Graph, base: str) -> list[str]:
+    """Names of a quantizer's outputs: ``<x>_q``, ``<x>_scale``, ``<x>_zero_point``."""
+    return [g.unique_name(f"{base}_{suffix}") for suffix in ("q", "scale", "zero_point")]
 
 
 def _weight_dq(

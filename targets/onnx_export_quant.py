@@ -205,8 +205,10 @@ def _source(ctx: ExportContext, node: Node) -> _Source:
         elif prod is not None and prod.op == "DynamicQuantize" and _attrs(prod)["symmetric"]:
             zp_const = 128 if _attrs(prod)["to"] == DType.UINT8 else 0
     x_float = ""
-    if prod is not None and prod.op == "DynamicQuantizeLinear" and prod.inputs[0] is not None:
-        x_float = ctx.name(prod.inputs[0])
+    if prod is not None and prod.op == "QuantizeLinear" and prod.inputs[0] is not None and not per_row:
+        pa = _attrs(prod)
+        if prod.inputs[0].dtype == DType.FLOAT32 and not pa["block_size"] and zp_const is not None:
+            x_float = ctx.name(prod.inputs[0])  # static: the same quantizer can be written for uint8
     return _Source(ctx.name(q), ctx.name(scale), ctx.name(zp), q.dtype, per_row, zp_const, x_float)
 
 
@@ -247,9 +249,27 @@ def _matmul_float(emit: _Emit, node: Node, src: _Source, bias: str) -> tuple[str
         zps = emit("Mul", [emit("Cast", [src.zp], "x_zp_float", to=DType.FLOAT32), src.scale], "zp_scaled")
         term = emit("Mul", [zps, emit.const(np.broadcast_to(colsum, (n,)), "colsum")], "zp_term")
         return emit("Sub", [y, term], "centered"), False
-    # 2f: int8 (or anything else): the exact integer matmul, then the scales
-    acc = emit("MatMulInteger", [src.q, w_name, src.zp, wz_name], "mmi")
-    y = emit("Mul", [emit("Cast", [acc], "acc_float", to=DType.FLOAT32), src.scale], "x_scaled")
+    if src.q_dtype == DType.INT8 and not src.per_row and src.x_float and src.zp_const is not None:
+        # 2e: a static int8 quantizer written again for uint8: the same integers + 128
+        zp = emit.const(src.zp_const + 128, "x_zp_u8", np.uint8)
+        q = emit("QuantizeLinear", [src.x_float, src.scale, zp], "x_u8")
+        ins = [q, w_name, src.scale, ws_name, zp, wz_name, bias]
+        return emit("MatMulIntegerToFloat", ins, "mitf", domain=MS), bool(bias)
+    # 2f: int8 activations: the exact integer matmul (one zero point), then the scales and any per-row zero points
+    zp_in = (
+        ""
+        if src.zp_const == 0
+        else (emit.const(src.zp_const, "x_zp", src.q_dtype.np) if src.zp_const is not None else "")
+    )
+    acc = emit("Cast", [emit("MatMulInteger", [src.q, w_name, zp_in, wz_name], "mmi")], "acc_float", to=DType.FLOAT32)
+    if src.zp_const is None:
+        wcent = wq.astype(np.int64) - (0 if wz is None else np.asarray(wz, np.int64).reshape(1, -1))
+        colsum = wcent.sum(axis=0).astype(np.float32)
+        term = emit(
+            "Mul", [emit("Cast", [src.zp], "x_zp_float", to=DType.FLOAT32), emit.const(colsum, "colsum")], "zp_term"
+        )
+        acc = emit("Sub", [acc, term], "centered")
+    y = emit("Mul", [acc, src.scale], "x_scaled")
     return emit("Mul", [y, ws_name], "w_scaled"), False
 
 

@@ -1,0 +1,60 @@
+"""``convert-bf16`` (group ``bf16``): weights and compute in bfloat16, normalizations and reductions in float32.
+
+bfloat16 has float32's exponent range, so there is no overflow guard; its
+8-bit mantissa is what costs accuracy. Options (``bf16{keep=...,exclude=...}``):
+
+- ``keep``: op types kept in float32 (default: LayerNorm, SkipLayerNorm,
+  EmbedLayerNorm, LayerNormalization, Softmax, LogSoftmax and the summing
+  Reduce ops);
+- ``exclude``: node names (or op types) kept in float32.
+
+Cases: see ``accelopt.passes.quant_lowprec`` (1, 3 and 4; 2 is fp16 only).
+A target whose capability descriptor lists dtypes without ``bfloat16`` gets
+the graph unchanged, with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from accelopt.ir.dtypes import DType
+from accelopt.ir.graph import Graph
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
+from accelopt.passes.quant_lowprec import DEFAULT_KEEP, convert, decide, notes_for, stats_for
+
+
+@dataclass(frozen=True)
+class Bf16Options:
+    keep: tuple[str, ...] = DEFAULT_KEEP
+    exclude: tuple[str, ...] = ()
+
+
+@register_pass
+class Bf16(Pass):
+    """bfloat16 weights and compute; LayerNorm/Softmax/reductions float32."""
+
+    name: ClassVar[str] = "convert-bf16"
+    family: ClassVar[str] = "precision"
+    Options: ClassVar[type] = Bf16Options
+    dtype: ClassVar[DType] = DType.BFLOAT16
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        o: Bf16Options = self.options
+        target = ctx.target
+        dtypes = getattr(target, "dtypes", None)
+        if target is not None and dtypes and str(self.dtype) not in dtypes:
+            return PassResult(
+                graph, False, notes=[f"target {getattr(target, 'name', '?')} does not compute in {self.dtype}"]
+            )
+        low, conv = decide(graph, o.keep, o.exclude, None, None)
+        total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))
+        if not low:
+            return PassResult(
+                graph, False, notes=[f"no node to compute in {self.dtype}"] + notes_for(conv, self.dtype, total)
+            )
+        new = convert(graph, low, self.dtype, conv, self.name)
+        return PassResult(new, True, stats=stats_for(conv), notes=notes_for(conv, self.dtype, total))
+
+
+__all__ = ["Bf16", "Bf16Options"]
