@@ -105,7 +105,7 @@ def _blasable(x: np.ndarray) -> np.ndarray:
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np.matmul at BLAS speed; bfloat16 via float32.
+    """np.matmul at BLAS speed; float16 and bfloat16 via float32 (float32 accumulation, rounded back).
 
     1. An N-D activation times a 2-D weight runs as one 2-D GEMM.
     2. A stack of small matrices (attention scores, context) runs with single-threaded BLAS:
@@ -113,8 +113,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     3. Operands whose last axis is strided (transposed views) are made contiguous first; numpy's
        matmul otherwise falls back to a loop far slower than the copy.
     """
-    if a.dtype == BF16:
-        return matmul(a.astype(np.float32), b.astype(np.float32)).astype(BF16)
+    if a.dtype in _HALF:
+        return matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:  # case 1
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
     a, b = _blasable(a), _blasable(b)  # case 3
