@@ -321,6 +321,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return 1.0
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # one side constant: no rank agreement (and no scipy warning)
+        return 0.0
     rho = spearmanr(a, b).statistic
     return float(rho) if np.isfinite(rho) else 0.0
 
