@@ -1,44 +1,47 @@
 """ONNX exporters of the quantized ops, chosen for what onnxruntime runs fast.
 
 The ONNX writer imports this module on first use (its name starts with
-``onnx_export``). onnxruntime's fast integer GEMM is uint8 activations x
-int8 weights, so int8 symmetric activations are written as uint8 with zero
-point 128 (the same integers shifted by 128: exact). Mappings:
+``onnx_export``). onnxruntime's fast integer GEMM multiplies uint8
+activations by int8 weights (``com.microsoft.MatMulIntegerToFloat``, whose
+``a_scale`` may be per row and which applies the scales and the bias in its
+epilogue); the int8 pass gives targets like this uint8 activations. Mappings:
 
 1. ``DynamicQuantize`` -> standard ops computing exactly its ``(y, scale,
-   zero_point)`` (``ReduceMax``/``ReduceMin`` per row or tensor, ``Div``,
-   ``Round``, ``Clip``, ``Cast``). When its consumers are ``QLinear`` /
-   ``QAttention`` (which quantize again from the float input, case 2), these
-   nodes are dead and onnxruntime drops them.
-2. ``QLinear``: the float input ``x`` behind a dynamic quantizer is read
-   directly:
+   zero_point)``: ``ReduceMax``/``ReduceMin`` (per row: over the last axis,
+   kept), the scale ``max(range / 255, 2**-126)`` (``/ 127`` symmetric), the
+   zero point ``Round(qmin - lo / scale)`` (the op's clip cannot change it:
+   the value already lies in [qmin, qmax]) and one ``QuantizeLinear`` (per
+   row: blocked, ``axis=-1, block_size=K``, opset 21).
+2. ``QLinear``, by what its activation input is:
 
-   a. per tensor, asymmetric uint8 (``DynamicQuantizeLinear``) ->
-      ``com.microsoft.DynamicQuantizeMatMul(x, W, w_scale, w_zp, bias)``;
-   b. per tensor, symmetric -> ``scale = max|x| / 127``,
-      ``QuantizeLinear(x, scale, 128)`` and
-      ``com.microsoft.MatMulIntegerToFloat(q, W, scale, w_scale, 128, w_zp, bias)``;
-   c. per row, symmetric -> ``q = Cast(Clip(Round(x / scale) + 128))`` and
-      ``MatMulIntegerToFloat(q, W, 1, w_scale, 128, w_zp)`` times the row
-      scale, plus bias;
-   d. per row, asymmetric -> ``q`` as in 1 and
-      ``MatMulIntegerToFloat(q, W, 1, w_scale, 0, w_zp)``, minus the
-      zero-point term ``zp_row * colsum(W) * w_scale``, times the row scale,
-      plus bias;
-   e. a static (or any other) quantized input with a per-tensor scale ->
-      ``MatMulIntegerToFloat(x_q, W, x_scale, w_scale, x_zp, w_zp, bias)``
-      (int8 data from a ``QuantizeLinear`` is quantized again as uint8 with
-      the zero point + 128);
-   f. otherwise ``MatMulInteger`` + ``Cast`` + scales (any zero points).
+   a. uint8 with one scale and zero point (``DynamicQuantizeLinear``, a
+      static ``QuantizeLinear``) -> ``MatMulIntegerToFloat(x_q, W, x_scale,
+      w_scale, x_zp, w_zp, bias)``;
+   b. uint8 per row with one zero point (symmetric, 128) ->
+      ``MatMulIntegerToFloat(x_q, W, row_scale, w_scale, 128, w_zp)``;
+   c. uint8 per row with per-row zero points (asymmetric) -> case b without
+      the zero point, minus ``zp_row * row_scale * colsum(W - w_zp) *
+      w_scale`` (onnxruntime takes one activation zero point only);
+   d. int8 from a static ``QuantizeLinear`` -> that quantizer written again
+      for uint8 (zero point + 128: the same integers shifted), then case a;
+   e. other int8 data -> ``MatMulInteger`` (exact, slower in onnxruntime),
+      ``Cast``, the zero-point term of case c when per row, and the scales.
 
-   The activation follows as onnxruntime contrib ops (``Gelu``,
-   ``FastGelu``, ``QuickGelu``) or ``Relu``; with ``y_scale`` the result is
-   requantized by ``QuantizeLinear``.
-3. ``QAttention``: with a per-tensor dynamic asymmetric uint8 or static
-   uint8 input -> ``com.microsoft.QAttention(x_q, W, bias, x_scale, w_scale,
-   mask_index, x_zp)``; otherwise the QKV projection as in 2 followed by
-   ``Split`` and ``com.microsoft.MultiHeadAttention(q, k, v,
-   key_padding_mask)``.
+   The bias and activation follow (``BiasGelu``, ``FastGelu``, ``Gelu``,
+   ``QuickGelu``, ``Relu``, ``Add``) unless case a took the bias; with
+   ``y_scale`` the result is requantized by ``QuantizeLinear``.
+3. ``QAttention``: a uint8 per-tensor input with a symmetric weight ->
+   ``com.microsoft.QAttention(x_q, W, bias, x_scale, w_scale, mask_index,
+   x_zp)``; otherwise the QKV projection as in 2, ``Split`` and
+   ``com.microsoft.MultiHeadAttention(q, k, v, bias, key_padding_mask)``.
+
+The integers onnxruntime multiplies are the interpreter's, so a single layer
+agrees to float rounding; through several layers dynamic quantization turns
+those rounding differences into occasional different integers (a fresh draw
+of the same quantization error), which is why the int8 pass's fallback keeps
+headroom. u8 x s8 GEMMs are exact on CPUs with AVX-512 VNNI or AVX-VNNI;
+onnxruntime's AVX2 kernel can saturate int16 pair sums (its documented
+``reduce_range`` caveat).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from onnx import NodeProto
 from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
+from accelopt.ir.ops.quantized import ZERO_RANGE_SCALE
 from accelopt.ir.registry import get_op
 from accelopt.targets.onnx_writer import ExportContext, register_exporter
 
@@ -95,6 +99,15 @@ class _Emit:
         return self.ctx.add_initializer(np.asarray(value, dtype=dtype), f"{self.node.name}_{hint}")
 
 
+def _float_zero_points(ctx: ExportContext) -> dict[str, str]:
+    """Per written model: ONNX name of a zero point -> its float form, when an exporter computed one."""
+    cache = getattr(ctx, "_accelopt_float_zero_points", None)
+    if cache is None:
+        cache = {}
+        setattr(ctx, "_accelopt_float_zero_points", cache)  # noqa: B010 - ExportContext has no field for exporter state
+    return cache
+
+
 def _attrs(node: Node) -> dict[str, Any]:
     return get_op(node.op).full_attrs(node.attrs)
 
@@ -127,20 +140,16 @@ def export_dynamic_quantize(ctx: ExportContext, node: Node) -> list[NodeProto]:
     if x_v.dtype != DType.FLOAT32:
         x = emit("Cast", [x], "x_float", to=DType.FLOAT32)
     outs = [ctx.name(v) for v in node.outputs] + ["", ""]
-    one, zero = emit.const(1.0, "one"), emit.const(0.0, "zero")
     if symmetric:
         amax = _reduce(emit, "ReduceMax", emit("Abs", [x], "abs"), per_row, "absmax")
         raw = emit("Div", [amax, emit.const(127.0, "c127")], "scale_raw")
     else:
+        zero = emit.const(0.0, "zero")
         hi = emit("Max", [_reduce(emit, "ReduceMax", x, per_row, "max"), zero], "hi")
         lo = emit("Min", [_reduce(emit, "ReduceMin", x, per_row, "min"), zero], "lo")
         raw = emit("Div", [emit("Sub", [hi, lo], "range"), emit.const(255.0, "c255")], "scale_raw")
-    scale = emit(
-        "Where",
-        [emit("Equal", [raw, zero], "scale_is_zero"), one, raw],
-        "scale",
-        outputs=[outs[1]] if outs[1] else None,
-    )
+    tiny = emit.const(ZERO_RANGE_SCALE, "zero_range_scale")
+    scale = emit("Max", [raw, tiny], "scale", outputs=[outs[1]] if outs[1] else None)
     if symmetric:
         zp_const = emit.const(128 if to == DType.UINT8 else 0, "zp_value", to.np)
         zp = emit(
@@ -157,9 +166,9 @@ def export_dynamic_quantize(ctx: ExportContext, node: Node) -> list[NodeProto]:
             raw_zp = emit("Neg", [lo_scaled], "zp_raw")
         else:
             raw_zp = emit("Sub", [emit.const(-128.0, "qmin"), lo_scaled], "zp_raw")
-        zp = emit(
-            "Cast", [emit("Round", [raw_zp], "zp_float")], "zero_point", to=to, outputs=[outs[2]] if outs[2] else None
-        )
+        zpf = emit("Round", [raw_zp], "zp_float")
+        zp = emit("Cast", [zpf], "zero_point", to=to, outputs=[outs[2]] if outs[2] else None)
+        _float_zero_points(ctx)[zp] = zpf  # QLinear's zero-point term reads the float form
     attrs: dict[str, Any] = {}
     rank = x_v.type.rank
     if per_row:
@@ -246,7 +255,8 @@ def _matmul_float(emit: _Emit, node: Node, src: _Source, bias: str) -> tuple[str
         y = emit("MatMulIntegerToFloat", [src.q, w_name, src.scale, ws_name, "", wz_name], "mitf", domain=MS)
         wcent = wq.astype(np.int64) - (0 if wz is None else np.asarray(wz, np.int64).reshape(1, -1))
         colsum = (wcent.sum(axis=0).astype(np.float64) * np.asarray(ws, np.float64).reshape(-1)).astype(np.float32)
-        zps = emit("Mul", [emit("Cast", [src.zp], "x_zp_float", to=DType.FLOAT32), src.scale], "zp_scaled")
+        zpf = _float_zero_points(ctx).get(src.zp) or emit("Cast", [src.zp], "x_zp_float", to=DType.FLOAT32)
+        zps = emit("Mul", [zpf, src.scale], "zp_scaled")
         term = emit("Mul", [zps, emit.const(np.broadcast_to(colsum, (n,)), "colsum")], "zp_term")
         return emit("Sub", [y, term], "centered"), False
     if src.q_dtype == DType.INT8 and not src.per_row and src.x_float and src.zp_const is not None:
@@ -354,15 +364,13 @@ def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
             mask_filter_value=filt,
         )
         return emit.made
-    qkv, done = _matmul_float(emit, node, src, bias)
-    if not done:
-        qkv = emit("Add", [qkv, bias], "qkv_bias")
+    qkv, _ = _matmul_float(emit, node, src, "")  # MultiHeadAttention adds the packed bias itself
     hidden = wq.shape[1] // 3
     emit("Split", [qkv, emit.const([hidden] * 3, "split", np.int64)], "split_qkv", outputs=3, axis=-1)
     qn, kn, vn = emit.outs()
     emit(
         "MultiHeadAttention",
-        [qn, kn, vn, "", mask],
+        [qn, kn, vn, bias, mask],
         "mha",
         outputs=[out],
         domain=MS,

@@ -75,15 +75,16 @@ def test_dynamic_quantize_matches_onnx_dynamic_quantize_linear() -> None:
 @pytest.mark.parametrize("symmetric", [0, 1])
 def test_dynamic_quantize_per_row(to: ir.DType, symmetric: int) -> None:
     x = rng.standard_normal((2, 5, 32)).astype(np.float32) * rng.uniform(0.1, 10, size=(2, 5, 1)).astype(np.float32)
-    x[0, 1] = 0.0  # an all-zero row: scale 1, dequantizes to zeros
+    x[0, 1] = 0.0  # an all-zero row: the tiny scale, dequantizes to zeros
     x[1, 2] = np.abs(x[1, 2])  # a row without negatives
     y, s, z = _one("DynamicQuantize", [x], {"to": to, "symmetric": symmetric, "granularity": "row"}, 3)
     assert y.dtype == to.np and s.shape == (2, 5, 1) and z.shape == (2, 5, 1)
     deq = (y.astype(np.float32) - z) * s
-    assert s[0, 1, 0] == 1.0 and np.all(deq[0, 1] == 0)
+    assert s[0, 1, 0] == np.finfo(np.float32).tiny and np.all(deq[0, 1] == 0) and np.all(y[0, 1] == z[0, 1])
     if symmetric:
         np.testing.assert_array_equal(z, 128 if to == ir.DType.UINT8 else 0)
-        np.testing.assert_allclose(s[..., 0], np.where(s[..., 0] == 1, 1, np.abs(x).max(-1) / 127), rtol=1e-6)
+        want = np.maximum(np.abs(x).max(-1) / 127, np.finfo(np.float32).tiny)
+        np.testing.assert_allclose(s[..., 0], want, rtol=1e-6)
         lo = -127 if to == ir.DType.INT8 else 1
         assert (y.astype(np.int32) - (128 if to == ir.DType.UINT8 else 0)).min() >= lo - (
             128 if to == ir.DType.UINT8 else 0

@@ -14,11 +14,13 @@ the integers themselves. Ops:
    (uint8), values in [-127, 127] (or [1, 255]). Asymmetric: the range
    ``[min(x, 0), max(x, 0)]`` maps onto [-128, 127] (or [0, 255]),
    ``scale = range / 255``, ``zero_point = round(qmin - min / scale)``.
-   A zero range gives scale 1. ``y = saturate(round_half_even(x / scale) +
-   zero_point)``, all in float32: for uint8, asymmetric, per tensor this is
-   ONNX's ``DynamicQuantizeLinear`` (and onnxruntime's
-   ``DynamicQuantizeMatMul``) exactly. A per-row result dequantizes with the
-   standard ``DequantizeLinear{axis=-1, block_size=K}``.
+   A zero range (all zeros) gives the smallest normal float32 scale,
+   ``2**-126``: every integer is then the zero point. ``y =
+   saturate(round_half_even(x / scale) + zero_point)``, all in float32: for
+   uint8, asymmetric, per tensor this is ONNX's ``DynamicQuantizeLinear``
+   exactly, except that ONNX gives an all-zero tensor scale 1 (the integers
+   agree). A per-row result dequantizes with the standard
+   ``DequantizeLinear{axis=-1, block_size=K}``.
 2. ``QLinear(x_q, x_scale, x_zero_point?, w_q[K,N], w_scale, w_zero_point?,
    bias?, y_scale?, y_zero_point?){activation}``: the integer form of
    ``Linear``: ``acc = (x_q - x_zp) @ (w_q - w_zp)`` in int32 (exact), then
@@ -54,6 +56,8 @@ from accelopt.ir.types import Dim, TensorType
 #: integer types the quantized ops take
 QINT_TYPES = frozenset({DType.INT8, DType.UINT8})
 GRANULARITIES = ("tensor", "row")
+#: the scale of an all-zero tensor or row: the smallest normal float32 (every integer is then the zero point)
+ZERO_RANGE_SCALE = np.float32(np.finfo(np.float32).tiny)
 _FLOAT_EXACT = 2.0**24
 _DOUBLE_EXACT = 2.0**53
 
@@ -92,7 +96,7 @@ def dynamic_qparams(x: np.ndarray, dtype: np.dtype, symmetric: bool, granularity
             np.zeros(xf.shape[:-1] + (1,) if keep else (), f32) if empty else np.abs(xf).max(axis=axis, keepdims=keep)
         )
         scale = (np.asarray(amax, f32) / f32(127)).astype(f32)
-        scale = np.where(scale == 0, f32(1), scale).astype(f32)
+        scale = np.maximum(scale, ZERO_RANGE_SCALE)
         zp = np.full(scale.shape, symmetric_zero_point(dtype), dtype=dtype)
         return scale, zp
     if empty:
@@ -101,7 +105,7 @@ def dynamic_qparams(x: np.ndarray, dtype: np.dtype, symmetric: bool, granularity
         lo = np.minimum(xf.min(axis=axis, keepdims=keep), f32(0))
         hi = np.maximum(xf.max(axis=axis, keepdims=keep), f32(0))
     scale = ((np.asarray(hi, f32) - np.asarray(lo, f32)) / f32(qmax - qmin)).astype(f32)
-    scale = np.where(scale == 0, f32(1), scale).astype(f32)
+    scale = np.maximum(scale, ZERO_RANGE_SCALE)
     zp = np.rint(np.clip(f32(qmin) - np.asarray(lo, f32) / scale, qmin, qmax)).astype(dtype)
     return scale, zp
 
