@@ -9,14 +9,29 @@ Cases handled (comments cite the numbers):
    ``onnx/model.onnx`` or exactly one ``*.onnx``. External data is loaded from
    the file's directory. Missing files, directories without a model, files that
    are not ONNX protobufs (or are truncated) and missing external data files
-   raise ``FrontendError`` naming the file.
+   raise ``FrontendError`` naming the file. Large initializers (more than
+   ``_SKELETON_MAX_ELEMENTS`` elements) never enter the protobuf; each is read
+   from its file straight into the array the graph keeps:
+   1a external data: by the ``offset``/``length`` of its ``external_data``
+      entries, checked against the data file's size up front (an error names the
+      data file and the tensor); small external tensors are loaded into the
+      protobuf as ``onnx.load`` would, so shape inference sees their values;
+   1b inline ``raw_data``: the file is memory-mapped and its protobuf wire format
+      scanned (ModelProto.graph -> GraphProto.initializer -> TensorProto dims,
+      data_type, name, raw_data); ``onnx`` parses a copy without those payloads;
+   1c anything the scanner does not expect (several ``graph`` fields, groups,
+      duplicate initializer names, ...) falls back to ``onnx.load`` of the whole
+      file; tensors it cannot read directly (``float_data``..., odd sizes,
+      unsupported element types) stay in the protobuf and take the normal path;
+   1d every initializer array owns its memory, so the graph keeps it uncopied.
 2. Model-local functions are inlined before anything else.
 3. Every node whose op the registry lacks (or has in another domain), or that
    carries a subgraph (If/Loop/Scan), is collected; all of them are reported in
    one ``FrontendError`` with node names and counts. ``com.microsoft`` and other
    domains are accepted only where the registry defines the op in that domain.
-4. The model must pass ``onnx.checker``: run on the file when the proto is the
-   file's (fast, and fine past protobuf's 2 GiB limit), else in memory.
+4. The model must pass ``onnx.checker``, run on a skeleton whose large
+   initializers are typed graph inputs: the checker never holds the weights,
+   and models past protobuf's 2 GiB limit are checked too.
 5. Opsets ``MIN_OPSET``..``MAX_OPSET`` of the default domain are read; older
    op versions are rewritten to the latest-opset semantics the IR uses:
    5a Squeeze/Unsqueeze/Reduce*/Split ``axes``/``split`` attributes become int64
@@ -54,13 +69,16 @@ The frontend never writes files.
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 import os
 import re
+import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
@@ -82,7 +100,7 @@ MIN_OPSET = 7
 MAX_OPSET = 23
 #: file names looked for inside a directory (case 1)
 MODEL_FILE_CANDIDATES = ("model.onnx", "onnx/model.onnx")
-#: protobuf's hard limit: bigger models are checked/inferred from their file
+#: protobuf's hard limit on a serialized message (the skeleton must stay under it)
 _PROTO_LIMIT = 2**31 - 1
 #: initializers with more elements are replaced by typed inputs for shape inference
 _SKELETON_MAX_ELEMENTS = 4096
@@ -107,8 +125,9 @@ def load_onnx(path: str | os.PathLike[str], *, providers: Sequence[str] | None =
     """
     file = _resolve_model_file(Path(path))
     source = str(file)
-    model = _read_model(file)
-    graph = import_onnx_model(model, source=source, model_path=file)
+    model, payloads = _read_model(file)
+    graph = _Importer(model, source, payloads).run()
+    del model  # the protobuf (weights left out) is not needed past the import
     input_names = [v.name for v in graph.inputs]
     output_names = [v.name for v in graph.outputs]
     input_dtypes = {v.name: v.dtype.np for v in graph.inputs}
@@ -140,18 +159,25 @@ def _resolve_model_file(path: Path) -> Path:
     return path
 
 
-def _read_model(file: Path) -> onnx.ModelProto:
+def _read_model(file: Path) -> tuple[onnx.ModelProto, dict[str, _Payload]]:
+    """The file's ``ModelProto`` without its large weights, and where to read them (case 1)."""
+    model: onnx.ModelProto | None = None
+    payloads: dict[str, _Payload] = {}
     try:
-        model = onnx.load(str(file), load_external_data=False)
-    except DecodeError as e:
-        raise FrontendError(f"{file}: not an ONNX model, or truncated (protobuf decode failed: {e})") from e
-    except OSError as e:
-        raise FrontendError(f"{file}: cannot read: {e}") from e
-    except Exception as e:  # protobuf raises a few other types on garbage
-        raise FrontendError(f"{file}: not an ONNX model ({type(e).__name__}: {e})") from e
+        stripped, inline = _strip_inline_weights(file)  # 1b
+    except _ScanError as e:  # 1c
+        log.debug("%s: %s; reading the whole file with onnx.load", file, e)
+    else:
+        try:
+            model = onnx.load_from_string(stripped)
+            payloads = {p.name: p for p in inline}
+        except Exception as e:  # 1c: onnx.load reports it (or reads a text-format file)
+            log.debug("%s: the scanned protobuf does not parse (%s); reading the whole file", file, e)
+    if model is None:
+        model = _parse_model(file, lambda: onnx.load(str(file), load_external_data=False))
     _check_is_model(model, str(file))
     missing = []
-    for t in _external_tensors(model):
+    for t, _ in _external_tensors(model):
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         if not loc or not (file.parent / loc).is_file():
             missing.append((t.name, loc))
@@ -159,25 +185,321 @@ def _read_model(file: Path) -> onnx.ModelProto:
         shown = ", ".join(f"{loc or '?'} (tensor {name})" for name, loc in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FrontendError(f"{file}: missing external data file(s) next to the model: {shown}{more}")
+    payloads.update(_external_payloads(model, file))  # 1a
+    return model, payloads
+
+
+def _parse_model(file: Path, parse: Callable[[], onnx.ModelProto]) -> onnx.ModelProto:
     try:
-        onnx.load_external_data_for_model(model, str(file.parent))
-    except Exception as e:
-        raise FrontendError(f"{file}: cannot load external data: {type(e).__name__}: {e}") from e
-    return model
+        return parse()
+    except DecodeError as e:
+        raise FrontendError(f"{file}: not an ONNX model, or truncated (protobuf decode failed: {e})") from e
+    except OSError as e:
+        raise FrontendError(f"{file}: cannot read: {e}") from e
+    except Exception as e:  # protobuf raises a few other types on garbage
+        raise FrontendError(f"{file}: not an ONNX model ({type(e).__name__}: {e})") from e
 
 
-def _external_tensors(model: onnx.ModelProto) -> list[TensorProto]:
-    out = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+def _external_tensors(model: onnx.ModelProto) -> list[tuple[TensorProto, bool]]:
+    """Tensors with external data, each with whether it is an initializer."""
+    out = [(t, True) for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     for node in model.graph.node:
         for a in node.attribute:
             if a.type == AttributeProto.TENSOR and a.t.data_location == TensorProto.EXTERNAL:
-                out.append(a.t)
+                out.append((a.t, False))
     return out
 
 
 def _check_is_model(model: onnx.ModelProto, source: str) -> None:
     if not model.HasField("graph") or model.ir_version == 0 or not model.opset_import:
         raise FrontendError(f"{source}: not an ONNX model (no graph, IR version or opset import)")
+
+
+# ==================================================================== weights
+def _num_elements(dims: Sequence[int]) -> int:
+    return math.prod(int(d) for d in dims)
+
+
+def _is_large(dims: Sequence[int]) -> bool:
+    """Whether an initializer is read outside the protobuf (1a, 1b) and a skeleton input (4, 7)."""
+    return _num_elements(dims) > _SKELETON_MAX_ELEMENTS
+
+
+def _np_dtype(code: int) -> np.dtype | None:
+    """The numpy dtype of a plain little-endian element type the IR holds, else None."""
+    try:
+        dtype = DType.from_onnx(code).np
+    except TypeError:
+        return None
+    return dtype if sys.byteorder == "little" or dtype.itemsize == 1 else None
+
+
+@dataclass(frozen=True)
+class _Payload:
+    """A tensor's bytes in a file, read straight into the array the graph keeps (1a, 1b, 1d)."""
+
+    name: str
+    file: Path  #: the file holding the bytes
+    offset: int
+    nbytes: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    #: external data: the model's directory and the location as written (opened with onnx's checks)
+    external: tuple[Path, str] | None = None
+
+    def read(self, source: str) -> np.ndarray:
+        """The tensor as a new array owning its memory (no intermediate copy)."""
+        arr = np.empty(self.shape, dtype=self.dtype)
+        self._fill(memoryview(arr.reshape(-1).view(np.uint8)), source)
+        return arr
+
+    def read_bytes(self, source: str) -> bytes:
+        """The bytes alone (small tensors that go into the protobuf)."""
+        buf = bytearray(self.nbytes)
+        self._fill(memoryview(buf), source)
+        return bytes(buf)
+
+    def _fill(self, buf: memoryview, source: str) -> None:
+        got = 0
+        try:
+            with self._open() as f:
+                f.seek(self.offset)
+                while got < self.nbytes:
+                    n = f.readinto(buf[got:])
+                    if not n:
+                        break
+                    got += n
+        except Exception as e:  # OSError, or the checker's ValidationError on an unsafe location
+            raise FrontendError(f"{source}: tensor {self.name!r}: cannot read {self.file}: {e}") from e
+        if got != self.nbytes:
+            raise FrontendError(
+                f"{source}: tensor {self.name!r}: {self.file} ends after {got} of its {self.nbytes} "
+                f"bytes at offset {self.offset}"
+            )
+
+    def _open(self) -> BinaryIO:
+        if self.external is None:
+            return open(self.file, "rb")
+        return _open_external(*self.external, self.name)
+
+
+def _open_external(base: Path, location: str, tensor: str) -> BinaryIO:
+    """Open an external data file with ``onnx``'s own checks (relative, inside ``base``, no symlink)."""
+    opener = getattr(onnx.external_data_helper, "_open_external_data_fd", None)
+    if opener is not None:
+        return os.fdopen(opener(str(base), location, tensor, True), "rb")
+    rel = Path(location)  # older onnx: the same rules, checked here
+    if rel.is_absolute() or ".." in rel.parts or (base / rel).is_symlink():
+        raise ValueError(f"external data {location!r} of tensor {tensor!r} is outside {base} or a symbolic link")
+    return open(base / rel, "rb")
+
+
+def _external_span(t: TensorProto, file: Path) -> tuple[str, int, int]:
+    """Location, offset and byte count of a tensor's external data, checked against the data file (1a)."""
+    entries = {e.key: e.value for e in t.external_data}
+    loc = entries.get("location", "")
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = None if entries.get("length") in (None, "") else int(entries["length"])
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"offset {offset} and length {length} of tensor {t.name!r} must not be negative")
+        with _open_external(file.parent, loc, t.name) as f:
+            size = os.fstat(f.fileno()).st_size
+    except Exception as e:  # bad numbers, or the checker's ValidationError on an unsafe location
+        raise FrontendError(f"{file}: cannot load external data: {type(e).__name__}: {e}") from e
+    if offset > size or (length is not None and offset + length > size):
+        want = "the rest" if length is None else f"{length} bytes"
+        raise FrontendError(
+            f"{file}: external data file {loc} is too short for tensor {t.name!r}: "
+            f"it has {size} bytes, the tensor wants {want} from offset {offset}"
+        )
+    return loc, offset, size - offset if length is None else length
+
+
+def _external_payloads(model: onnx.ModelProto, file: Path) -> dict[str, _Payload]:
+    """Case 1a: large external initializers become payloads; other external tensors are loaded."""
+    counts = Counter(t.name for t in model.graph.initializer)
+    payloads: dict[str, _Payload] = {}
+    for t, is_init in _external_tensors(model):
+        loc, offset, nbytes = _external_span(t, file)
+        dtype = _np_dtype(t.data_type)
+        dims = [int(d) for d in t.dims]
+        if is_init and counts[t.name] == 1 and dtype is not None and min(dims, default=0) >= 0 and _is_large(dims):
+            expected = _num_elements(dims) * dtype.itemsize
+            if nbytes != expected:
+                raise FrontendError(
+                    f"{file}: initializer {t.name!r} ({TensorProto.DataType.Name(t.data_type)}{dims}) "
+                    f"is corrupt: its external data in {loc} holds {nbytes} bytes, not {expected}"
+                )
+            payloads[t.name] = _Payload(t.name, file.parent / loc, offset, nbytes, dtype, (*dims,), (file.parent, loc))
+            continue
+        # small (or unusual) tensors go into the protobuf, as onnx.load puts them there
+        raw = _Payload(t.name, file.parent / loc, offset, nbytes, np.dtype(np.uint8), (nbytes,), (file.parent, loc))
+        t.raw_data = raw.read_bytes(str(file))
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+    return payloads
+
+
+# ------------------------------------------------------------- wire format (1b)
+#: field numbers in onnx.proto
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_T_DIMS, _T_DATA_TYPE, _T_SEGMENT, _T_NAME, _T_RAW_DATA, _T_DATA_LOCATION = 1, 2, 3, 8, 9, 14
+_T_TYPED_DATA = (4, 5, 6, 7, 10, 11)  # float_data, int32_data, string_data, int64_data, double_data, uint64_data
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+
+class _ScanError(Exception):
+    """The file is not laid out the way the scanner expects: read it with ``onnx.load`` (1c)."""
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One protobuf field: its key is ``start``..``key_end``, its value (payload) ``begin``..``end``."""
+
+    number: int
+    wire: int
+    start: int
+    key_end: int
+    begin: int
+    end: int
+    value: int  #: the varint (wire type 0) or the payload length (wire type 2)
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end:
+            raise _ScanError(f"truncated varint at byte {pos}")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise _ScanError(f"overlong varint at byte {pos}")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(buf: Any, pos: int, end: int) -> Iterator[_Field]:
+    """The fields of the message in ``buf[pos:end]``, without decoding nested messages."""
+    while pos < end:
+        key, key_end = _varint(buf, pos, end)
+        begin = key_end
+        number, wire = key >> 3, key & 7
+        value = 0
+        if number == 0:
+            raise _ScanError(f"field number 0 at byte {pos}")
+        if wire == _VARINT:
+            value, stop = _varint(buf, begin, end)
+        elif wire == _FIXED64:
+            stop = begin + 8
+        elif wire == _FIXED32:
+            stop = begin + 4
+        elif wire == _LEN:
+            value, begin = _varint(buf, begin, end)
+            stop = begin + value
+        else:
+            raise _ScanError(f"wire type {wire} (groups) at byte {pos}")
+        if stop > end:
+            raise _ScanError(f"field {number} at byte {pos} runs past the end of its message")
+        yield _Field(number, wire, pos, key_end, begin, stop, value)
+        pos = stop
+
+
+def _scan_tensor(buf: Any, outer: _Field, file: Path) -> tuple[str, _Field | None, _Payload | None]:
+    """An initializer's name; its ``raw_data`` field and payload when that is a plain large array."""
+    dims: list[int] = []
+    data_type = location = 0
+    name = b""
+    raw: list[_Field] = []
+    unusual = False  # segment, or typed data besides raw_data: left to onnx
+    for f in _fields(buf, outer.begin, outer.end):
+        n, w = f.number, f.wire
+        if n == _T_DIMS and w == _VARINT:
+            dims.append(f.value)
+        elif n == _T_DIMS and w == _LEN:  # packed
+            pos = f.begin
+            while pos < f.end:
+                v, pos = _varint(buf, pos, f.end)
+                dims.append(v)
+        elif n == _T_DATA_TYPE and w == _VARINT:
+            data_type = f.value
+        elif n == _T_NAME and w == _LEN:
+            name = buf[f.begin : f.end]
+        elif n == _T_RAW_DATA and w == _LEN:
+            raw.append(f)
+        elif n == _T_DATA_LOCATION and w == _VARINT:
+            location = f.value
+        elif n == _T_SEGMENT or n in _T_TYPED_DATA:
+            unusual = True
+        elif n in (_T_DIMS, _T_DATA_TYPE, _T_NAME, _T_RAW_DATA, _T_DATA_LOCATION):
+            raise _ScanError(f"tensor field {n} with wire type {w} at byte {f.start}")
+    try:
+        text = bytes(name).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _ScanError(f"initializer name at byte {outer.begin} is not UTF-8") from e
+    dims = [d - (1 << 64) if d >= 1 << 63 else d for d in dims]  # int64 two's complement
+    dtype = _np_dtype(data_type)
+    if len(raw) != 1 or unusual or location == TensorProto.EXTERNAL or dtype is None or min(dims, default=0) < 0:
+        return text, None, None
+    if not _is_large(dims) or raw[0].value != _num_elements(dims) * dtype.itemsize:
+        return text, None, None  # small: kept in the protobuf; wrong size: the normal path reports it
+    return text, raw[0], _Payload(text, file, raw[0].begin, raw[0].value, dtype, tuple(dims))
+
+
+def _strip_inline_weights(file: Path) -> tuple[bytes, list[_Payload]]:
+    """Case 1b: the file's bytes without large initializers' ``raw_data``, and those payloads.
+
+    The file is memory-mapped and only the bytes around the payloads are read;
+    ``ModelProto.graph`` and each stripped ``initializer`` get new length
+    prefixes, everything else is copied as is.
+    """
+    try:
+        with open(file, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return _strip(mm, len(mm), file)
+    except (OSError, ValueError) as e:  # empty files cannot be mapped
+        raise _ScanError(f"cannot map the file ({e})") from e
+
+
+def _strip(buf: Any, size: int, file: Path) -> tuple[bytes, list[_Payload]]:
+    graphs = [f for f in _fields(buf, 0, size) if f.number == _MODEL_GRAPH]
+    if len(graphs) != 1 or graphs[0].wire != _LEN:
+        raise _ScanError(f"{len(graphs)} graph fields")
+    graph = graphs[0]
+    names: set[str] = set()
+    pieces: list[bytes] = []
+    payloads: list[_Payload] = []
+    pos = graph.begin
+    for f in _fields(buf, graph.begin, graph.end):
+        if f.number != _GRAPH_INITIALIZER:
+            continue
+        if f.wire != _LEN:
+            raise _ScanError(f"initializer with wire type {f.wire} at byte {f.start}")
+        name, raw, payload = _scan_tensor(buf, f, file)
+        if name in names:
+            raise _ScanError(f"initializer name {name!r} appears twice")
+        names.add(name)
+        if raw is None or payload is None:
+            continue
+        tensor = buf[f.begin : raw.start] + buf[raw.end : f.end]
+        pieces += [buf[pos : f.start], buf[f.start : f.key_end], _encode_varint(len(tensor)), tensor]
+        pos = f.end
+        payloads.append(payload)
+    pieces.append(buf[pos : graph.end])
+    body = b"".join(pieces)
+    key = buf[graph.start : graph.key_end]
+    return b"".join([buf[: graph.start], key, _encode_varint(len(body)), body, buf[graph.end : size]]), payloads
 
 
 class _OrtReference:
@@ -227,11 +549,13 @@ def import_onnx_model(
     """Import an ONNX ``ModelProto`` into a ``Graph`` (cases 2-10).
 
     ``source`` names the model in errors and in ``graph.metadata``;
-    ``model_path`` (optional) is the file it was read from, used to check and
-    shape-infer models over protobuf's 2 GiB limit.
+    ``model_path`` (optional) is the file it was read from; it is accepted for
+    compatibility and no longer needed: the checker and shape inference run on a
+    skeleton without the large weights, whatever the model's size.
     """
+    del model_path
     _check_is_model(model, source)
-    return _Importer(model, source, None if model_path is None else Path(model_path)).run()
+    return _Importer(model, source).run()
 
 
 @dataclass
@@ -262,11 +586,11 @@ def _qualified(domain: str, op: str) -> str:
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, source: str, model_path: Path | None) -> None:
+    def __init__(self, model: onnx.ModelProto, source: str, payloads: Mapping[str, _Payload] | None = None) -> None:
         self.model = model
-        self.original = model
         self.source = source
-        self.model_path = model_path
+        self.payloads = dict(payloads or {})  # large initializers left out of ``model`` (1a, 1b)
+        self.skeleton: onnx.ModelProto | None = None  # the model without large weights (4, 7)
         self.opset = next((o.version for o in model.opset_import if _domain(o.domain) == ""), 0)
         self.g = Graph(model.graph.name or "main")
         self.values: dict[str, Value] = {}
@@ -301,6 +625,7 @@ class _Importer:
             model.graph.node.extend(self.model.graph.node[i] for i in order)
             self.model = model
             nodes = [nodes[i] for i in order]
+        self.skeleton = _skeleton(self.model)
         self._check_model()  # case 4
         if not MIN_OPSET <= self.opset <= MAX_OPSET:  # case 5
             raise self.fail(
@@ -374,9 +699,12 @@ class _Importer:
         except TypeError:
             return _Unsupported(f"{what} of element type {TensorProto.DataType.Name(t.data_type)}")
         try:
-            return numpy_helper.to_array(t)
+            arr = numpy_helper.to_array(t)
         except Exception as e:  # wrong data size for its dims, unreadable external data...
             raise self.fail(f"{what} ({TensorProto.DataType.Name(t.data_type)}{list(t.dims)}) is corrupt: {e}") from e
+        if arr.base is not None or not arr.flags.c_contiguous or not arr.flags.writeable:
+            arr = np.array(arr, copy=True, order="C")  # 1d: owned, so the graph keeps it without a copy
+        return arr
 
     # ------------------------------------------------------------- case 3
     def _check_supported(self, nodes: list[_ONode]) -> None:
@@ -398,21 +726,20 @@ class _Importer:
 
     # ------------------------------------------------------------- case 4
     def _check_model(self) -> None:
-        """``onnx.checker``: from the file when the proto is the file's, else in memory (case 4)."""
+        """``onnx.checker`` on the skeleton, whose large initializers are typed inputs (case 4)."""
+        skel = self.skeleton or _skeleton(self.model)
+        if skel.ByteSize() > _PROTO_LIMIT:  # nodes alone past 2 GiB (huge Constant attributes)
+            log.warning("%s: model over 2 GiB without its initializers; onnx.checker skipped", self.source)
+            return
         try:
-            if self.model_path is not None and self.model is self.original:
-                onnx.checker.check_model(str(self.model_path))
-            elif _approx_size(self.model) < _PROTO_LIMIT:
-                onnx.checker.check_model(self.model)
-            else:
-                log.warning("%s: model over 2 GiB and no file path; onnx.checker skipped", self.source)
+            onnx.checker.check_model(skel)
         except onnx.checker.ValidationError as e:
             raise self.fail(f"model fails the ONNX checker: {str(e).strip()}") from e
 
     # ------------------------------------------------------------- case 7
     def _infer_onnx_types(self) -> None:
         """Types from ONNX shape inference on a copy whose large weights are typed inputs."""
-        skel = _skeleton(self.model)
+        skel = self.skeleton or _skeleton(self.model)
         try:
             inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True)
         except Exception as e:  # inference is advisory: the registry decides
@@ -460,7 +787,11 @@ class _Importer:
         if overridable:
             self.g.metadata["overridable_initializers"] = overridable
         for t in graph.initializer:
-            arr = self._tensor_to_array(t, f"initializer {t.name!r}")
+            payload = None if t.HasField("raw_data") else self.payloads.pop(t.name, None)
+            if payload is not None:  # 1a, 1b: straight from the file
+                arr: np.ndarray | _Unsupported = payload.read(self.source)
+            else:
+                arr = self._tensor_to_array(t, f"initializer {t.name!r}")
             if isinstance(arr, _Unsupported):
                 raise self.fail(f"{arr.what} is not supported")
             self._add_initializer(t.name, arr)
@@ -692,15 +1023,6 @@ def _coerce(kind: str, val: Any) -> Any:
     raise TypeError(f"unknown attribute kind {kind!r}")
 
 
-def _approx_size(model: onnx.ModelProto) -> int:
-    """Serialized size, cheaply: tensor payloads dominate (``ByteSize`` walks everything)."""
-    payload = 0
-    for t in model.graph.initializer:
-        payload += len(t.raw_data) + 8 * (len(t.float_data) + len(t.int32_data) + len(t.int64_data))
-        payload += 8 * len(t.double_data) + sum(len(x) for x in t.string_data)
-    return payload + 64 * len(model.graph.node) + (1 << 20)
-
-
 def _sparse_to_array(sp: onnx.SparseTensorProto) -> np.ndarray:
     values = numpy_helper.to_array(sp.values)
     indices = numpy_helper.to_array(sp.indices).astype(np.int64)
@@ -713,7 +1035,11 @@ def _sparse_to_array(sp: onnx.SparseTensorProto) -> np.ndarray:
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy for shape inference: large initializers become typed graph inputs."""
+    """A copy for the checker and shape inference: large initializers become typed graph inputs.
+
+    "Large" is ``_is_large``, the rule that also keeps weights out of the protobuf
+    (1a, 1b), so the skeleton never needs a weight the protobuf lacks.
+    """
     src = model.graph
     skel = onnx.ModelProto()
     skel.ir_version = model.ir_version
@@ -725,10 +1051,10 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
     g.sparse_initializer.extend(src.sparse_initializer)
+    skel.functions.extend(model.functions)
     declared = {vi.name for vi in src.input}
     for t in src.initializer:
-        n = int(np.prod(t.dims)) if len(t.dims) else 1
-        if n <= _SKELETON_MAX_ELEMENTS:
+        if not _is_large(t.dims):
             g.initializer.append(t)
         else:
             if t.name not in declared:

@@ -6,14 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
-import modelzoo as mz
 import numpy as np
 import onnx
 import pytest
-from accelopt.frontends.onnx import import_onnx_model, load_onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import modelzoo as mz
 from accelopt.errors import FrontendError
+from accelopt.frontends.onnx import import_onnx_model, load_onnx
 from accelopt.ir import DType, print_graph
 
 F = TensorProto.FLOAT
@@ -596,3 +596,234 @@ def test_reference_casts_integer_inputs_to_the_declared_type() -> None:
     np.testing.assert_allclose(model.run(x32)["last_hidden_state"], ref64["last_hidden_state"], atol=TINY_TOL, rtol=0)
     with pytest.raises(FrontendError, match=r"missing input\(s\) token_type_ids"):
         model.reference({k: v for k, v in x64.items() if k != "token_type_ids"})
+
+
+# ============================================================ weights outside the protobuf (case 1a-1d)
+def _arrays(g: object) -> dict[str, np.ndarray]:
+    return {name: v.const for name, v in g.initializers.items()}  # type: ignore[attr-defined]
+
+
+def _assert_same_graphs(a: object, b: object) -> None:
+    assert print_graph(a) == print_graph(b)  # type: ignore[arg-type]
+    xa, xb = _arrays(a), _arrays(b)
+    assert list(xa) == list(xb)
+    for name in xa:
+        assert xa[name].dtype == xb[name].dtype and xa[name].shape == xb[name].shape, name
+        assert xa[name].tobytes() == xb[name].tobytes(), name  # bit for bit (NaN payloads too)
+
+
+def _three_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, dict[str, object]]:
+    """The stripped import, checked against the whole-file fallback and the in-memory import."""
+    import accelopt.frontends.onnx as fe
+
+    read: dict[str, np.ndarray] = {}
+    real_read, real_add = fe._Payload.read, fe._Importer._add_initializer
+
+    def spy(self: object, source: str) -> np.ndarray:
+        arr = real_read(self, source)  # type: ignore[arg-type]
+        read[self.name] = arr  # type: ignore[attr-defined]
+        return arr
+
+    def owned(self: object, name: str, arr: np.ndarray) -> None:  # 1d: Graph.add_initializer need not copy
+        assert arr.base is None and arr.flags.c_contiguous and arr.flags.writeable, name
+        real_add(self, name, arr)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fe._Importer, "_add_initializer", owned)
+    with monkeypatch.context() as m:
+        m.setattr(fe._Payload, "read", spy)
+        stripped = load_onnx(path).graph
+    for name, arr in read.items():  # 1d: the graph keeps the very array read from the file
+        assert stripped.initializers[name].const is arr, name
+
+    def no_scan(file: Path) -> tuple[bytes, list]:
+        raise fe._ScanError("forced by the test")
+
+    with monkeypatch.context() as m:
+        m.setattr(fe, "_strip_inline_weights", no_scan)
+        whole = load_onnx(path).graph
+    _assert_same_graphs(stripped, whole)
+    in_memory = import_onnx_model(onnx.load(str(path)), source=str(path))
+    _assert_same_graphs(stripped, in_memory)
+    return stripped, read
+
+
+@pytest.mark.parametrize("exporter", [("legacy", 14), ("dynamo", 17)], ids=["legacy14", "dynamo17"])
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_weights_outside_the_protobuf_give_the_same_graph(
+    family: str, exporter: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import accelopt.frontends.onnx as fe
+
+    path = mz.export_onnx(family, exporter=exporter[0], opset=exporter[1])
+    proto, payloads = fe._read_model(path)
+    large = {t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer if fe._is_large(t.dims)}
+    assert large and set(payloads) == large
+    for t in proto.graph.initializer:  # the protobuf holds no large weight
+        if t.name in large:
+            assert not t.HasField("raw_data") and not t.raw_data
+    assert {p.external is None for p in payloads.values()} == {exporter[0] == "legacy"}
+    g, read = _three_ways(path, monkeypatch)
+    assert set(read) == large
+
+
+def _hand_made_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    import ml_dtypes
+
+    rng = np.random.default_rng(11)
+    arrays = {
+        "big_raw": rng.standard_normal((70, 64)).astype(np.float32),
+        "big_floats": rng.standard_normal(5000).astype(np.float32),
+        "ints": np.array([2, -1, 35], dtype=np.int64),
+        "scalar": np.array(1.5, dtype=np.float32),
+        "bf16": rng.standard_normal(4100).astype(ml_dtypes.bfloat16),
+        "flags": rng.standard_normal(4500) > 0,
+        "halves": rng.standard_normal(6).astype(np.float16),
+    }
+    inits = [
+        numpy_helper.from_array(arrays["big_raw"], "big_raw"),
+        helper.make_tensor("big_floats", F, [5000], arrays["big_floats"].tolist()),  # float_data
+        helper.make_tensor("ints", I64, [3], arrays["ints"].tolist()),  # int64_data
+        numpy_helper.from_array(arrays["scalar"], "scalar"),  # 0-d raw_data
+        numpy_helper.from_array(arrays["bf16"], "bf16"),
+        numpy_helper.from_array(arrays["flags"], "flags"),
+        helper.make_tensor("halves", TensorProto.FLOAT16, [6], arrays["halves"]),  # int32_data
+    ]
+    assert not inits[1].raw_data and not inits[2].raw_data and not inits[6].raw_data
+    assert inits[3].raw_data and len(inits[3].dims) == 0
+    nodes = [helper.make_node("Reshape", ["big_raw", "ints"], ["r"], name="reshape")]
+    nodes += [helper.make_node("Add", ["r", "scalar"], ["y"], name="add")]
+    outs = [vi("y", F, [2, 64, 35])]
+    for t in inits[1:]:
+        if t.name not in ("ints", "scalar"):
+            nodes.append(helper.make_node("Identity", [t.name], [f"{t.name}_out"], name=f"id_{t.name}"))
+            outs.append(vi(f"{t.name}_out", t.data_type, len(t.dims)))
+    return make_model(nodes, [], outs, initializers=inits), arrays
+
+
+@pytest.mark.parametrize("threshold", [4096, 0], ids=["default", "all-large"])
+def test_hand_made_tensor_encodings_through_both_paths(
+    tmp_path: Path, threshold: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import accelopt.frontends.onnx as fe
+
+    monkeypatch.setattr(fe, "_SKELETON_MAX_ELEMENTS", threshold)
+    model, arrays = _hand_made_model()
+    path = save(model, tmp_path)
+    _, payloads = fe._read_model(path)
+    # raw_data tensors over the threshold are read from the file; float_data/int64_data/int32_data never are
+    want = {"big_raw", "bf16", "flags"} | ({"scalar"} if threshold == 0 else set())
+    assert set(payloads) == want
+    g, _ = _three_ways(path, monkeypatch)
+    for name, arr in arrays.items():
+        got = g.initializers[name].const
+        assert got.dtype == arr.dtype and got.shape == arr.shape and got.tobytes() == arr.tobytes(), name
+    assert g.initializers["scalar"].const.shape == ()
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    from accelopt.frontends.onnx import _encode_varint
+
+    return _encode_varint(field << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def test_tensor_fields_out_of_order_are_still_read_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import accelopt.frontends.onnx as fe
+
+    w = rand(80, 64, seed=5)
+    # raw_data before name/dims/data_type: protobuf merges concatenated messages
+    tensor = TensorProto(raw_data=w.tobytes()).SerializeToString()
+    tensor += TensorProto(name="w", dims=[80, 64], data_type=F).SerializeToString()
+    node = helper.make_node("Identity", ["w"], ["y"], name="i")
+    m = make_model([node], [], [vi("y", F, [80, 64])])
+    graph = m.graph.SerializeToString() + _ld(5, tensor)
+    m.ClearField("graph")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(m.SerializeToString() + _ld(7, graph))
+    assert set(fe._read_model(path)[1]) == {"w"}
+    g, read = _three_ways(path, monkeypatch)
+    assert set(read) == {"w"} and g.initializers["w"].const.tobytes() == w.tobytes()
+
+
+def test_two_graph_fields_fall_back_to_onnx_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import accelopt.frontends.onnx as fe
+
+    a, b = rand(70, 64, seed=1), rand(70, 64, seed=2)
+    node = helper.make_node("Add", ["a", "b"], ["y"], name="add")
+    m = make_model([node], [], [vi("y", F, [70, 64])], initializers=[numpy_helper.from_array(a, "a")])
+    extra = onnx.ModelProto()
+    extra.graph.initializer.append(numpy_helper.from_array(b, "b"))
+    path = tmp_path / "model.onnx"
+    path.write_bytes(m.SerializeToString() + extra.SerializeToString())  # merged into one graph
+    with caplog.at_level(logging.DEBUG, logger="accelopt.frontends.onnx"):
+        model, payloads = fe._read_model(path)
+    assert payloads == {} and "2 graph fields; reading the whole file with onnx.load" in caplog.text
+    assert [t.name for t in model.graph.initializer] == ["a", "b"]
+    g, read = _three_ways(path, monkeypatch)
+    assert read == {}
+    np.testing.assert_array_equal(g.initializers["b"].const, b)
+
+
+def _external_model(tmp_path: Path, location: str = "w.data") -> tuple[Path, np.ndarray]:
+    w = rand(5000, seed=9)
+    node = helper.make_node("Identity", ["w"], ["y"], name="i")
+    m = make_model([node], [], [vi("y", F, [5000])], initializers=[numpy_helper.from_array(w, "w")])
+    path = tmp_path / "model.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, location=location, size_threshold=0)
+    return path, w
+
+
+def test_external_data_in_a_subdirectory(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    path, w = _external_model(tmp_path, "weights/w.data")
+    assert (tmp_path / "weights" / "w.data").stat().st_size == w.nbytes
+    np.testing.assert_array_equal(load_onnx(path).graph.initializers["w"].const, w)
+
+
+def test_external_data_errors_name_the_data_file_and_tensor(tmp_path: Path) -> None:
+    path, w = _external_model(tmp_path)
+    np.testing.assert_array_equal(load_onnx(path).graph.initializers["w"].const, w)
+    data = tmp_path / "w.data"
+    data.write_bytes(w.tobytes()[:-4])
+    with pytest.raises(
+        FrontendError,
+        match=r"model\.onnx: external data file w\.data is too short for tensor 'w': "
+        r"it has 19996 bytes, the tensor wants 20000 bytes from offset 0",
+    ):
+        load_onnx(path)
+    m = onnx.load(str(path), load_external_data=False)  # dims that do not match the data's length
+    del m.graph.initializer[0].dims[:]
+    m.graph.initializer[0].dims.append(4999)
+    onnx.save(m, str(path))
+    data.write_bytes(w.tobytes())
+    with pytest.raises(FrontendError, match=r"initializer 'w' \(FLOAT\[4999\]\) is corrupt: .*20000 bytes, not 19996"):
+        load_onnx(path)
+
+
+def test_external_data_outside_the_model_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    path, w = _external_model(tmp_path / "m")
+    (tmp_path / "w.data").write_bytes(w.tobytes())
+    m = onnx.load(str(path), load_external_data=False)
+    m.graph.initializer[0].external_data[0].value = "../w.data"
+    onnx.save(m, str(path))
+    with pytest.raises(FrontendError, match=r"model\.onnx: cannot load external data: .*w\.data"):
+        load_onnx(path)
+
+
+def test_checker_runs_on_the_skeleton_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelopt.frontends.onnx as fe
+
+    checked: list[onnx.ModelProto] = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: (checked.append(m), real(m, *a, **k))[1])
+    path = mz.export_onnx("bert", exporter="legacy", opset=14)
+    load_onnx(path)
+    (skel,) = checked
+    assert skel.graph.initializer and all(not fe._is_large(t.dims) for t in skel.graph.initializer)
+    assert skel.ByteSize() < path.stat().st_size // 2
