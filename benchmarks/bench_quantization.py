@@ -39,8 +39,8 @@ ROUNDS = 400
 
 def _fmt(m: dict[str, float]) -> str:
     return (
-        f"{m.get('pooled_cosine_min', float('nan')):.4f} | {m.get('similarity_max_abs', float('nan')):.4f} | "
-        f"{m.get('cosine_min', float('nan')):.4f}"
+        f"{m.get('pooled_cosine_min', float('nan')):.5f} | {m.get('similarity_max_abs', float('nan')):.4f} | "
+        f"{m.get('cosine_min', float('nan')):.5f}"
     )
 
 
@@ -116,6 +116,10 @@ def run(lines: list[str]) -> None:
         ("int8{smoothquant=0.5}", "`fuse,int8{smoothquant=0.5}`, no target"),
         ("int8{activations=asymmetric,granularity=tensor}", "`fuse,int8{granularity=tensor}` (per-tensor, asymmetric)"),
         ("int8{mode=static,activations=asymmetric}", "`fuse,int8{mode=static}` (percentile 99.99, asymmetric)"),
+        (
+            "int8{mode=static,calibration=minmax,activations=asymmetric}",
+            "`fuse,int8{mode=static,calibration=minmax}` (asymmetric)",
+        ),
         ("bf16", "`fuse,bf16`"),
         ("fp16", "`fuse,fp16`"),
     ]

@@ -118,6 +118,7 @@ def weight_dq(graph: Graph, v: Value | None) -> tuple[_Dq, int, int] | str:
         z = graph.const_value(zp)
         if z is None or (z.size != 1 and z.size != n):
             return "the weight zero point is not a matching constant"
+    assert q is not None and scale is not None  # const_value found data behind both
     return _Dq(q, scale, zp), int(k), int(n)
 
 

@@ -172,10 +172,10 @@ def convert(graph: Graph, low: set[str], dtype: DType, conv: Conversion, pass_na
     init_users: dict[str, bool] = {}
     for node in graph.nodes:
         is_low = node.name in low
-        for v in node.inputs:
-            if v is not None and v.const is not None:
-                wants_low = is_low and v.dtype == DType.FLOAT32
-                init_users[v.name] = init_users.get(v.name, False) or not wants_low
+        for inp in node.inputs:
+            if inp is not None and inp.const is not None:
+                wants_low = is_low and inp.dtype == DType.FLOAT32
+                init_users[inp.name] = init_users.get(inp.name, False) or not wants_low
     for v in graph.outputs:
         if v.const is not None:
             init_users[v.name] = True

@@ -120,7 +120,7 @@ def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dt
 
 
 def dynamic_quantize(
-    x: np.ndarray, dtype: np.dtype | DType = np.int8, symmetric: bool = True, granularity: str = "row"
+    x: np.ndarray, dtype: np.dtype | DType = DType.INT8, symmetric: bool = True, granularity: str = "row"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Case 1: ``(y, scale, zero_point)``."""
     dt = dtype.np if isinstance(dtype, DType) else np.dtype(dtype)
@@ -146,15 +146,15 @@ def int_matmul(
     bound = float(k) * amax * bmax
     if bound >= _DOUBLE_EXACT:
         raise ValueError(f"integer matmul with K={k} could exceed the exact float64 range")
-    work = np.float32 if bound < _FLOAT_EXACT else np.float64
-    af = a.astype(work)
+    work = np.dtype(np.float32) if bound < _FLOAT_EXACT else np.dtype(np.float64)
+    af: np.ndarray = a.astype(work)
     if a_zero_point is not None:
-        af -= np.asarray(a_zero_point).astype(work)
-    bf = b.astype(work)
+        af = af - np.asarray(a_zero_point).astype(work)
+    bf: np.ndarray = b.astype(work)
     if b_zero_point is not None:
-        bf -= np.asarray(b_zero_point).astype(work)
+        bf = bf - np.asarray(b_zero_point).astype(work)
     if af.ndim > 2 and bf.ndim == 2:
-        out = (af.reshape(-1, k) @ bf).reshape(af.shape[:-1] + (bf.shape[-1],))
+        out = np.matmul(af.reshape(-1, k), bf).reshape(af.shape[:-1] + (bf.shape[-1],))
     else:
         out = np.matmul(af, bf)
     return np.asarray(out).astype(np.int32)
