@@ -32,12 +32,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.ops.common import sym_value
 from accelopt.ir.registry import get_op
 from accelopt.ir.types import shapes_compatible
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
 log = logging.getLogger(__name__)
 

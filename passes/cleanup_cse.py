@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from accelopt.ir.graph import Graph, Node, Value, attr_key
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.cleanup_constant_fold import NONDETERMINISTIC
 from accelopt.passes.patterns.driver import replace_value
-
-from accelopt.ir.graph import Graph, Node, Value, attr_key
 
 COMMUTATIVE = frozenset({"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"})
 

@@ -12,9 +12,8 @@ interface.
 
 from __future__ import annotations
 
-from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
-
 from accelopt.ir.graph import Graph
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
 
 @register_pass

@@ -29,10 +29,9 @@ the output's name (not when the input is itself a graph input or output).
 
 from __future__ import annotations
 
+from accelopt.ir.graph import Value
 from accelopt.passes.base import NoOptions, register_pass
 from accelopt.passes.patterns import Match, MatchResult, P, Rewriter, Rule, RulePass
-
-from accelopt.ir.graph import Value
 
 PURE_RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 #: a node that is not a no-op is not a near miss worth reporting

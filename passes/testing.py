@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
 from accelopt.errors import PassError
 from accelopt.ir.graph import Graph, Node
+from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
 
 @dataclass(frozen=True)

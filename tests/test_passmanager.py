@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from accelopt.passes.base import Pass, PassContext, PassResult, build_pipeline
-from accelopt.passes.testing import Damage
 
 from accelopt.cost import estimate_macs
 from accelopt.errors import InterpreterError, PassError
@@ -16,6 +14,8 @@ from accelopt.instruments import DumpIRInstrument, TimingInstrument
 from accelopt.interpreter import Interpreter
 from accelopt.ir import parse, print_graph
 from accelopt.ir.graph import Graph
+from accelopt.passes.base import Pass, PassContext, PassResult, build_pipeline
+from accelopt.passes.testing import Damage
 from accelopt.passmanager import PassGroup, PassManager
 from accelopt.records import AccuracyRecord, Localization
 

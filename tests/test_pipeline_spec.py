@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from accelopt.errors import PassError
+from accelopt.ir import parse, print_graph
 from accelopt.passes.base import (
     Pass,
     PassSpec,
@@ -15,9 +18,6 @@ from accelopt.passes.base import (
     registered_groups,
     registered_passes,
 )
-
-from accelopt.errors import PassError
-from accelopt.ir import parse, print_graph
 from accelopt.passmanager import PassManager
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from accelopt.passes.base import PassContext
-from accelopt.passes.patterns import Match, MatchResult, P, Rule, RulePass, apply_rules
 
 from accelopt.errors import PassError
 from accelopt.interpreter import run
 from accelopt.ir import parse, print_graph
 from accelopt.ir.graph import Node
+from accelopt.passes.base import PassContext
+from accelopt.passes.patterns import Match, MatchResult, P, Rule, RulePass, apply_rules
 
 RNG = np.random.default_rng(0)
 

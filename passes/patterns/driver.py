@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from accelopt.passes.base import Pass, PassContext, PassResult
-from accelopt.passes.patterns.match import Match, MatchResult
-from accelopt.passes.patterns.rule import Rewriter, Rule
-
 from accelopt.errors import PassError
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.types import shapes_compatible
+from accelopt.passes.base import Pass, PassContext, PassResult
+from accelopt.passes.patterns.match import Match, MatchResult
+from accelopt.passes.patterns.rule import Rewriter, Rule
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from accelopt.passes.patterns.match import Match, MatchResult
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.passes.patterns.match import Match, MatchResult
 
 ValuePred = Callable[[Value], bool]
 Reason = str | Callable[[Value], str]

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from accelopt.passes.patterns.match import Match, MatchResult, as_match_result
-from accelopt.passes.patterns.pattern import Pattern, iter_matches
 
 from accelopt.ir.graph import Graph, Node, Provenance, Value
 from accelopt.ir.types import TensorType
+from accelopt.passes.patterns.match import Match, MatchResult, as_match_result
+from accelopt.passes.patterns.pattern import Pattern, iter_matches
 
 #: how many alternative bindings of one candidate are offered to ``check``
 MAX_ALTERNATIVES = 16

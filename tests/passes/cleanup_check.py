@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from accelopt.passes.base import PassContext, PassResult, build_pipeline
 
 from accelopt.interpreter import run
 from accelopt.ir import parse, print_graph
 from accelopt.ir.graph import Graph
+from accelopt.passes.base import PassContext, PassResult, build_pipeline
 
 RTOL = 1e-7
 ATOL = 1e-7

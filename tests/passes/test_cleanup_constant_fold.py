@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from accelopt.passes.base import PassContext, build_pipeline
 from cleanup_check import check_pass
 
 from accelopt.ir import parse
 from accelopt.ir.graph import tensor_digest
+from accelopt.passes.base import PassContext, build_pipeline
 
 
 def test_case1_constant_node_becomes_initializer() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import modelzoo
 import numpy as np
 import pytest
-from accelopt.frontends.onnx import load_onnx
-from accelopt.passes.base import PassContext, build_pipeline
 
+import modelzoo
+from accelopt.frontends.onnx import load_onnx
 from accelopt.interpreter import run
 from accelopt.ir import print_graph
+from accelopt.passes.base import PassContext, build_pipeline
 from accelopt.passmanager import PassManager
 
 CASES = [

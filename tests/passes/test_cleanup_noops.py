@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from accelopt.passes.base import PassContext, build_pipeline
 from cleanup_check import check_pass
 
 from accelopt.ir import parse, print_graph
+from accelopt.passes.base import PassContext, build_pipeline
 
 
 def _stats_matched(res) -> dict[str, int]:
