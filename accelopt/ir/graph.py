@@ -100,6 +100,18 @@ class Provenance:
 ORIGINAL = Provenance()
 
 
+def constant_of(v: Value | None) -> np.ndarray | None:
+    """The constant data behind ``v`` (an initializer or a ``Constant`` node's value), else ``None``."""
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const
+    p = v.producer
+    if p is not None and p.op == "Constant":
+        return p.attrs.get("value")
+    return None
+
+
 class Value:
     """A tensor-valued edge: a graph input, an initializer, or a node output."""
 
@@ -471,13 +483,7 @@ class Graph:
 
     def const_value(self, v: Value | None) -> np.ndarray | None:
         """The constant data behind ``v`` (an initializer or a Constant node), else ``None``."""
-        if v is None:
-            return None
-        if v.const is not None:
-            return v.const
-        if v.producer is not None and v.producer.op == "Constant":
-            return v.producer.attrs.get("value")
-        return None
+        return constant_of(v)
 
     # ----------------------------------------------------------------- copying
     def copy(self) -> Graph:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from accelopt.errors import VerifyError
+from accelopt.ir.graph import constant_of
 from accelopt.ir.types import TensorType
 
 REQUIRED = object()
@@ -123,23 +124,12 @@ class OpDef:
             op=self.name,
             node_name=node_name,
             input_types=[None if v is None else v.type for v in inputs],
-            input_consts=[_const_of(v) for v in inputs],
+            input_consts=[constant_of(v) for v in inputs],
             attrs=self.full_attrs(attrs),
             num_outputs=num_outputs,
             values=list(inputs),
         )
         return self.infer(ctx)
-
-
-def _const_of(v: Any) -> np.ndarray | None:
-    if v is None:
-        return None
-    if v.const is not None:
-        return v.const
-    p = v.producer
-    if p is not None and p.op == "Constant":
-        return p.attrs.get("value")
-    return None
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.special
 
 from accelopt.ir.dtypes import DType
+from accelopt.ir.graph import constant_of
 from accelopt.ir.registry import InferContext, InferFn
 from accelopt.ir.types import Dim, TensorType
 
@@ -194,16 +195,7 @@ _MAX_SYM = 64
 _MAX_DEPTH = 32
 
 
-def const_of(v: Any) -> np.ndarray | None:
-    """The constant behind a Value (initializer or ``Constant`` node), else None."""
-    if v is None:
-        return None
-    if v.const is not None:
-        return v.const
-    p = v.producer
-    if p is not None and p.op == "Constant":
-        return p.attrs.get("value")
-    return None
+const_of = constant_of  # the registry modules' short name for it
 
 
 def sym_value(v: Any, depth: int = 0) -> SymVal | None:

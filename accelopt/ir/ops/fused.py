@@ -271,6 +271,29 @@ def _attention_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(x.dtype, (x.shape[0], x.shape[1], hidden))]
 
 
+def attention_from_qkv(
+    qkv: np.ndarray, mask: np.ndarray | None, num_heads: int, scale: float, mask_filter_value: float
+) -> np.ndarray:
+    """Multi-head self-attention from projected ``qkv [B, S, 3H]`` (the packed layout of ``Attention``).
+
+    ``mask`` is a key-padding mask [B, S] (0 = padded); padded keys get ``mask_filter_value`` added.
+    """
+    ct = qkv.dtype.type
+    bsz, seq, n3 = qkv.shape
+    hidden = n3 // 3
+    d = hidden // num_heads
+    parts = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
+    q, k, v = parts[0], parts[1], parts[2]
+    scores = matmul(q, k.transpose(0, 1, 3, 2))
+    scores *= ct(scale if scale else 1.0 / np.sqrt(d))
+    if mask is not None:
+        pad = (np.asarray(mask) == 0)[:, None, None, :]
+        scores += np.where(pad, ct(mask_filter_value), ct(0))
+    probs = softmax_last(scores)
+    ctxt = matmul(probs, v)  # [B, N, S, D]
+    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
+
+
 def attention(
     x: np.ndarray,
     w: np.ndarray,
@@ -282,23 +305,11 @@ def attention(
 ) -> np.ndarray:
     """Reference multi-head self-attention (packed QKV) with a key-padding mask."""
     ct = _compute_dtype(x)
-    bsz, seq, _ = x.shape
     qkv = matmul(x.astype(ct, copy=False), w.astype(ct, copy=False))
     if b is not None:
         qkv += b.astype(ct, copy=False)
-    hidden = w.shape[1] // 3
-    d = hidden // num_heads
-    qkv = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    s = ct.type(scale if scale else 1.0 / np.sqrt(d))
-    scores = matmul(q, k.transpose(0, 1, 3, 2))
-    scores *= s
-    if mask is not None:
-        pad = (np.asarray(mask) == 0)[:, None, None, :]
-        scores += np.where(pad, ct.type(mask_filter_value), ct.type(0))
-    probs = softmax_last(scores)
-    ctxt = matmul(probs, v)  # [B, N, S, D]
-    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden).astype(x.dtype, copy=False)
+    out = attention_from_qkv(qkv, mask, num_heads, scale, mask_filter_value)
+    return out.astype(x.dtype, copy=False)
 
 
 def _attention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
@@ -312,15 +323,18 @@ def _attention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> S
     ]
 
 
+#: attributes shared by Attention and its quantized form QAttention
+ATTENTION_ATTRS = {
+    "num_heads": AttrSpec("int"),
+    "scale": AttrSpec("float", 0.0),
+    "mask_filter_value": AttrSpec("float", -10000.0),
+}
+
 define_op(
     "Attention",
     domain=DOMAIN,
     inputs=(2, 4),
-    attrs={
-        "num_heads": AttrSpec("int"),
-        "scale": AttrSpec("float", 0.0),
-        "mask_filter_value": AttrSpec("float", -10000.0),
-    },
+    attrs=ATTENTION_ATTRS,
     infer=_attention_infer,
     kernel=_attention_kernel,
     doc="Multi-head self-attention with packed QKV weights [H, 3H] and a key-padding mask [B, S].",

@@ -49,7 +49,13 @@ import numpy as np
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import check_dtype_in, dims_compatible_k
-from accelopt.ir.ops.fused import DOMAIN, LINEAR_ACTIVATIONS, apply_activation, softmax_last
+from accelopt.ir.ops.fused import (
+    ATTENTION_ATTRS,
+    DOMAIN,
+    LINEAR_ACTIVATIONS,
+    apply_activation,
+    attention_from_qkv,
+)
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -189,25 +195,6 @@ def dequantized_matmul(
     if bias is not None:
         y = y + np.asarray(bias, np.float32)
     return y.astype(np.float32, copy=False)
-
-
-def attention_from_qkv(
-    qkv: np.ndarray, mask: np.ndarray | None, num_heads: int, scale: float, mask_filter_value: float
-) -> np.ndarray:
-    """Multi-head self-attention from projected ``qkv [B, S, 3H]`` (the packed layout of ``Attention``)."""
-    bsz, seq, n3 = qkv.shape
-    hidden = n3 // 3
-    d = hidden // num_heads
-    parts = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
-    q, k, v = parts[0], parts[1], parts[2]
-    s = np.float32(scale if scale else 1.0 / np.sqrt(d))
-    scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * s
-    if mask is not None:
-        pad = (np.asarray(mask) == 0)[:, None, None, :]
-        scores = scores + np.where(pad, np.float32(mask_filter_value), np.float32(0))
-    probs = softmax_last(scores)
-    ctxt = np.matmul(probs, v)
-    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden).astype(np.float32, copy=False)
 
 
 def _opt(ins: Sequence[Any], i: int) -> Any:
@@ -379,11 +366,7 @@ define_op(
     "QAttention",
     domain=DOMAIN,
     inputs=(5, 8),
-    attrs={
-        "num_heads": AttrSpec("int"),
-        "scale": AttrSpec("float", 0.0),
-        "mask_filter_value": AttrSpec("float", -10000.0),
-    },
+    attrs=ATTENTION_ATTRS,
     infer=_qattention_infer,
     kernel=_qattention_kernel,
     doc="Attention whose packed QKV projection is an exact integer matmul (inputs as QLinear's 0-6, then mask).",
