@@ -164,27 +164,23 @@ def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
 
 # -------------------------------------------------------------------- lists
 def list_passes(console: Any) -> None:
+    """Every registered pass with its family, what it does and its options (defaults in spec syntax)."""
     import dataclasses
 
-    from rich.table import Table
+    from rich.markup import escape
 
-    from accelopt.passes.base import registered_groups, registered_passes
+    from accelopt.passes.base import _format_option, registered_groups, registered_passes
 
-    t = Table(title="passes")
-    t.add_column("name", style="bold", no_wrap=True)
-    t.add_column("family")
-    t.add_column("options", overflow="fold")
-    t.add_column("what it does", overflow="fold")
+    console.print("[bold]passes[/bold]  (options as in --passes 'name{key=value,...}', shown with defaults)")
     for name, cls in sorted(registered_passes().items()):
-        opts = ", ".join(f"{f.name}={getattr(cls.Options(), f.name)!r}" for f in dataclasses.fields(cls.Options))
-        t.add_row(name, cls.family, opts or "-", cls.describe())
-    console.print(t)
-    g = Table(title="groups")
-    g.add_column("name", style="bold")
-    g.add_column("passes")
+        console.print(f"  [bold]{name}[/bold] [dim]({cls.family})[/dim]  {escape(cls.describe())}")
+        defaults = cls.Options()
+        opts = [f"{f.name}={_format_option(getattr(defaults, f.name))}" for f in dataclasses.fields(cls.Options)]
+        if opts:
+            console.print("      [dim]" + escape(", ".join(opts)) + "[/dim]")
+    console.print("\n[bold]groups[/bold]")
     for name, members in sorted(registered_groups().items()):
-        g.add_row(name, ", ".join(members))
-    console.print(g)
+        console.print(f"  [bold]{name}[/bold] = {', '.join(members)}")
 
 
 def list_targets(console: Any) -> None:
