@@ -53,3 +53,9 @@ from accelopt.passes import precision_bf16, precision_fp16, quant_int8, quant_lo
 register_group("int8", ["quantize-int8", "lower-quantized"])
 register_group("fp16", ["convert-fp16"])
 register_group("bf16", ["convert-bf16"])
+# layout: weights in the target's preferred orientation, dims padded to its tile multiple, weights packed into
+# its GEMM tiles, then transposes the rewrites made redundant cancelled (tile sizes come from the target)
+register_group(
+    "layout",
+    ["layout-transpose-weights", "layout-pad", "layout-pack-weights", "layout-cancel-transposes"],
+)

@@ -121,3 +121,10 @@ def test_report_pipeline_string_reproduces_the_graph() -> None:
     out2, _ = PassManager(build_pipeline(line)).run(g)
     assert print_graph(out1) == print_graph(out2)
     assert "Reshape" not in print_graph(out1) and print_graph(out1).count("MatMul") == 1
+
+
+def test_layout_group_expands_in_order() -> None:
+    from accelopt.passes.base import build_pipeline
+
+    names = [p.name for p in build_pipeline("layout")]
+    assert names == ["layout-transpose-weights", "layout-pad", "layout-pack-weights", "layout-cancel-transposes"]
