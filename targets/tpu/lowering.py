@@ -54,6 +54,7 @@ MIN_PARAM_NUMEL = 64
 
 LoweringFn = Callable[["LowerCtx", Node, list[Any], dict[str, Any]], Sequence[Any]]
 WeightSlotsFn = Callable[[Node, Mapping[str, Any]], Mapping[int, bool]]
+UnpackFn = Callable[[Node, Mapping[str, Any], int, np.ndarray], np.ndarray]
 
 
 # ------------------------------------------------------------------ dtypes
@@ -93,28 +94,35 @@ class Lowering:
     weights: WeightSlotsFn | None = None
     #: fold with the numpy kernel when every input is static
     fold: bool = True
+    #: a weight slot's stored form -> its 2-D matrix, at plan time (e.g. PackedLinear's tiles)
+    unpack: UnpackFn | None = None
 
 
 _LOWERINGS: dict[str, Lowering] = {}
 
 
-def lower(*ops: str, weights: WeightSlotsFn | None = None, fold: bool = True) -> Callable[[LoweringFn], LoweringFn]:
+def lower(
+    *ops: str, weights: WeightSlotsFn | None = None, fold: bool = True, unpack: UnpackFn | None = None
+) -> Callable[[LoweringFn], LoweringFn]:
     """Register ``fn`` as the lowering of each op in ``ops``.
 
-    ``weights`` names the inputs that are matmul weights (see case 3).
+    ``weights`` names the inputs that are matmul weights (see case 3);
+    ``unpack`` turns a weight stored in another layout into its 2-D form
+    before it is prepared.
     """
 
     def deco(fn: LoweringFn) -> LoweringFn:
         for op in ops:
             if op in _LOWERINGS:
                 raise ValueError(f"op {op!r} already has a TPU lowering")
-            _LOWERINGS[op] = Lowering(op, fn, weights, fold)
+            _LOWERINGS[op] = Lowering(op, fn, weights, fold, unpack)
         return fn
 
     return deco
 
 
 def _ensure_loaded() -> None:
+    import accelopt.targets.tpu.ops_conv  # noqa: F401
     import accelopt.targets.tpu.ops_fused  # noqa: F401
     import accelopt.targets.tpu.ops_quant  # noqa: F401
     import accelopt.targets.tpu.ops_std  # noqa: F401
@@ -251,14 +259,18 @@ def plan_weights(graph: Graph, policy: Policy, mode: str = "arguments") -> Weigh
             if node.name in plan.skip:
                 continue
             low = lowering_for(node.op)
-            slots = low.weights(node, get_op(node.op).full_attrs(node.attrs)) if low and low.weights else {}
+            attrs = get_op(node.op).full_attrs(node.attrs)
+            slots = low.weights(node, attrs) if low and low.weights else {}
             preparable = arr.dtype.kind == "f" or arr.dtype in (BF16, np.dtype(np.int8))
-            if idx in slots and preparable and arr.ndim == 2 and arr.size >= MIN_PARAM_NUMEL:
+            mat, key = arr, f"{name}@mxu"
+            if idx in slots and preparable and low is not None and low.unpack is not None:
+                mat, key = low.unpack(node, attrs, idx, arr), f"{name}@{node.name}@mxu"
+            if idx in slots and preparable and mat.ndim == 2 and mat.size >= MIN_PARAM_NUMEL:
                 transposed = bool(slots[idx])
-                key = f"{name}@mxu{'T' if transposed else ''}"
+                key += "T" if transposed else ""
                 if key not in plan.arrays:
-                    plan.arrays[key] = prepare_matmul_weight(arr, transposed, policy)
-                k, n = (arr.shape[1], arr.shape[0]) if transposed else arr.shape
+                    plan.arrays[key] = prepare_matmul_weight(mat, transposed, policy)
+                k, n = (mat.shape[1], mat.shape[0]) if transposed else mat.shape
                 plan.prepared[(node.name, idx)] = (key, int(k), int(n), None)
             else:
                 needs_raw.add(name)
@@ -505,8 +517,16 @@ class LowerCtx:
         self.note("int8 weights without a quantized activation are dequantized to bf16 on the fly (weight-only int8)")
         return PreparedWeight(deq, w.k, w.n, w.source)
 
-    def dq_source(self, node: Node, index: int | None) -> tuple[Any, Any, Any] | None:
-        """(int data, scale, zero point or None) if input ``index`` is a per-tensor DequantizeLinear of int8/uint8."""
+    def dq_source(self, node: Node, index: int | None, *, per_row: bool = True) -> tuple[Any, Any, Any] | None:
+        """(int data, scale, zero point or None) if input ``index`` is a DequantizeLinear of int8/uint8 data.
+
+        Two forms qualify: per tensor (scale and zero point of one element),
+        and, when ``per_row`` (the left operand: its rows are the output's
+        rows), per row: ``axis`` the last, ``block_size`` equal to K and the
+        scale shaped ``[..., 1]`` -- what the int8 pass writes for dynamic
+        per-row activations (``DynamicQuantize{granularity=row}``). The scale
+        and zero point come back as ``()`` or ``[..., M, 1]``.
+        """
         if index is None or index >= len(node.inputs) or node.inputs[index] is None:
             return None
         v = node.inputs[index]
@@ -518,25 +538,37 @@ class LowerCtx:
             return None
         scale_v = dq.inputs[1] if len(dq.inputs) > 1 else None
         zp_v = dq.inputs[2] if len(dq.inputs) > 2 else None
-        if (
-            scale_v is None
-            or scale_v.shape is None
-            or math.prod(d if isinstance(d, int) else 2 for d in scale_v.shape) != 1
-        ):
-            return None
-        if zp_v is not None and (
-            zp_v.shape is None or math.prod(d if isinstance(d, int) else 2 for d in zp_v.shape) != 1
-        ):
-            return None
-        if get_op(dq.op).full_attrs(dq.attrs).get("block_size", 0):
+        if scale_v is None:
             return None
         qv, sv = self.value(q), self.value(scale_v)
-        if qv is None or sv is None:
+        zv = self.value(zp_v) if zp_v is not None else None
+        if qv is None or sv is None or (zp_v is not None and zv is None):
             return None
-        return qv, sv, self.value(zp_v) if zp_v is not None else None
+        attrs = get_op(dq.op).full_attrs(dq.attrs)
+        block = int(attrs.get("block_size", 0) or 0)
+        sshape, qshape = tuple(np.shape(sv)), tuple(np.shape(qv))
+        if block == 0:
+            if math.prod(sshape) != 1 or (zv is not None and math.prod(np.shape(zv)) != 1):
+                return None
+            return qv, _scalar(sv), None if zv is None else _scalar(zv)
+        rank = len(qshape)
+        row_form = (
+            per_row
+            and rank >= 1
+            and int(attrs.get("axis", 1)) % rank == rank - 1
+            and block == qshape[-1]
+            and sshape == qshape[:-1] + (1,)
+            and (zv is None or tuple(np.shape(zv)) == sshape)
+        )
+        return (qv, sv, zv) if row_form else None
 
     def _int8_matmul(self, node: Node, a: Any, b: Any, lhs_index: int | None, rhs_index: int | None) -> Any | None:
-        """int8 x int8 -> int32 when both operands are quantized (case 3 of the policy); None otherwise."""
+        """int8 x int8 -> int32 when both operands are quantized (case 3 of the policy); None otherwise.
+
+        The left operand's scale may be per tensor or per row; the right
+        operand's per tensor (an activation) or per output column (a
+        prepared int8 weight).
+        """
         lhs = self.dq_source(node, lhs_index)
         if lhs is None:
             return None
@@ -545,47 +577,139 @@ class LowerCtx:
             if not b.quantized:
                 return None
             acc = self.int_matmul(node, qa, b, za)
-            scale = jnp.asarray(self.jx(sa), jnp.float32).reshape(()) * jnp.asarray(b.scale)
-            return acc.astype(jnp.float32) * scale
-        rhs = self.dq_source(node, rhs_index)
+            return acc.astype(jnp.float32) * (jnp.asarray(self.jx(sa), jnp.float32) * jnp.asarray(b.scale))
+        rhs = self.dq_source(node, rhs_index, per_row=False)
         if rhs is None:
             return None
         qb, sb, zb = rhs
         acc = self.int_matmul(node, qa, qb, za, zb)
-        scale = jnp.asarray(self.jx(sa), jnp.float32).reshape(()) * jnp.asarray(self.jx(sb), jnp.float32).reshape(())
+        scale = jnp.asarray(self.jx(sa), jnp.float32) * jnp.asarray(self.jx(sb), jnp.float32).reshape(())
         return acc.astype(jnp.float32) * scale
 
     def int_matmul(self, node: Node, qa: Any, qb: Any, a_zero: Any = None, b_zero: Any = None) -> Any:
         """``sum_k (qa - a_zero)(qb - b_zero)`` in int32 through an int8 x int8 -> int32 ``dot_general``.
 
-        ``qa`` is [..., M, K]; ``qb`` is a ``PreparedWeight`` (padded [K, N],
-        zero point 0) or an int array [..., K, N]. uint8 operands are shifted
-        exactly to int8 (q - 128, zero point - 128); zero points are per
-        tensor (``b_zero`` may be per column for a 2-D ``qb``).
+        ``qa`` is [..., M, K]; ``qb`` is a ``PreparedWeight`` (padded [K, N])
+        or an int array [..., K, N]. uint8 operands are shifted exactly to
+        int8 (q - 128, zero point - 128). ``a_zero`` is per tensor or per row
+        ([..., M, 1]); ``b_zero`` per tensor, or per column ([N]) for a 2-D
+        ``qb``. A zero point known to be 0 at export time (symmetric int8)
+        costs nothing; others are applied to the int32 result through row and
+        column sums, so the MXU still multiplies raw int8.
         """
         prepared = qb if isinstance(qb, PreparedWeight) else None
         qa = self.jx(qa)
         w = self.jx(prepared.array if prepared is not None else qb)
         k_real = qa.shape[-1]
-        za = None if a_zero is None else jnp.asarray(self.jx(a_zero)).astype(jnp.int32).reshape(())
-        zb = None if b_zero is None else jnp.asarray(self.jx(b_zero)).astype(jnp.int32)
-        qa, za = _to_int8(qa, za)
-        w, zb = _to_int8(w, zb)
+        qa, za = _to_int8(qa, _zero_i32(a_zero))
+        w, zb = _to_int8(w, _zero_i32(b_zero))
+        za, zb = _drop_zero(za), _drop_zero(zb)
         if prepared is not None:
             qa = _pad_last(qa, w.shape[0])
         acc = jnp.matmul(qa, w, preferred_element_type=jnp.int32)
         self._record_matmul(node, qa, w, acc, "int8_matmul")
+        n = prepared.n if prepared is not None else acc.shape[-1]
+        if acc.shape[-1] != n:
+            acc = acc[..., :n]
         # padded K entries are zero in both operands and add nothing to the sums below
         if za is not None:
-            acc = acc - za * jnp.sum(w.astype(jnp.int32), axis=-2, keepdims=True)
+            za = jnp.asarray(za)
+            if za.size == 1:
+                za = za.reshape(())
+            colsum = jnp.sum(w.astype(jnp.int32), axis=-2, keepdims=True)[..., :n]
+            acc = acc - za * colsum
         if zb is not None:
-            zb_b = zb if zb.ndim == 0 else zb.reshape((1,) * (acc.ndim - 1) + (-1,))
+            zb = jnp.asarray(zb)
+            zb_b = zb.reshape(()) if zb.size == 1 else zb.reshape((1,) * (acc.ndim - 1) + (-1,))
             acc = acc - jnp.sum(qa.astype(jnp.int32), axis=-1, keepdims=True) * zb_b
             if za is not None:
                 acc = acc + k_real * za * zb_b
-        if prepared is not None and acc.shape[-1] != prepared.n:
-            acc = acc[..., : prepared.n]
         return acc
+
+    def scaled_int_matmul(self, node: Node, qa: Any, sa: Any, za: Any, qb: Any, sb: Any, zb: Any = None) -> Any:
+        """``((qa - za) @ (qb - zb)) * (sa * sb)`` in float32: the integer ops' matmul (QLinear, QAttention).
+
+        ``sa`` is per tensor or per row ([..., M, 1]), ``sb`` per tensor or per
+        column ([N]). Under the int8 and fp32 policies the product is an
+        int8 x int8 -> int32 ``dot_general`` (exact, as the reference kernel);
+        under the bf16 policy (a chip without faster int8, e.g. v4) the
+        centered integers, exact in bf16 (|q - z| <= 255), go through a
+        bf16 x bf16 -> f32 matmul.
+        """
+        sa = jnp.asarray(self.jx(sa), jnp.float32)
+        sb = jnp.asarray(self.jx(sb), jnp.float32)
+        sa = sa.reshape(()) if sa.size == 1 else sa
+        sb = sb.reshape(()) if sb.size == 1 else sb.reshape(-1)
+        mult = sa * sb
+        if self.policy.precision != "bf16":
+            return self.int_matmul(node, qa, qb, za, zb).astype(jnp.float32) * mult
+        self.note("integer matmuls (QLinear/QAttention) run as bf16 x bf16 -> f32 on the centered integers (exact)")
+        a = self.jx(qa).astype(jnp.int32)
+        if za is not None:
+            z = jnp.asarray(self.jx(za)).astype(jnp.int32)
+            a = a - (z.reshape(()) if z.size == 1 else z)
+        a = a.astype(jnp.bfloat16)
+        prepared = qb if isinstance(qb, PreparedWeight) else None
+        w = self.jx(prepared.array if prepared is not None else qb).astype(jnp.int32)
+        if zb is not None:
+            zw = jnp.asarray(self.jx(zb)).astype(jnp.int32)
+            if zw.size == 1:
+                zw = zw.reshape(())
+            elif prepared is not None:
+                zw = zw.reshape(-1)
+                pad = w.shape[-1] - zw.shape[0]
+                zw = jnp.pad(zw, (0, pad)) if pad else zw
+            w = w - zw
+        wf = w.astype(jnp.bfloat16)
+        b = PreparedWeight(wf, prepared.k, prepared.n, prepared.source) if prepared is not None else wf
+        y = self.matmul(node, a, b, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
+        return y * mult
+
+    def conv(
+        self,
+        node: Node,
+        x: Any,
+        w: Any,
+        attrs: Mapping[str, Any],
+        dims: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+    ) -> Any:
+        """A convolution under the policy (bf16 x bf16 -> f32, or f32 at HIGHEST), result float32.
+
+        ``dims`` are the (lhs, rhs, out) dimension numbers as ``lax``
+        takes them: (batch, feature, *spatial), (out feature, in feature,
+        *spatial), (batch, feature, *spatial). Strides, dilations, pads and
+        ``auto_pad`` follow ``Conv`` (``resolve_pads``).
+        """
+        from accelopt.ir.ops.onnx_conv import resolve_pads
+
+        x, w = self.jx(x), self.jx(w)
+        lhs, rhs, out = dims
+        spatial = [x.shape[i] for i in lhs[2:]]
+        kernel = [w.shape[i] for i in rhs[2:]]
+        strides, dil, pads = resolve_pads(spatial, kernel, attrs)
+        sp = len(kernel)
+        if self.policy.precision == "fp32":
+            x, w, prec = x.astype(jnp.float32), w.astype(jnp.float32), jax.lax.Precision.HIGHEST
+            kind = "matmul_f32"
+        else:
+            x, w, prec = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), None
+            kind = "matmul_bf16"
+        y = jax.lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=strides,
+            padding=[(pads[i], pads[i + sp]) for i in range(sp)],
+            rhs_dilation=dil,
+            dimension_numbers=jax.lax.ConvDimensionNumbers(lhs, rhs, out),
+            feature_group_count=int(attrs.get("group", 1)),
+            precision=prec,
+            preferred_element_type=jnp.float32,
+        )
+        per_out = int(w.shape[rhs[1]]) * int(math.prod(kernel))
+        flops = 2 * int(math.prod(y.shape)) * per_out
+        self.matmul_count[kind] = self.matmul_count.get(kind, 0) + 1
+        self.record(node, "matmul", flops, _nbytes(x) + _nbytes(w) + _nbytes(y), kind)
+        return y
 
     def _record_matmul(self, node: Node, a: Any, w: Any, y: Any, kind: str) -> None:
         k = a.shape[-1]
@@ -593,6 +717,27 @@ class LowerCtx:
         nbytes = _nbytes(a) + _nbytes(w) + _nbytes(y)
         self.matmul_count[kind] = self.matmul_count.get(kind, 0) + 1
         self.record(node, "int8_matmul" if kind == "int8_matmul" else "matmul", flops, nbytes, kind)
+
+
+def _scalar(x: Any) -> Any:
+    """A one-element scale or zero point as a scalar (numpy stays numpy)."""
+    return np.asarray(x).reshape(()) if isinstance(x, (np.ndarray, np.generic)) else jnp.reshape(x, ())
+
+
+def _zero_i32(z: Any) -> Any:
+    """A zero point as int32 (numpy stays numpy, so a known zero can be dropped); None stays None."""
+    if z is None:
+        return None
+    if isinstance(z, (np.ndarray, np.generic)):
+        return np.asarray(z).astype(np.int32)
+    return jnp.asarray(z).astype(jnp.int32)
+
+
+def _drop_zero(z: Any) -> Any:
+    """None for a zero point known at export time to be all zeros."""
+    if isinstance(z, (np.ndarray, np.generic)) and not np.any(z):
+        return None
+    return z
 
 
 def _pad_last(x: Any, size: int) -> Any:
@@ -603,10 +748,10 @@ def _pad_last(x: Any, size: int) -> Any:
 
 
 def _to_int8(q: Any, zero: Any) -> tuple[Any, Any]:
-    """uint8 data -> int8 exactly (q - 128) with the zero point shifted alike."""
+    """uint8 data -> int8 exactly (q - 128) with the zero point shifted alike (int32)."""
     if q.dtype == jnp.uint8:
         q = (q.astype(jnp.int32) - 128).astype(jnp.int8)
-        zero = jnp.int32(-128) if zero is None else zero - 128
+        zero = np.int32(-128) if zero is None else zero - 128
     elif q.dtype != jnp.int8:
         raise TargetError(f"int8 matmul operand has dtype {q.dtype}")
     return q, zero

@@ -14,11 +14,17 @@ Cases:
 4. ``ScaledDotProductAttention``: torch semantics: bool mask selects, float
    mask adds, causal lower triangle, fully masked rows give zeros.
 5. ``QuickGelu``, ``Shrink``, ``EyeLike``: elementwise / constant forms.
+6. ``PackedLinear``: ``Linear`` whose weight is stored transposed and/or in
+   zero-padded tiles (the layout passes): a constant weight is unpacked to
+   ``[k, n]`` at lowering time and then prepared like any other (padded to
+   the MXU tile, cast), so the program is the one ``Linear`` gives; a weight
+   computed at run time is unpacked in the program.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -26,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from accelopt.errors import TargetError
-from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
+from accelopt.ir.ops.fused import unpack_weight
+from accelopt.targets.tpu.lowering import LowerCtx, PreparedWeight, jax_dtype, lower, rhs_weight
 
 _SQRT_2_OVER_PI = 0.7978845608028654
 
@@ -153,13 +160,18 @@ def _softmax_f32(scores: Any) -> Any:
 
 @lower("Attention", weights=rhs_weight)
 def _attention(ctx, node, ins, attrs):
-    x = ctx.jx(ins[0])
-    heads = int(attrs["num_heads"])
-    bsz, seq = x.shape[0], x.shape[1]
-    qkv = ctx.matmul(node, x, ins[1], out_dtype=np.dtype(np.float32))
+    qkv = ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32))
     bias = _opt(ins, 2)
     if bias is not None:
         qkv = qkv + ctx.jx(bias).astype(jnp.float32)
+    out = attention_from_qkv(ctx, node, qkv, _opt(ins, 3), attrs)
+    return [out.astype(ctx.out_dtype(node))]
+
+
+def attention_from_qkv(ctx: LowerCtx, node: Any, qkv: Any, mask: Any, attrs: Mapping[str, Any]) -> Any:
+    """Case 3 after the projection: packed ``qkv [B, S, 3H]`` (f32) -> context ``[B, S, H]`` (f32)."""
+    heads = int(attrs["num_heads"])
+    bsz, seq = qkv.shape[0], qkv.shape[1]
     hidden = qkv.shape[-1] // 3
     d = hidden // heads
     qkv = qkv.reshape(bsz, seq, 3, heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
@@ -169,14 +181,43 @@ def _attention(ctx, node, ins, attrs):
         node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
     )
     scores = scores * jnp.float32(scale)
-    mask = _opt(ins, 3)
     if mask is not None:
         keep = ctx.jx(mask) != 0
         scores = scores + jnp.where(keep, 0.0, jnp.float32(attrs.get("mask_filter_value", -10000.0)))[:, None, None, :]
     probs = _softmax_f32(scores)
     ctxt = ctx.matmul(node, probs, v, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
-    out = ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
-    return [out.astype(ctx.out_dtype(node))]
+    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
+
+
+def _packed_weights(node: Any, attrs: Mapping[str, Any]) -> dict[int, bool]:
+    return {1: False}
+
+
+def _unpack(node: Any, attrs: Mapping[str, Any], idx: int, arr: np.ndarray) -> np.ndarray:
+    """Case 6 at plan time: the stored tiles / transposed matrix -> ``W [k, n]``."""
+    return np.asarray(
+        unpack_weight(
+            arr,
+            k=int(attrs["k"]),
+            n=int(attrs["n"]),
+            transposed=bool(attrs["transposed"]),
+            tile=tuple(int(t) for t in attrs.get("tile") or ()),
+        )
+    )
+
+
+@lower("PackedLinear", weights=_packed_weights, unpack=_unpack)
+def _packed_linear(ctx, node, ins, attrs):
+    w = ins[1]
+    if not isinstance(w, PreparedWeight):  # a weight computed at run time: unpack it in the program
+        w = unpack_weight(
+            ctx.jx(w),
+            k=int(attrs["k"]),
+            n=int(attrs["n"]),
+            transposed=bool(attrs["transposed"]),
+            tile=tuple(int(t) for t in attrs.get("tile") or ()),
+        )
+    return _linear(ctx, node, [ins[0], w, *ins[2:]], attrs)
 
 
 @lower("ScaledDotProductAttention")

@@ -9,6 +9,8 @@ from tpu_helpers import call_lowered, single_op_graph
 from accelopt.errors import TargetError
 from accelopt.interpreter import run
 from accelopt.ir import DType
+from accelopt.ir.ops.fused import pack_weight
+from accelopt.ir.ops.quantized import dynamic_quantize
 from accelopt.ir.registry import _REGISTRY, AttrSpec, all_ops, define_op, has_op
 from accelopt.targets.tpu import TpuTarget, lowered_ops, unlowered_ops
 
@@ -31,6 +33,27 @@ B1 = R.random((2, 3, 4)) > 0.5
 B2 = R.random((2, 3, 4)) > 0.5
 INT = R.integers(-20, 20, size=(2, 3, 4)).astype(np.int32)
 INT_NZ = np.where(INT == 0, 3, INT).astype(np.int32)
+
+
+def _rowq(x: np.ndarray, to: DType, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return dynamic_quantize(x, to, symmetric, "row")
+
+
+def _wq(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    w = f32(k, n)
+    scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
+QX = f32(2, 3, 6)
+QX_ROW = _rowq(f32(2, 3, 7), DType.INT8, True)
+QW16 = _wq(7, 16)
+QW4 = _wq(7, 4)
+QU8 = (R.integers(0, 255, (2, 3, 7)).astype(np.uint8), np.array(0.03, np.float32), np.array(121, np.uint8))
+QU8_ROW = _rowq(f32(2, 3, 7), DType.UINT8, False)
+QATT = (*_rowq(f32(2, 5, 8), DType.INT8, True)[:2], *_wq(8, 24))
+QATT_U8 = (R.integers(0, 255, (1, 4, 8)).astype(np.uint8), np.array(0.01, np.float32), np.array(130, np.uint8))
+PW = f32(20, 12)
 
 UNARY_FLOAT = {
     "Abs": X, "Neg": X, "Exp": X, "Log": POS, "Sqrt": POS, "Reciprocal": POS, "Floor": X * 3, "Ceil": X * 3,
@@ -188,6 +211,57 @@ CASES: list[tuple[str, str, list, dict, int]] = [
                                         ("const", np.array(0.01, np.float32)), ("const", np.array(0, np.int8)),
                                         ("const", np.array(0.5, np.float32)), ("const", np.array(10, np.uint8))],
      {}, 1),
+    # accelopt quantized ops
+    *[
+        (f"DynamicQuantize-{to}-{'sym' if sym else 'asym'}-{gran}", "DynamicQuantize", [("in", QX)],
+         {"to": DType.INT8 if to == "i8" else DType.UINT8, "symmetric": sym, "granularity": gran}, 3)
+        for to in ("i8", "u8") for sym in (1, 0) for gran in ("row", "tensor")
+    ],
+    ("DynamicQuantize-zero-row", "DynamicQuantize", [("in", np.concatenate([np.zeros((1, 6), np.float32),
+                                                                             f32(2, 6)]))], {}, 3),
+    ("DequantizeLinear-per-row", "DequantizeLinear", [("in", QX_ROW[0]), ("in", QX_ROW[1]), ("in", QX_ROW[2])],
+     {"axis": -1, "block_size": 7}, 1),
+    ("QuantizeLinear-blocked", "QuantizeLinear", [("in", f32(4, 6)), ("const", f32(4, 2, lo=0.01, hi=0.03)),
+                                                  ("const", np.zeros((4, 2), np.int8))], {"axis": 1, "block_size": 3}, 1),
+    ("QLinear-row-sym-gelu", "QLinear", [("in", QX_ROW[0]), ("in", QX_ROW[1]), ("in", QX_ROW[2]), ("const", QW16[0]),
+                                         ("const", QW16[1]), ("none", None), ("const", f32(16))],
+     {"activation": "gelu"}, 1),
+    ("QLinear-small-weight", "QLinear", [("in", QX_ROW[0]), ("in", QX_ROW[1]), ("none", None), ("const", QW4[0]),
+                                         ("const", QW4[1])], {}, 1),
+    ("QLinear-u8-zero-points", "QLinear", [("in", QU8[0]), ("const", QU8[1]), ("const", QU8[2]), ("const", QW16[0]),
+                                           ("const", QW16[1]), ("const", np.arange(-8, 8, dtype=np.int8)),
+                                           ("const", f32(16))], {"activation": "relu"}, 1),
+    ("QLinear-u8-row-zero-points", "QLinear", [("in", QU8_ROW[0]), ("in", QU8_ROW[1]), ("in", QU8_ROW[2]),
+                                               ("const", QW16[0]), ("const", np.array(0.02, np.float32))], {}, 1),
+    ("QLinear-requantize", "QLinear", [("in", QX_ROW[0]), ("in", QX_ROW[1]), ("none", None), ("const", QW16[0]),
+                                       ("const", QW16[1]), ("none", None), ("const", f32(16)),
+                                       ("const", np.array(0.05, np.float32)), ("const", np.array(3, np.uint8))], {}, 1),
+    ("QAttention", "QAttention", [("in", QATT[0]), ("in", QATT[1]), ("none", None), ("const", QATT[2]),
+                                  ("const", QATT[3]), ("none", None), ("const", f32(24)),
+                                  ("in", np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int64))], {"num_heads": 2}, 1),
+    ("QAttention-u8-nomask", "QAttention", [("in", QATT_U8[0]), ("const", QATT_U8[1]), ("const", QATT_U8[2]),
+                                            ("const", QATT[2]), ("const", QATT[3])], {"num_heads": 4, "scale": 0.3}, 1),
+    # convolutions
+    ("Conv-2d", "Conv", [("in", f32(2, 4, 7, 6)), ("const", f32(6, 2, 3, 2)), ("const", f32(6))],
+     {"strides": [2, 1], "pads": [1, 0, 1, 1], "dilations": [1, 2], "group": 2}, 1),
+    ("Conv-1d-same", "Conv", [("in", f32(1, 3, 9)), ("const", f32(4, 3, 4))], {"auto_pad": "SAME_UPPER",
+                                                                              "strides": [2]}, 1),
+    ("Conv-3d-depthwise", "Conv", [("in", f32(1, 3, 4, 5, 4)), ("const", f32(3, 1, 2, 3, 2))],
+     {"group": 3, "auto_pad": "SAME_LOWER"}, 1),
+    ("ConvNHWC-2d", "ConvNHWC", [("in", f32(2, 7, 6, 4)), ("const", f32(3, 2, 2, 6)), ("const", f32(6))],
+     {"strides": [2, 1], "pads": [1, 0, 1, 1], "dilations": [1, 2], "group": 2}, 1),
+    ("ConvNHWC-1d-valid", "ConvNHWC", [("in", f32(2, 8, 3)), ("const", f32(3, 3, 5))], {"auto_pad": "VALID"}, 1),
+    # packed weights (layout passes)
+    ("PackedLinear-tiled", "PackedLinear", [("in", f32(2, 3, 20)), ("const", pack_weight(PW, tile=(8, 16))),
+                                            ("const", f32(12))],
+     {"activation": "gelu_tanh", "tile": [8, 16], "k": 20, "n": 12}, 1),
+    ("PackedLinear-transposed-tiled", "PackedLinear", [("in", f32(3, 20)),
+                                                       ("const", pack_weight(PW, transposed=True, tile=(8, 16)))],
+     {"transposed": 1, "tile": [8, 16], "k": 20, "n": 12}, 1),
+    ("PackedLinear-transposed", "PackedLinear", [("in", f32(2, 20)), ("const", pack_weight(PW, transposed=True))],
+     {"transposed": 1, "k": 20, "n": 12}, 1),
+    ("PackedLinear-runtime-weight", "PackedLinear", [("in", f32(2, 20)), ("in", pack_weight(PW, tile=(8, 16)))],
+     {"tile": [8, 16], "k": 20, "n": 12}, 1),
     # fused (accelopt domain)
     ("LayerNorm", "LayerNorm", [("in", X), ("const", f32(4)), ("const", f32(4))], {"epsilon": 1e-6}, 1),
     ("SkipLayerNorm", "SkipLayerNorm", [("in", X), ("in", f32(2, 3, 4)), ("const", f32(4)), ("const", f32(4)),
