@@ -165,6 +165,8 @@ class PreparedWeight:
     source: str
     #: for int8 weights (int8 policy): the dequantization scale, () or [n], float32
     scale: np.ndarray | None = None
+    #: for int8 weights: column sums [N_pad] (int32), computed once at lowering time, for zero-point corrections
+    colsum: Any = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -190,6 +192,14 @@ class WeightPlan:
     folded: dict[str, np.ndarray] = field(default_factory=dict)
     #: nodes whose outputs were folded at plan time
     skip: set[str] = field(default_factory=set)
+    #: prepared int8 weight key -> key of its column sums (int32 [N_pad])
+    colsums: dict[str, str] = field(default_factory=dict)
+
+    def add_int8_colsum(self, key: str) -> None:
+        """Column sums of the prepared int8 weight ``key``: an asymmetric activation's zero-point correction."""
+        if key not in self.colsums:
+            self.colsums[key] = f"{key}@colsum"
+            self.arrays[self.colsums[key]] = self.arrays[key].astype(np.int32).sum(axis=0, dtype=np.int32)
 
     @property
     def parameter_bytes(self) -> int:
@@ -272,6 +282,8 @@ def plan_weights(graph: Graph, policy: Policy, mode: str = "arguments") -> Weigh
                     plan.arrays[key] = prepare_matmul_weight(mat, transposed, policy)
                 k, n = (mat.shape[1], mat.shape[0]) if transposed else mat.shape
                 plan.prepared[(node.name, idx)] = (key, int(k), int(n), None)
+                if plan.arrays[key].dtype == np.int8:
+                    plan.add_int8_colsum(key)
             else:
                 needs_raw.add(name)
         if v in graph.outputs:
@@ -323,6 +335,7 @@ def _plan_int8_weights(graph: Graph, policy: Policy, plan: WeightPlan) -> None:
                 plan.arrays[key] = prepare_matmul_weight(data, transposed, policy)
             k, n = (data.shape[1], data.shape[0]) if transposed else data.shape
             plan.prepared[(node.name, idx)] = (key, int(k), int(n), sc)
+            plan.add_int8_colsum(key)
         plan.skip.add(dq.name)
 
 
@@ -616,7 +629,10 @@ class LowerCtx:
             za = jnp.asarray(za)
             if za.size == 1:
                 za = za.reshape(())
-            colsum = jnp.sum(w.astype(jnp.int32), axis=-2, keepdims=True)[..., :n]
+            if prepared is not None and prepared.colsum is not None:
+                colsum = self.jx(prepared.colsum)[:n]  # computed at lowering time
+            else:
+                colsum = jnp.sum(w.astype(jnp.int32), axis=-2, keepdims=True)[..., :n]
             acc = acc - za * colsum
         if zb is not None:
             zb = jnp.asarray(zb)
@@ -831,7 +847,11 @@ def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGra
                         key, k, n, scale = ref
                         arr = plan.arrays[key] if plan.mode == "constants" else params[key]
                         src = key.split("@")[0]
-                        ins[idx] = PreparedWeight(arr, k, n, src, scale)
+                        ckey = plan.colsums.get(key)
+                        colsum = None
+                        if ckey is not None:
+                            colsum = plan.arrays[ckey] if plan.mode == "constants" else params[ckey]
+                        ins[idx] = PreparedWeight(arr, k, n, src, scale, colsum)
                 try:
                     outs = list(low.fn(ctx, node, ins, attrs))
                 except TargetError:

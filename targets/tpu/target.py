@@ -14,6 +14,29 @@
 5. Per bucket: ``jax.export`` for ``platforms``, the StableHLO text, the
    StableHLO policy checks and the roofline estimate.
 6. Return a ``TpuArtifact`` whose metadata records all of the above.
+
+Capability descriptor (what the passes read from ``PassContext.target``):
+
+1. ``dtypes`` float32, bfloat16, int8, int32, bool: the MXU multiplies
+   int8 x int8 -> int32 (and bf16 x bf16 -> f32).
+2. ``quantization``: weights per-channel symmetric int8; activations
+   asymmetric, so the int8 pass writes dynamic per-row uint8 activations
+   with a zero point. The lowering shifts them exactly to int8 (q - 128,
+   z - 128), the MXU still multiplies int8 x int8 -> int32, and the zero
+   point is one correction in the matmul's epilogue, ``acc - z_row *
+   colsum(W)``, with the weight's column sums computed at lowering time.
+   Why not symmetric activations (zero point 0, no correction): on
+   all-MiniLM-L6-v2 they put the largest change of a pairwise embedding
+   similarity at 0.017-0.021 (limit 0.02: inputs after GELU are one-sided,
+   so a symmetric scale leaves half the int8 levels unused), asymmetric at
+   0.011-0.013; the correction costs an elementwise multiply-add per output.
+   Symmetric graphs (``int8{activations=symmetric}``) lower too, with no
+   correction at all.
+3. ``native_ops``: every lowered op except ``QLinear`` / ``QAttention``, so
+   the ``int8`` group's ``lower-quantized`` leaves the QDQ form in place;
+   the lowering reads it (``LowerCtx.dq_source``: per-tensor and per-row
+   dequantized activations, plan-time int8 weights).
+4. ``tile_sizes`` / ``pad_multiple``: the chip's MXU tile (128; 256 on v6e).
 """
 
 from __future__ import annotations
@@ -48,6 +71,8 @@ from accelopt.targets.tpu.roofline import estimate
 log = logging.getLogger(__name__)
 
 _MASK_HINTS = ("mask",)
+#: integer ops the TPU lowers (graphs written for other targets run) but does not ask for: it reads the QDQ form
+QDQ_READ_OPS = frozenset({"QLinear", "QAttention"})
 DEFAULT_SEQ_LEN = 128
 
 
@@ -175,11 +200,11 @@ class TpuTarget(Target):
         return Capabilities(
             name=self.name,
             description=f"TPU {chip.name} through XLA (StableHLO via jax.export); runs here on CPU XLA",
-            dtypes=("float32", "bfloat16", "int8", "uint8", "int32", "bool"),
+            dtypes=("float32", "bfloat16", "int8", "int32", "bool"),
             preferred_layouts={"matmul_weight": "KN"},
             tile_sizes={"matmul": (chip.mxu_tile, chip.mxu_tile), "batch": (self.options.batch_multiple,)},
             pad_multiple=chip.mxu_tile,
-            native_ops=frozenset(lowered_ops()),
+            native_ops=frozenset(lowered_ops() - QDQ_READ_OPS),
             quantization={"weights": "per-channel-symmetric", "activations": "asymmetric"},
             estimate_only=True,
             extra={"chip": chip.as_dict(), "chips": sorted(CHIPS), "int8_speedup": chip.int8_speedup},
