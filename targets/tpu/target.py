@@ -15,6 +15,15 @@
    StableHLO policy checks and the roofline estimate.
 6. Return a ``TpuArtifact`` whose metadata records all of the above.
 
+Default pipeline (no ``--passes``): ``cleanup,fuse,bf16``, the issue's
+policy "bf16 matmul inputs with f32 accumulation by default": the bf16 pass
+makes the graph's matmuls bf16 (LayerNorm, Softmax and reductions stay f32)
+and ``precision=auto`` then lowers every matmul as bf16 x bf16 -> f32, and
+validation checks the graph the TPU runs. An explicit pipeline is taken as
+written: ``--passes fuse`` keeps an fp32 graph, which ``precision=auto``
+exports in fp32 (f32 matmuls at ``Precision.HIGHEST``); ``--passes
+fuse,int8`` exports int8 ``dot_general`` ops where the chip gains from them.
+
 Capability descriptor (what the passes read from ``PassContext.target``):
 
 1. ``dtypes`` float32, bfloat16, int8, int32, bool: the MXU multiplies
@@ -170,7 +179,7 @@ class TpuTarget(Target):
 
     name = "tpu"
     summary = "TPU via XLA: jax.export StableHLO for platforms (tpu, cpu); bf16/int8 policy per chip (v4/v5e/v5p/v6e)"
-    default_passes = "cleanup,fuse"
+    default_passes = "cleanup,fuse,bf16"
     Options = TpuOptions
 
     seq_buckets = True

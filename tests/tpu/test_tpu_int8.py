@@ -157,8 +157,8 @@ def test_cli_fuse_int8_writes_an_int8_artifact(tiny_bert, tmp_path):
     assert others == {("bf16", "bf16", "f32")}  # attention scores and context
 
 
-def test_cli_fuse_bf16_leaves_no_f32_dot(tiny_bert, tmp_path):
-    for passes, pipeline in (("fuse,bf16", "fuse,bf16"),):
+def test_cli_fuse_bf16_and_the_default_pipeline_leave_no_f32_dot(tiny_bert, tmp_path):
+    for passes, pipeline in (("fuse,bf16", "fuse,bf16"), (None, "cleanup,fuse,bf16")):
         rc, meta, report, text = _cli(tiny_bert, tmp_path / str(passes), passes)
         assert rc == 0 and report["status"] == "ok" and report["pipeline"] == pipeline
         assert meta["policy"]["precision"] == "bf16"
