@@ -38,7 +38,9 @@ PRECISIONS = ("auto", "bf16", "fp32", "int8")
 INT8_MATMUL_OPS = frozenset({"MatMulInteger", "QLinearMatMul", "QLinear", "QAttention", "DynamicQuantizeMatMul"})
 _INT8_TYPES = (DType.INT8, DType.UINT8)
 #: ops that run on the MXU (their first input's dtype tells the graph's matmul precision)
-MATMUL_OPS = frozenset({"MatMul", "Gemm", "Linear", "Attention", "Einsum", "ScaledDotProductAttention"})
+MATMUL_OPS = frozenset(
+    {"MatMul", "Gemm", "Linear", "PackedLinear", "Attention", "Einsum", "ScaledDotProductAttention", "Conv", "ConvNHWC"}
+)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,16 @@ def test_auto_precision_follows_the_graph():
     gh, _ = single_op_graph("MatMul", [("in", np.ones((2, 4), np.float16)), ("const", np.ones((4, 4), np.float16))])
     ph = choose_policy(gh, get_chip("v5e"))
     assert ph.precision == "bf16" and any("no fast fp16" in n for n in ph.notes)
+    # the layout passes' and convolution ops count as matmul work too
+    gp, _ = single_op_graph(
+        "PackedLinear",
+        [("in", bf16), ("const", np.ones((4, 4), ml_dtypes.bfloat16))],
+        {"k": 4, "n": 4, "transposed": 1},
+    )
+    assert choose_policy(gp, get_chip("v5e")).precision == "bf16"
+    x = np.ones((1, 2, 5, 5), ml_dtypes.bfloat16)
+    gc, _ = single_op_graph("Conv", [("in", x), ("const", np.ones((3, 2, 3, 3), ml_dtypes.bfloat16))])
+    assert choose_policy(gc, get_chip("v5e")).precision == "bf16"
 
 
 def test_int8_graph_on_int8_chips_and_fallback_on_v4():
