@@ -20,9 +20,14 @@ lowered:
    computed from them) stay numpy arrays: a node whose inputs are all static
    is folded with the op's numpy reference kernel from the registry, so
    shape arithmetic never reaches the device.
-5. Every matmul goes through ``LowerCtx.matmul`` / ``LowerCtx.int_matmul``,
+5. Every matmul goes through ``LowerCtx.matmul`` / ``LowerCtx.int_matmul``
+   (``scaled_int_matmul`` for the integer ops, ``conv`` for convolutions),
    which apply the policy (bf16 x bf16 -> f32, f32 at HIGHEST, int8 x int8 ->
-   int32) and record FLOPs and bytes for the roofline estimate.
+   int32) and record FLOPs and bytes for the roofline estimate. int8 operands
+   come from DequantizeLinear nodes (per-tensor, or per-row activations);
+   their scales and zero points are applied to the int32 result (zero points
+   through the weight's column sums, computed at lowering time), so the MXU
+   multiplies raw int8.
 6. After each node the result is checked against the IR: dtype coerced to the
    IR type, static dims compared (a mismatch is a lowering bug and raises
    ``TargetError`` naming the node).
