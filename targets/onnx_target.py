@@ -137,7 +137,7 @@ class OnnxTarget(Target):
 
     name = "onnx"
     summary = "ONNX written back for ONNX Runtime (fused ops as contrib ops); writes model.onnx"
-    default_passes = "cleanup"
+    default_passes = "cleanup,fuse"
     capabilities = Capabilities(
         name="onnx",
         description="ONNX Runtime CPU execution provider",
