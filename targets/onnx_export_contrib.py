@@ -30,43 +30,19 @@ The ONNX writer imports this module on first use (its name starts with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 from onnx import NodeProto
 
 from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Node, Value
-from accelopt.targets.onnx_writer import ExportContext, register_exporter
+from accelopt.targets.onnx_writer import ExportContext, NodeEmitter, register_exporter
 
 MS = "com.microsoft"
 
 
-class _Emitter:
-    """Collects the nodes one IR node becomes, with fresh names derived from it."""
-
-    def __init__(self, ctx: ExportContext, node: Node) -> None:
-        self.ctx = ctx
-        self.node = node
-        self.made: list[NodeProto] = []
-
-    def __call__(
-        self,
-        op: str,
-        inputs: Sequence[str],
-        hint: str,
-        *,
-        outputs: Sequence[str] | None = None,
-        domain: str = "",
-        **attrs: Any,
-    ) -> str:
-        outs = list(outputs) if outputs is not None else [self.ctx.fresh(f"{self.node.name}_{hint}")]
-        self.made.append(
-            self.ctx.make_node(op, inputs, outs, domain=domain, name=f"{self.node.name}/{hint}", **attrs)
-        )
-        return outs[0]
+class _Emitter(NodeEmitter):
+    """``NodeEmitter`` plus int32 casts shared across nodes."""
 
     def int32(self, v: Value | None, hint: str) -> str:
         """``v`` as int32: a Cast unless it already is, made once per value and reused by later nodes."""

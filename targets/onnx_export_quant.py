@@ -46,7 +46,6 @@ onnxruntime's AVX2 kernel can saturate int16 pair sums (its documented
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,45 +57,9 @@ from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.ops.quantized import ZERO_RANGE_SCALE
 from accelopt.ir.registry import get_op
-from accelopt.targets.onnx_writer import ExportContext, register_exporter
+from accelopt.targets.onnx_writer import ExportContext, NodeEmitter, register_exporter
 
 MS = "com.microsoft"
-
-
-class _Emit:
-    """Collects the ONNX nodes one IR node becomes."""
-
-    def __init__(self, ctx: ExportContext, node: Node) -> None:
-        self.ctx = ctx
-        self.node = node
-        self.made: list[NodeProto] = []
-
-    def __call__(
-        self,
-        op: str,
-        inputs: Sequence[str],
-        hint: str,
-        *,
-        outputs: Sequence[str] | int | None = None,
-        domain: str = "",
-        **attrs: Any,
-    ) -> str:
-        if outputs is None or isinstance(outputs, int):
-            count = 1 if outputs is None else outputs
-            outs = [self.ctx.fresh(f"{self.node.name}_{hint}" + (f"_{i}" if count > 1 else "")) for i in range(count)]
-        else:
-            outs = list(outputs)
-        ins = list(inputs)
-        while ins and ins[-1] == "":
-            ins.pop()
-        self.made.append(self.ctx.make_node(op, ins, outs, domain=domain, name=f"{self.node.name}/{hint}", **attrs))
-        return outs[0]
-
-    def outs(self) -> list[str]:
-        return list(self.made[-1].output)
-
-    def const(self, value: Any, hint: str, dtype: Any = np.float32) -> str:
-        return self.ctx.add_initializer(np.asarray(value, dtype=dtype), f"{self.node.name}_{hint}")
 
 
 def _float_zero_points(ctx: ExportContext) -> dict[str, str]:
@@ -121,7 +84,7 @@ def _opt(node: Node, i: int) -> Value | None:
 
 
 # ------------------------------------------------------------------ case 1
-def _reduce(emit: _Emit, op: str, x: str, per_row: bool, hint: str) -> str:
+def _reduce(emit: NodeEmitter, op: str, x: str, per_row: bool, hint: str) -> str:
     if per_row:
         return emit(op, [x, emit.const([-1], f"{hint}_axes", np.int64)], hint, keepdims=1)
     return emit(op, [x], hint, keepdims=0)
@@ -130,7 +93,7 @@ def _reduce(emit: _Emit, op: str, x: str, per_row: bool, hint: str) -> str:
 @register_exporter("DynamicQuantize")
 def export_dynamic_quantize(ctx: ExportContext, node: Node) -> list[NodeProto]:
     """Case 1: standard ops computing ``(y, scale, zero_point)`` exactly as the op defines them."""
-    emit = _Emit(ctx, node)
+    emit = NodeEmitter(ctx, node)
     a = _attrs(node)
     to: DType = a["to"]
     symmetric, per_row = bool(a["symmetric"]), a["granularity"] == "row"
@@ -231,7 +194,7 @@ def _weight_parts(node: Node, w_i: int = 3) -> tuple[np.ndarray, np.ndarray, np.
     return wq, ws, wz
 
 
-def _matmul_float(emit: _Emit, node: Node, src: _Source, bias: str) -> tuple[str, bool]:
+def _matmul_float(emit: NodeEmitter, node: Node, src: _Source, bias: str) -> tuple[str, bool]:
     """The float result of a quantized projection (inputs 0-5 of ``node``); True when ``bias`` was added."""
     ctx = emit.ctx
     wq, ws, wz = _weight_parts(node)
@@ -283,7 +246,7 @@ def _matmul_float(emit: _Emit, node: Node, src: _Source, bias: str) -> tuple[str
     return emit("Mul", [y, ws_name], "w_scaled"), False
 
 
-def _activation(emit: _Emit, y: str, act: str, bias: str, out: str) -> None:
+def _activation(emit: NodeEmitter, y: str, act: str, bias: str, out: str) -> None:
     """The bias (when not added yet) and the activation, writing ``out``."""
     if bias:
         if act == "gelu":
@@ -311,7 +274,7 @@ def _activation(emit: _Emit, y: str, act: str, bias: str, out: str) -> None:
 
 @register_exporter("QLinear")
 def export_qlinear(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emit(ctx, node)
+    emit = NodeEmitter(ctx, node)
     a = _attrs(node)
     bias = ctx.name(_opt(node, 6))
     out = ctx.name(node.outputs[0])
@@ -333,7 +296,7 @@ def export_qlinear(ctx: ExportContext, node: Node) -> list[NodeProto]:
 # ------------------------------------------------------------------ case 3
 @register_exporter("QAttention")
 def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emit(ctx, node)
+    emit = NodeEmitter(ctx, node)
     a = _attrs(node)
     heads = int(a["num_heads"])
     scale = float(a["scale"])

@@ -875,3 +875,43 @@ def export_sdpa(ctx: ExportContext, node: Node) -> list[NodeProto]:
     else:
         emit("MatMul", [probs, vn], "context", output=out)
     return made
+
+
+class NodeEmitter:
+    """Collects the ONNX nodes one IR node becomes (for exporters of accelopt-domain ops).
+
+    ``emit(op, inputs, hint, outputs=None|n|names, domain=, **attrs)`` adds a node with fresh output
+    names derived from the IR node's name and returns the first output; trailing empty inputs are dropped.
+    """
+
+    def __init__(self, ctx: ExportContext, node: Node) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.made: list[NodeProto] = []
+
+    def __call__(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        hint: str,
+        *,
+        outputs: Sequence[str] | int | None = None,
+        domain: str = "",
+        **attrs: Any,
+    ) -> str:
+        if outputs is None or isinstance(outputs, int):
+            count = 1 if outputs is None else outputs
+            outs = [self.ctx.fresh(f"{self.node.name}_{hint}" + (f"_{i}" if count > 1 else "")) for i in range(count)]
+        else:
+            outs = list(outputs)
+        ins = list(inputs)
+        while ins and ins[-1] == "":
+            ins.pop()
+        self.made.append(self.ctx.make_node(op, ins, outs, domain=domain, name=f"{self.node.name}/{hint}", **attrs))
+        return outs[0]
+
+    def outs(self) -> list[str]:
+        return list(self.made[-1].output)
+
+    def const(self, value: Any, hint: str, dtype: Any = np.float32) -> str:
+        return self.ctx.add_initializer(np.asarray(value, dtype=dtype), f"{self.node.name}_{hint}")

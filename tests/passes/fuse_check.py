@@ -5,28 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from cleanup_check import seeded_inputs  # noqa: F401  (re-exported for the fusion tests)
 
 from accelopt.interpreter import run
 from accelopt.ir import parse, print_graph
+from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
+from accelopt.ir.types import TensorType
 from accelopt.passes.base import PassContext, PassResult, build_pipeline
-
-
-def seeded_inputs(graph: Graph, bindings: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Normal floats, small non-negative ints, random bools; symbols bound from ``bindings``."""
-    rng = np.random.default_rng(seed)
-    b = {"batch": 2, "seq": 3, **(bindings or {})}
-    feeds: dict[str, np.ndarray] = {}
-    for v in graph.inputs:
-        shape = tuple(d if isinstance(d, int) else b[d] for d in v.type.shape or ())
-        dt = v.type.dtype
-        if dt.is_float:
-            feeds[v.name] = rng.standard_normal(shape).astype(dt.np)
-        elif dt.is_int:
-            feeds[v.name] = rng.integers(0, 3, size=shape).astype(dt.np)
-        else:
-            feeds[v.name] = rng.random(shape) > 0.5
-    return feeds
 
 
 def run_pass(spec: str, graph: Graph) -> PassResult:
@@ -94,3 +80,22 @@ def check_fusion(
 
 def matched(result: PassResult) -> dict[str, int]:
     return {k: v["matched"] for k, v in result.stats.items() if isinstance(v, dict) and v.get("matched")}
+
+
+def run_one_op(op: str, arrays: list[np.ndarray | None], attrs: dict | None = None, n_out: int = 1) -> list[np.ndarray]:
+    """Run one op on arrays (``None`` = omitted input) through a one-node graph and the interpreter."""
+    g = Graph("t")
+    ins = []
+    feeds = {}
+    for i, a in enumerate(arrays):
+        if a is None:
+            ins.append(None)
+            continue
+        v = g.add_input(f"in{i}", TensorType(DType.from_numpy(a.dtype), a.shape))
+        feeds[v.name] = a
+        ins.append(v)
+    node = g.add_node(op, ins, attrs or {}, outputs=n_out)
+    g.set_outputs(list(node.outputs))
+    g.verify()
+    out = run(g, feeds)
+    return [out[v.name] for v in node.outputs]

@@ -6,31 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fuse_check import run_one_op as _one
 
 import accelopt.ir as ir
 from accelopt.errors import VerifyError
-from accelopt.interpreter import run
 
 F32 = ir.DType.FLOAT32
 rng = np.random.default_rng(0)
-
-
-def _one(op: str, arrays: list[np.ndarray | None], attrs: dict | None = None, n_out: int = 1) -> list[np.ndarray]:
-    g = ir.Graph("t")
-    ins = []
-    feeds = {}
-    for i, a in enumerate(arrays):
-        if a is None:
-            ins.append(None)
-            continue
-        v = g.add_input(f"in{i}", ir.TensorType(ir.DType.from_numpy(a.dtype), a.shape))
-        feeds[v.name] = a
-        ins.append(v)
-    node = g.add_node(op, ins, attrs or {}, outputs=n_out)
-    g.set_outputs(list(node.outputs))
-    g.verify()
-    out = run(g, feeds)
-    return [out[v.name] for v in node.outputs]
 
 
 def test_layernorm_matches_torch() -> None:

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fuse_check import run_one_op as _one
 
 import accelopt.ir as ir
 from accelopt.errors import VerifyError
-from accelopt.interpreter import run
 from accelopt.ir.ops.fused import attention
 from accelopt.ir.ops.onnx_quant import dynamic_quantize as onnx_dynamic_quantize
 from accelopt.ir.ops.quantized import dequantized_matmul, dynamic_quantize, int_matmul
 from accelopt.passes.quant_qdq import quantize_weight
 
 rng = np.random.default_rng(0)
-
-
-def _one(op: str, arrays: list[np.ndarray | None], attrs: dict | None = None, n_out: int = 1) -> list[np.ndarray]:
-    g = ir.Graph("t")
-    ins, feeds = [], {}
-    for i, a in enumerate(arrays):
-        if a is None:
-            ins.append(None)
-            continue
-        v = g.add_input(f"in{i}", ir.TensorType(ir.DType.from_numpy(a.dtype), a.shape))
-        feeds[v.name] = a
-        ins.append(v)
-    node = g.add_node(op, ins, attrs or {}, outputs=n_out)
-    g.set_outputs(list(node.outputs))
-    g.verify()
-    out = run(g, feeds)
-    return [out[v.name] for v in node.outputs]
 
 
 # ----------------------------------------------------------- integer matmul
