@@ -21,7 +21,7 @@ from typing import ClassVar
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
-from accelopt.passes.quant_lowprec import DEFAULT_KEEP, convert, decide, notes_for, stats_for
+from accelopt.passes.quant_lowprec import DEFAULT_KEEP, convert, decide, notes_for, stats_for, target_lacks_dtype
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,9 @@ class Bf16(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o: Bf16Options = self.options
-        target = ctx.target
-        dtypes = getattr(target, "dtypes", None)
-        if target is not None and dtypes and str(self.dtype) not in dtypes:
-            return PassResult(
-                graph, False, notes=[f"target {getattr(target, 'name', '?')} does not compute in {self.dtype}"]
-            )
+        unsupported = target_lacks_dtype(ctx.target, self.dtype)
+        if unsupported:
+            return PassResult(graph, False, notes=[unsupported])
         low, conv = decide(graph, o.keep, o.exclude, None, None)
         total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))
         if not low:

@@ -34,6 +34,7 @@ from accelopt.passes.quant_lowprec import (
     notes_for,
     observe_absmax,
     stats_for,
+    target_lacks_dtype,
 )
 
 
@@ -62,12 +63,9 @@ class Fp16(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o: Fp16Options = self.options
-        target = ctx.target
-        dtypes = getattr(target, "dtypes", None)
-        if target is not None and dtypes and str(self.dtype) not in dtypes:
-            return PassResult(
-                graph, False, notes=[f"target {getattr(target, 'name', '?')} does not compute in {self.dtype}"]
-            )
+        unsupported = target_lacks_dtype(ctx.target, self.dtype)
+        if unsupported:
+            return PassResult(graph, False, notes=[unsupported])
         absmax = observe_absmax(graph, ctx.calibration, o.samples) if o.samples else {}
         low, conv = decide(graph, o.keep, o.exclude, absmax, o.limit)
         total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))

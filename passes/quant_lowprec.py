@@ -117,6 +117,14 @@ def _rows(b: Mapping[str, np.ndarray]) -> int:
     return 0
 
 
+def target_lacks_dtype(target: Any, dtype: DType) -> str | None:
+    """Why a low-precision pass must not run for ``target`` (it lists dtypes without ``dtype``), else None."""
+    dtypes = getattr(target, "dtypes", None)
+    if target is not None and dtypes and str(dtype) not in dtypes:
+        return f"target {getattr(target, 'name', '?')} does not compute in {dtype}"
+    return None
+
+
 def decide(
     graph: Graph,
     keep: Sequence[str],
