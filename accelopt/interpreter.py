@@ -3,11 +3,19 @@
 Values are freed after their last use unless ``keep_intermediates`` is set
 (used to localize where two graphs start to diverge). Matmuls go to numpy's
 BLAS, so BERT-base runs at BLAS speed.
+
+Buffer reuse: when an input of an op with an ``inplace`` kernel dies at that
+node, the op may write its result into the input's array instead of allocating
+a new one (elementwise chains, bias adds, softmax, layer norm). An array is only
+handed over when it owns its memory and nothing but the interpreter holds it: a
+view of it, the same array under another live value, a constant or a graph
+input all keep a reference, which the reference count shows.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +38,7 @@ class _Step:
     inputs: list[int | None]  # slot ids
     outputs: list[int]
     free_after: list[int]
+    donors: tuple[int, ...] = ()  # input positions whose array the inplace kernel may take
 
 
 class Interpreter:
@@ -61,15 +70,21 @@ class Interpreter:
         self._steps = []
         for idx, node in enumerate(graph.nodes):
             opdef = get_op(node.op)
+            ins = [None if v is None else slot(v) for v in node.inputs]
+            free = frees.get(idx, [])
+            donors = ()
+            if opdef.inplace is not None:
+                donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
             self._steps.append(
                 _Step(
                     node.name,
                     node.op,
                     opdef,
                     opdef.full_attrs(node.attrs),
-                    [None if v is None else slot(v) for v in node.inputs],
+                    ins,
                     [slot(v) for v in node.outputs],
-                    frees.get(idx, []),
+                    free,
+                    donors,
                 )
             )
         self._n_slots = len(slots)
@@ -92,7 +107,15 @@ class Interpreter:
         for step in self._steps:
             args = [None if s is None else env[s] for s in step.inputs]
             try:
-                outs = step.opdef.kernel(args, step.attrs, len(step.outputs))
+                outs = None
+                if step.donors and not keep_intermediates:
+                    for i in step.donors:
+                        if _unshared(args[i]):
+                            outs = step.opdef.inplace(args, step.attrs, len(step.outputs), i)  # type: ignore[misc]
+                            if outs is not None:
+                                break
+                if outs is None:
+                    outs = step.opdef.kernel(args, step.attrs, len(step.outputs))
             except InterpreterError:
                 raise
             except Exception as e:
@@ -102,14 +125,38 @@ class Interpreter:
                 ) from e
             if len(outs) != len(step.outputs):
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
-            for s, o in zip(step.outputs, outs):
-                env[s] = o
+            for k, s in enumerate(step.outputs):  # no loop variable left holding an output
+                env[s] = outs[k]
             if not keep_intermediates:
                 for s in step.free_after:
                     env[s] = None
         if keep_intermediates:
             return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
         return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
+
+
+def _refs(a: object) -> int:
+    return sys.getrefcount(a)
+
+
+def _baseline_refs() -> int:
+    """References to an array held only by an env slot and an argument list, seen from ``_unshared``."""
+    env = [np.empty(1)]
+    args = [env[0]]
+    return _refs(args[0])
+
+
+_BASE_REFS = _baseline_refs() + 1  # + the parameter of ``_unshared``
+
+
+def _unshared(a: np.ndarray | None) -> bool:
+    """``a`` owns its writable buffer and only the interpreter's env and argument list hold it."""
+    return (
+        isinstance(a, np.ndarray)
+        and a.flags.owndata
+        and a.flags.writeable
+        and _refs(a) <= _BASE_REFS
+    )
 
 
 def _check_input(name: str, t: TensorType, arr: np.ndarray) -> np.ndarray:

@@ -14,7 +14,13 @@ Defining an op::
         "Relu",
         infer=same_as_input(0),
         kernel=lambda ins, attrs, n_out: [np.maximum(ins[0], 0)],
+        inplace=lambda ins, attrs, n_out, i: [np.maximum(ins[i], 0, out=ins[i])],
     )
+
+``inplace`` is optional: the interpreter calls it (with the kernel's arguments and an
+input index ``i``) instead of ``kernel`` when input ``i`` dies at this node and nothing else holds its buffer, so the op may write its
+result into that array. It returns the outputs, or None when it cannot reuse the
+buffer (other shape or dtype), and the interpreter then calls ``kernel``.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class InferContext:
 
 InferFn = Callable[[InferContext], list[TensorType]]
 KernelFn = Callable[[list[Any], Mapping[str, Any], int], Sequence[np.ndarray]]
+#: (inputs, attrs, n_out, index of the input whose buffer may be overwritten) -> outputs or None
+InplaceFn = Callable[[list[Any], Mapping[str, Any], int, int], Sequence[np.ndarray] | None]
 
 
 @dataclass
@@ -95,6 +103,7 @@ class OpDef:
     outputs: tuple[int, int] = (1, 1)
     domain: str = ""  # "" = ONNX standard, "accelopt" = ours
     doc: str = ""
+    inplace: InplaceFn | None = None
 
     def attr_value(self, attrs: Mapping[str, Any], name: str) -> Any:
         """The attribute's value or its declared default."""
@@ -145,6 +154,7 @@ def define_op(
     outputs: tuple[int, int] | int = 1,
     domain: str = "",
     doc: str = "",
+    inplace: InplaceFn | None = None,
 ) -> OpDef:
     """Register an op. Re-defining a name is an error."""
     if name in _REGISTRY:
@@ -153,7 +163,7 @@ def define_op(
         inputs = (inputs, inputs)
     if isinstance(outputs, int):
         outputs = (outputs, outputs)
-    opdef = OpDef(name, infer, kernel, dict(attrs or {}), inputs, outputs, domain, doc)
+    opdef = OpDef(name, infer, kernel, dict(attrs or {}), inputs, outputs, domain, doc, inplace)
     _REGISTRY[name] = opdef
     return opdef
 

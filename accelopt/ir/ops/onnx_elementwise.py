@@ -40,7 +40,7 @@ from accelopt.ir.ops.common import (
     fast_erf,
     float_compute,
 )
-from accelopt.ir.registry import AttrSpec, InferContext, InferFn, KernelFn, define_op
+from accelopt.ir.registry import AttrSpec, InferContext, InferFn, InplaceFn, KernelFn, define_op
 from accelopt.ir.types import TensorType
 
 BOOL = frozenset({DType.BOOL})
@@ -66,8 +66,44 @@ def _keep_dtype(fn) -> KernelFn:
     return kernel
 
 
-def _float_unary(name: str, fn, attrs: dict[str, AttrSpec] | None = None, doc: str = "") -> None:
-    define_op(name, infer=_unary_infer(FLOAT_TYPES), kernel=_keep_dtype(fn), attrs=attrs, doc=doc)
+_FULL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def unary_inplace(ufunc) -> InplaceFn:
+    """Inplace kernel: ``ufunc(x, out=x)`` for float32/float64 (half types take the plain kernel)."""
+
+    def inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+        x = ins[0]
+        if x.dtype not in _FULL_FLOATS:
+            return None
+        with np.errstate(all="ignore"):
+            ufunc(x, out=x)
+        return [x]
+
+    return inplace
+
+
+def binary_inplace(ufunc) -> InplaceFn:
+    """Inplace kernel: ``ufunc(a, b, out=<input i>)`` when input i has the broadcast shape (floats)."""
+
+    def inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+        a, b = ins
+        d, other = ins[i], ins[1 - i]
+        if d.dtype not in _FULL_FLOATS or a.dtype != b.dtype:
+            return None
+        if other.shape != d.shape and (other.ndim > d.ndim or np.broadcast_shapes(other.shape, d.shape) != d.shape):
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ufunc(a, b, out=d)
+        return [d]
+
+    return inplace
+
+
+def _float_unary(
+    name: str, fn, attrs: dict[str, AttrSpec] | None = None, doc: str = "", inplace: InplaceFn | None = None
+) -> None:
+    define_op(name, infer=_unary_infer(FLOAT_TYPES), kernel=_keep_dtype(fn), attrs=attrs, doc=doc, inplace=inplace)
 
 
 # ------------------------------------------------------------ 1. float unary
@@ -98,9 +134,20 @@ for _name, _fn in _SIMPLE_FLOAT.items():
 
         return k
 
-    _float_unary(_name, _mk(_fn))
+    _float_unary(_name, _mk(_fn), inplace=unary_inplace(_fn))
 
-_float_unary("Erf", lambda x, a: fast_erf(x), doc="float32 through a fitted polynomial (<= 3 ulp), float64 scipy")
+
+def _erf_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+    x = ins[0]
+    return [fast_erf(x, out=x)] if x.dtype == np.float32 else None
+
+
+_float_unary(
+    "Erf",
+    lambda x, a: fast_erf(x),
+    doc="float32 through torch's vectorized erf (<= 1 ulp), float64 scipy",
+    inplace=_erf_inplace,
+)
 
 
 def _reciprocal(x: np.ndarray, a: Attrs) -> np.ndarray:
@@ -240,10 +287,15 @@ def _plain(fn) -> KernelFn:
     return kernel
 
 
-define_op("Neg", infer=_unary_infer(SIGNED_TYPES), kernel=_plain(np.negative))
+define_op("Neg", infer=_unary_infer(SIGNED_TYPES), kernel=_plain(np.negative), inplace=unary_inplace(np.negative))
 define_op("Abs", infer=_unary_infer(NUMERIC_TYPES), kernel=_plain(np.abs))
 define_op("Sign", infer=_unary_infer(NUMERIC_TYPES), kernel=_plain(np.sign))
-define_op("Relu", infer=_unary_infer(SIGNED_TYPES), kernel=_plain(lambda x: np.maximum(x, x.dtype.type(0))))
+define_op(
+    "Relu",
+    infer=_unary_infer(SIGNED_TYPES),
+    kernel=_plain(lambda x: np.maximum(x, x.dtype.type(0))),
+    inplace=unary_inplace(lambda x, out: np.maximum(x, x.dtype.type(0), out=out)),
+)
 define_op("Floor", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.floor))
 define_op("Ceil", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.ceil))
 define_op("Round", infer=_unary_infer(FLOAT_TYPES), kernel=_plain(np.round), doc="half to even")
@@ -293,7 +345,13 @@ def _arith(fn):
 
 
 for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}.items():
-    define_op(_name, inputs=2, infer=broadcast_infer(allowed=NUMERIC_TYPES), kernel=binary_kernel(_arith(_fn)))
+    define_op(
+        _name,
+        inputs=2,
+        infer=broadcast_infer(allowed=NUMERIC_TYPES),
+        kernel=binary_kernel(_arith(_fn)),
+        inplace=binary_inplace(_fn),
+    )
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -307,7 +365,13 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _arith(np.true_divide)(a, b)
 
 
-define_op("Div", inputs=2, infer=broadcast_infer(allowed=NUMERIC_TYPES), kernel=binary_kernel(_div))
+define_op(
+    "Div",
+    inputs=2,
+    infer=broadcast_infer(allowed=NUMERIC_TYPES),
+    kernel=binary_kernel(_div),
+    inplace=binary_inplace(np.true_divide),
+)
 
 
 def _pow_infer(ctx: InferContext) -> list[TensorType]:

@@ -115,8 +115,10 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     if a.dtype in _HALF:
         return matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
-    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:  # case 1
-        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and a.dtype == b.dtype:  # case 1
+        out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)  # owns its memory (a later op may reuse it)
+        np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
+        return out
     a, b = _blasable(a), _blasable(b)  # case 3
     if (a.ndim > 2 or b.ndim > 2) and a.dtype.kind == "f":  # case 2
         with _single_thread_blas():
@@ -283,10 +285,10 @@ def _softmax_infer(ctx: InferContext) -> list[TensorType]:
     return [t]
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in x's precision (float32 for half types)."""
+def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """Numerically stable softmax in x's precision (float32 for half types); ``out`` may be ``x``."""
     xf = _work(x)
-    e = xf - xf.max(axis=axis, keepdims=True)
+    e = np.subtract(xf, xf.max(axis=axis, keepdims=True), out=out)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e.astype(x.dtype, copy=False)
@@ -306,12 +308,25 @@ def _hardmax(x: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def _softmax_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+    x = ins[0]
+    if x.dtype not in (np.float32, np.float64):
+        return None
+    return [softmax(x, normalize_axis(attrs["axis"], x.ndim), out=x)]
+
+
 for _name, _fn in {"Softmax": softmax, "LogSoftmax": _log_softmax, "Hardmax": _hardmax}.items():
 
     def _mk(f):
         return lambda ins, a, n: [f(ins[0], normalize_axis(a["axis"], ins[0].ndim))]
 
-    define_op(_name, infer=_softmax_infer, kernel=_mk(_fn), attrs={"axis": AttrSpec("int", -1)})
+    define_op(
+        _name,
+        infer=_softmax_infer,
+        kernel=_mk(_fn),
+        attrs={"axis": AttrSpec("int", -1)},
+        inplace=_softmax_inplace if _name == "Softmax" else None,
+    )
 
 
 # ----------------------------------------------------------- 3. LayerNormalization
@@ -332,14 +347,22 @@ def _ln_infer(ctx: InferContext) -> list[TensorType]:
 
 
 def layer_norm(
-    x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, axis: int = -1, epsilon: float = 1e-5
+    x: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    axis: int = -1,
+    epsilon: float = 1e-5,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Y, Mean, InvStdDev) of ONNX LayerNormalization; statistics in float32 or wider."""
+    """(Y, Mean, InvStdDev) of ONNX LayerNormalization; statistics in float32 or wider.
+
+    ``out`` (float32/float64 ``x`` only) receives Y and may be ``x`` itself.
+    """
     axis = normalize_axis(axis, x.ndim)
     axes = tuple(range(axis, x.ndim))
     xf = _work(x)
     mean = xf.mean(axis=axes, keepdims=True)
-    d = xf - mean
+    d = np.subtract(xf, mean, out=out)
     var = np.square(d).mean(axis=axes, keepdims=True)
     var += epsilon
     inv = np.sqrt(var, out=var)
@@ -352,11 +375,18 @@ def layer_norm(
     return y, mean, inv
 
 
-def _ln_kernel(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
+def _ln_kernel(ins: Ins, attrs: Attrs, n: int, out: np.ndarray | None = None) -> list[np.ndarray]:
     bias = ins[2] if len(ins) > 2 else None
-    y, mean, inv = layer_norm(ins[0], ins[1], bias, attrs["axis"], attrs["epsilon"])
+    y, mean, inv = layer_norm(ins[0], ins[1], bias, attrs["axis"], attrs["epsilon"], out=out)
     stash = DType.from_onnx(attrs["stash_type"]).np
     return [y, mean.astype(stash, copy=False), inv.astype(stash, copy=False)][:n]
+
+
+def _ln_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+    x = ins[0]
+    if i != 0 or x.dtype not in (np.float32, np.float64) or x.dtype != ins[1].dtype:
+        return None
+    return _ln_kernel(ins, attrs, n, out=x)
 
 
 define_op(
@@ -365,6 +395,7 @@ define_op(
     outputs=(1, 3),
     infer=_ln_infer,
     kernel=_ln_kernel,
+    inplace=_ln_inplace,
     attrs={
         "axis": AttrSpec("int", -1),
         "epsilon": AttrSpec("float", 1e-5),
