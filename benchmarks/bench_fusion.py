@@ -19,14 +19,14 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import interleaved_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -59,22 +59,6 @@ def _session(path: Path | bytes) -> Any:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _interleaved_ms(sessions: dict[str, Any], inputs: dict[str, np.ndarray], *, iters: int = 30) -> dict[str, float]:
-    """Median latency of each session, timed round-robin (one run of each per round) so that
-    a busy machine slows all of them alike."""
-    feeds = {k: {i.name: inputs[i.name] for i in s.get_inputs()} for k, s in sessions.items()}
-    for k, s in sessions.items():
-        for _ in range(3):
-            s.run(None, feeds[k])
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(iters):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds[k])
-            samples[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def _dims(family: str, size: str) -> tuple[int, int, int]:
@@ -142,7 +126,8 @@ def _bert_base(lines: list[str], tmp: Path) -> None:
         save_onnx(graph, fused_path, external_data=True)
         ort_path, ort_att = _ort_optimized(path, tmp / f"bert-base-{exporter}{opset}-ort.onnx", heads, hidden)
         sessions = {"orig": _session(path), "ort": _session(ort_path), "ours": _session(fused_path)}
-        times = _interleaved_ms(sessions, inputs)
+        feeds = {k: {i.name: inputs[i.name] for i in sess.get_inputs()} for k, sess in sessions.items()}
+        times = interleaved_ms({k: lambda s=sess, f=feeds[k]: s.run(None, f) for k, sess in sessions.items()}, rounds=30)
         ours_out = sessions["ours"].run(None, {i.name: padded[i.name] for i in sessions["ours"].get_inputs()})
         err_ort = float(np.max(np.abs(ours_out[0] - ref[model.output_names[0]])))
         lines.append(

@@ -27,13 +27,14 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import interleaved_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "tpu")]
@@ -66,20 +67,6 @@ def _ort(path: Path) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _interleaved(fns: dict[str, Any], *, rounds: int = 3, repeat: int = 5) -> dict[str, float]:
-    """Median ms of each function, alternating rounds so machine load affects all alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def latency_vs_onnxruntime(graph: Any, path: Path, feed: dict[str, np.ndarray]) -> dict[str, float]:
     """Section 2 for one model: fp32 export on CPU XLA vs onnxruntime (batch as given, not padded)."""
     from accelopt.targets.tpu import TpuTarget
@@ -91,7 +78,7 @@ def latency_vs_onnxruntime(graph: Any, path: Path, feed: dict[str, np.ndarray]) 
     ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, ort_feed)))
     got = art.run(feed)
     max_abs = max(float(np.abs(got[k].astype(np.float64) - ref[k]).max()) for k in ref if k in got)
-    ms = _interleaved({"xla": lambda: art.run(feed), "ort": lambda: sess.run(None, ort_feed)})
+    ms = interleaved_ms({"xla": lambda: art.run(feed), "ort": lambda: sess.run(None, ort_feed)}, rounds=3, repeat=5)
     return {
         "xla_ms": ms["xla"],
         "ort_ms": ms["ort"],

@@ -24,6 +24,24 @@ def median_ms(fn: Callable[[], Any], *, repeat: int = 20, warmup: int = 3) -> fl
     return statistics.median(times)
 
 
+def interleaved_ms(
+    fns: dict[str, Callable[[], Any]], *, rounds: int = 21, repeat: int = 1, warmup: int = 3
+) -> dict[str, float]:
+    """Median wall time (ms) of each function, timed round-robin: every round runs each one
+    ``repeat`` times, so load from elsewhere on the machine slows all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

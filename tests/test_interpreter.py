@@ -139,6 +139,9 @@ _INPLACE_CASES = [
     ("Relu", [(2, 3, 4)], {}),
     ("Softmax", [(2, 3, 4)], {"axis": 1}),
     ("LayerNormalization", [(2, 3, 4), (4,), (4,)], {"epsilon": 1e-5}),
+    ("Where", [(2, 3, 4), (2, 3, 4), (1, 3, 4)], {}),
+    ("Where", [(3, 4), (2, 3, 4), (2, 3, 4)], {}),
+    ("Where", [(2, 3, 4), (2, 3, 1), (2, 3, 4)], {}),
 ]
 
 
@@ -149,12 +152,15 @@ def test_inplace_kernel_agrees_with_kernel(op: str, shapes: list[tuple[int, ...]
     full = opdef.full_attrs(attrs)
     rng = np.random.default_rng(RNG_SEED)
     ins = [np.abs(rng.standard_normal(s)).astype(np.float32) + 0.1 for s in shapes]
+    if op == "Where":
+        ins[0] = ins[0] > 0.8
     want = opdef.kernel([a.copy() for a in ins], full, 1)
     for i in range(len(ins) if op != "LayerNormalization" else 1):
         args = [a.copy() for a in ins]
         got = opdef.inplace(args, full, 1, i)
-        result_shape = np.broadcast_shapes(*shapes) if op in ("Add", "Sub", "Mul", "Div") else shapes[0]
-        if shapes[i] != result_shape:
+        broadcasting = op in ("Add", "Sub", "Mul", "Div", "Where")
+        result_shape = np.broadcast_shapes(*shapes) if broadcasting else shapes[0]
+        if shapes[i] != result_shape or (op == "Where" and i == 0):
             assert got is None, f"{op} wrote a {result_shape} result into input {i} of shape {shapes[i]}"
             continue
         assert got is not None and got[0] is args[i]

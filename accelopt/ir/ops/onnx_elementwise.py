@@ -522,7 +522,26 @@ def _where_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType(types[1].dtype, shape)]
 
 
-define_op("Where", inputs=3, infer=_where_infer, kernel=lambda ins, a, n: [np.where(ins[0], ins[1], ins[2])])
+def _where_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
+    """Where into input 1 or 2 when it already has the result's shape (any dtype)."""
+    cond, a, b = ins
+    d = ins[i]
+    if i == 0 or a.dtype != b.dtype or np.broadcast_shapes(cond.shape, a.shape, b.shape) != d.shape:
+        return None
+    if i == 2:
+        np.copyto(d, a, where=cond)
+    else:
+        np.copyto(d, b, where=np.logical_not(cond))
+    return [d]
+
+
+define_op(
+    "Where",
+    inputs=3,
+    infer=_where_infer,
+    kernel=lambda ins, a, n: [np.where(ins[0], ins[1], ins[2])],
+    inplace=_where_inplace,
+)
 
 
 def _clip_infer(ctx: InferContext) -> list[TensorType]:
