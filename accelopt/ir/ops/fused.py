@@ -44,9 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.ir.ops.common import dims_compatible_k, fast_erf, normalize_axis, same_as_input
+from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
-from accelopt.ir.ops.onnx_math import matmul
+from accelopt.ir.ops.onnx_elementwise import gelu
+from accelopt.ir.ops.onnx_math import layer_norm as onnx_layer_norm
+from accelopt.ir.ops.onnx_math import matmul, softmax
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -55,29 +57,11 @@ DOMAIN = "accelopt"
 #: activations ``Linear`` accepts
 LINEAR_ACTIVATIONS = ("none", "gelu", "gelu_tanh", "gelu_sigmoid", "relu")
 
-_SQRT_2_OVER_PI = 0.7978845608028654
-_INV_SQRT_2 = 0.7071067811865476
-
 
 # -------------------------------------------------------------------- helpers
 def _compute_dtype(x: np.ndarray) -> np.dtype:
     """float64 stays float64; everything else is computed in float32."""
     return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    return fast_erf(x).astype(x.dtype, copy=False)
-
-
-def gelu_exact(x: np.ndarray) -> np.ndarray:
-    """``0.5 x (1 + erf(x / sqrt 2))``."""
-    return (0.5 * x) * (1.0 + _erf(x * x.dtype.type(_INV_SQRT_2)))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
-    t = x.dtype.type
-    return (0.5 * x) * (1.0 + np.tanh(t(_SQRT_2_OVER_PI) * (x + t(0.044715) * x * x * x)))
 
 
 def quick_gelu(x: np.ndarray, alpha: float = 1.702) -> np.ndarray:
@@ -91,9 +75,9 @@ def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
     if activation == "none":
         return y
     if activation == "gelu":
-        return gelu_exact(y)
+        return gelu(y, "none")
     if activation == "gelu_tanh":
-        return gelu_tanh(y)
+        return gelu(y, "tanh")
     if activation == "gelu_sigmoid":
         return quick_gelu(y)
     if activation == "relu":
@@ -104,24 +88,14 @@ def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
 def layer_norm(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, epsilon: float, axis: int = -1
 ) -> np.ndarray:
-    """Layer normalization over the axes ``axis..`` in ``x``'s compute precision."""
+    """Layer normalization over the axes ``axis..``, all of it in ``x``'s compute precision."""
     ct = _compute_dtype(x)
     xc = x.astype(ct, copy=False)
-    axes = tuple(range(normalize_axis(axis, x.ndim), x.ndim))
-    mean = xc.mean(axis=axes, keepdims=True)
-    d = xc - mean
-    var = (d * d).mean(axis=axes, keepdims=True)
-    y = d / np.sqrt(var + ct.type(epsilon)) * gamma.astype(ct, copy=False)
-    if beta is not None:
-        y = y + beta.astype(ct, copy=False)
+    own = xc if xc is not x else None  # a float32 copy of a half tensor may be overwritten
+    y = onnx_layer_norm(
+        xc, gamma.astype(ct, copy=False), None if beta is None else beta.astype(ct, copy=False), axis, epsilon, out=own
+    )[0]
     return y.astype(x.dtype, copy=False)
-
-
-def softmax_last(x: np.ndarray) -> np.ndarray:
-    e = x - x.max(axis=-1, keepdims=True)
-    np.exp(e, out=e)
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
 
 
 # ------------------------------------------------------------------ LayerNorm
@@ -289,7 +263,7 @@ def attention_from_qkv(
     if mask is not None:
         pad = (np.asarray(mask) == 0)[:, None, None, :]
         scores += np.where(pad, ct(mask_filter_value), ct(0))
-    probs = softmax_last(scores)
+    probs = softmax(scores, -1, out=scores)
     ctxt = matmul(probs, v)  # [B, N, S, D]
     return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
 
@@ -500,11 +474,8 @@ __all__ = [
     "LINEAR_ACTIVATIONS",
     "apply_activation",
     "attention",
-    "gelu_exact",
-    "gelu_tanh",
     "layer_norm",
     "pack_weight",
     "unpack_weight",
     "quick_gelu",
-    "softmax_last",
 ]

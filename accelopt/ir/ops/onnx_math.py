@@ -286,9 +286,13 @@ def _softmax_infer(ctx: InferContext) -> list[TensorType]:
 
 
 def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
-    """Numerically stable softmax in x's precision (float32 for half types); ``out`` may be ``x``."""
+    """Numerically stable softmax in x's precision (float32 for half types).
+
+    ``out`` (may be ``x`` itself) receives the result when x is float32/float64; half types
+    are computed in a float32 copy whatever ``out`` says.
+    """
     xf = _work(x)
-    e = np.subtract(xf, xf.max(axis=axis, keepdims=True), out=out)
+    e = np.subtract(xf, xf.max(axis=axis, keepdims=True), out=out if xf is x else None)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e.astype(x.dtype, copy=False)
@@ -356,13 +360,13 @@ def layer_norm(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Y, Mean, InvStdDev) of ONNX LayerNormalization; statistics in float32 or wider.
 
-    ``out`` (float32/float64 ``x`` only) receives Y and may be ``x`` itself.
+    ``out`` (may be ``x`` itself) receives Y when x is float32/float64; ignored for half types.
     """
     axis = normalize_axis(axis, x.ndim)
     axes = tuple(range(axis, x.ndim))
     xf = _work(x)
     mean = xf.mean(axis=axes, keepdims=True)
-    d = np.subtract(xf, mean, out=out)
+    d = np.subtract(xf, mean, out=out if xf is x else None)
     var = np.square(d).mean(axis=axes, keepdims=True)
     var += epsilon
     inv = np.sqrt(var, out=var)
