@@ -115,10 +115,14 @@ def run(lines: list[str]) -> None:
         ("int8", "`fuse,int8`, no target (symmetric int8 per row)"),
         ("int8{smoothquant=0.5}", "`fuse,int8{smoothquant=0.5}`, no target"),
         ("int8{activations=asymmetric,granularity=tensor}", "`fuse,int8{granularity=tensor}` (per-tensor, asymmetric)"),
-        ("int8{mode=static,activations=asymmetric}", "`fuse,int8{mode=static}` (percentile 99.99, asymmetric)"),
+        ("int8{mode=static,activations=asymmetric}", "`fuse,int8{mode=static}` (minmax, asymmetric)"),
         (
-            "int8{mode=static,calibration=minmax,activations=asymmetric}",
-            "`fuse,int8{mode=static,calibration=minmax}` (asymmetric)",
+            "int8{mode=static,calibration=percentile,activations=asymmetric}",
+            "`fuse,int8{mode=static,calibration=percentile}` (99.99, asymmetric)",
+        ),
+        (
+            "int8{mode=static,calibration=entropy,activations=asymmetric}",
+            "`fuse,int8{mode=static,calibration=entropy}` (asymmetric)",
         ),
         ("bf16", "`fuse,bf16`"),
         ("fp16", "`fuse,fp16`"),
