@@ -47,6 +47,9 @@ What the pass does (cases):
 3. With fallback active, the graph is checked; when it fails, the most
    sensitive layers are left float (``quant_fallback.search``); if even all
    float fails, the input graph is returned unchanged.
+4. ``PackedLinear`` layers (weights already packed by a layout pass) stay
+   float; a note, a warning and a near miss per layer say to run int8 before
+   layout, and they count as float layers in the stats.
 
 Stats: ``layers`` (quantized / float / total), ``linear_weight_bytes`` (the
 quantized layers' weights: float32 before, int8 + scales after, and the
@@ -140,6 +143,21 @@ def scheme_for(options: Int8Options, target: Any) -> Scheme:
     )
 
 
+_PACKED_REASON = "weight already in a target layout (a layout pass ran before int8); put int8 before layout"
+
+
+def _packed_layers(graph: Graph) -> list[str]:
+    """Linear layers a layout pass has packed: int8 does not quantize them (case 4)."""
+    return [n.name for n in graph.nodes if n.op == "PackedLinear"]
+
+
+def _packed_notes(packed: list[str]) -> list[str]:
+    if not packed:
+        return []
+    log.warning("quantize-int8: %d PackedLinear layer(s) left float: %s", len(packed), _PACKED_REASON)
+    return [f"{len(packed)} PackedLinear layer(s) left float: {_PACKED_REASON}"]
+
+
 @register_pass
 class QuantizeInt8(Pass):
     """int8 quantization (QDQ form): dynamic or static, per-channel weights, SmoothQuant, accuracy-aware fallback."""
@@ -157,15 +175,17 @@ class QuantizeInt8(Pass):
             return PassResult(graph, False, notes=[f"target {name} does not compute in int8; nothing quantized"])
         scheme = scheme_for(o, target)
         targets, skipped = select_targets(graph, o.ops, o.exclude, o.nodes)
+        packed = _packed_layers(graph)
+        skipped += [f"{name} (PackedLinear): {_PACKED_REASON}" for name in packed]
         if not targets:
             return PassResult(
                 graph,
                 False,
-                stats={"layers": {"quantized": 0, "float": 0, "total": 0}},
+                stats={"layers": {"quantized": 0, "float": len(packed), "total": len(packed)}},
                 near_misses=skipped,
-                notes=[f"no quantizable layer (ops {'+'.join(o.ops)})"],
+                notes=[f"no quantizable layer (ops {'+'.join(o.ops)})"] + _packed_notes(packed),
             )
-        notes = [scheme.describe()]
+        notes = [scheme.describe()] + _packed_notes(packed)
         batches = sample_batches(ctx.calibration, o.samples)
         plan = QdqPlan(scheme, targets)
         if o.smoothquant > 0:
@@ -188,14 +208,15 @@ class QuantizeInt8(Pass):
         quantized = [t for t in targets if t.node not in float_set]
         if not quantized:
             notes.append("every layer stayed float: the graph is unchanged")
-            return PassResult(graph, False, stats=_stats(graph, graph, targets, set(), scheme, float_sens), notes=notes)
+            stats = _stats(graph, graph, targets, set(), scheme, float_sens, len(packed))
+            return PassResult(graph, False, stats=stats, notes=notes)
         kinds = Counter(t.op for t in quantized)
         notes.insert(
             1,
-            f"quantized {len(quantized)} of {len(targets)} layer(s): "
+            f"quantized {len(quantized)} of {len(targets) + len(packed)} layer(s): "
             + ", ".join(f"{op} {n}" for op, n in sorted(kinds.items())),
         )
-        stats = _stats(graph, chosen, targets, {t.node for t in quantized}, scheme, float_sens)
+        stats = _stats(graph, chosen, targets, {t.node for t in quantized}, scheme, float_sens, len(packed))
         wb = stats["linear_weight_bytes"]
         notes.append(
             f"weights of the quantized layers: float32 {wb['float32']:,} B -> int8 {wb['int8']:,} B + scales "
@@ -339,7 +360,9 @@ def _stats(
     quantized: set[str],
     scheme: Scheme,
     float_sens: list[Sensitivity],
+    packed: int = 0,
 ) -> dict[str, Any]:
+    """Pass stats; ``packed`` PackedLinear layers count as float layers (case 4)."""
     f32 = i8 = sc = 0
     for t in targets:
         if t.node not in quantized:
@@ -353,7 +376,11 @@ def _stats(
             sc += int(np.asarray(after.const_value(dq.inputs[1])).nbytes)
     return {
         "scheme": scheme.describe(),
-        "layers": {"quantized": len(quantized), "float": len(targets) - len(quantized), "total": len(targets)},
+        "layers": {
+            "quantized": len(quantized),
+            "float": len(targets) + packed - len(quantized),
+            "total": len(targets) + packed,
+        },
         "linear_weight_bytes": {
             "float32": f32,
             "int8": i8,
