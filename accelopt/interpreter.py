@@ -135,18 +135,27 @@ class Interpreter:
         return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
 
 
-def _refs(a: object) -> int:
+def _holders(a: object) -> int:
+    """``a``'s reference count as seen one call below the caller's frame."""
     return sys.getrefcount(a)
 
 
-def _baseline_refs() -> int:
-    """References to an array held only by an env slot and an argument list, seen from ``_unshared``."""
+def _probe(a: object) -> int:
+    return _holders(a)  # the same call shape as in ``_unshared``
+
+
+def _baseline_holders() -> int:
+    """The count ``_unshared`` sees for an array held only by an env slot and an argument list.
+
+    Measured through the same call shape rather than assumed, so a Python that counts
+    references differently (borrowed loads, say) keeps the check exact.
+    """
     env = [np.empty(1)]
     args = [env[0]]
-    return _refs(args[0])
+    return _probe(args[0])
 
 
-_BASE_REFS = _baseline_refs() + 1  # + the parameter of ``_unshared``
+_BASE_HOLDERS = _baseline_holders()
 
 
 def _unshared(a: np.ndarray | None) -> bool:
@@ -155,7 +164,7 @@ def _unshared(a: np.ndarray | None) -> bool:
         isinstance(a, np.ndarray)
         and a.flags.owndata
         and a.flags.writeable
-        and _refs(a) <= _BASE_REFS
+        and _holders(a) <= _BASE_HOLDERS
     )
 
 
