@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
 from accelopt.ir.ops.onnx_elementwise import gelu
@@ -165,24 +166,36 @@ define_op(
 
 
 # --------------------------------------------------------------------- Linear
-def _linear_infer(ctx: InferContext) -> list[TensorType]:
-    x, w = ctx.type(0), ctx.type(1)
+def check_linear_operands(ctx: InferContext, w_index: int, bias_index: int) -> None:
+    """Checks shared by ``Linear`` and ``QLinear``: a known ``activation`` attr, a 2-D weight
+    ``[K, N]`` at ``w_index`` and, when given, a 1-D bias ``[N]`` at ``bias_index``."""
     act = ctx.attrs["activation"]
     if act not in LINEAR_ACTIVATIONS:
         raise ctx.error(f"unknown activation {act!r}; expected one of {', '.join(LINEAR_ACTIVATIONS)}")
+    w = ctx.type(w_index)
     if w.shape is not None and len(w.shape) != 2:
         raise ctx.error(f"weight must be 2-D [K, N], got {w}")
-    if ctx.has(2):
-        b = ctx.type(2)
+    if ctx.has(bias_index):
+        b = ctx.type(bias_index)
         if b.shape is not None and len(b.shape) != 1:
             raise ctx.error(f"bias must be 1-D [N], got {b}")
+
+
+def linear_result(ctx: InferContext, x: TensorType, w: TensorType, dtype: DType) -> list[TensorType]:
+    """``x [..., K] @ w [K, N]`` -> ``[..., N]`` of ``dtype`` (unknown rank when either shape is)."""
     if x.shape is None or w.shape is None:
-        return [TensorType(x.dtype, None)]
+        return [TensorType(dtype, None)]
     if len(x.shape) < 1:
         raise ctx.error(f"input must have rank >= 1, got {x}")
     if not dims_compatible_k(x.shape[-1], w.shape[0]):
         raise ctx.error(f"inner dimensions differ: {x} @ {w}")
-    return [TensorType(x.dtype, tuple(x.shape[:-1]) + (w.shape[1],))]
+    return [TensorType(dtype, tuple(x.shape[:-1]) + (w.shape[1],))]
+
+
+def _linear_infer(ctx: InferContext) -> list[TensorType]:
+    check_linear_operands(ctx, 1, 2)
+    x = ctx.type(0)
+    return linear_result(ctx, x, ctx.type(1), x.dtype)
 
 
 def _linear_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
@@ -218,31 +231,40 @@ define_op(
 
 
 # ------------------------------------------------------------------ Attention
-def _attention_infer(ctx: InferContext) -> list[TensorType]:
-    x, w = ctx.type(0), ctx.type(1)
+def attention_result(
+    ctx: InferContext, x: TensorType, w: TensorType, mask_index: int, dtype: DType
+) -> list[TensorType]:
+    """Type of ``Attention`` and ``QAttention``: checks ``num_heads``, the input ``x [B, S, H]``, the
+    packed weight ``w [H, 3H]`` and the key-padding mask ``[B, S]`` at ``mask_index`` (when given);
+    returns ``[B, S, H]`` of ``dtype``."""
     heads = int(ctx.attrs["num_heads"])
     if heads <= 0:
         raise ctx.error(f"num_heads must be positive, got {heads}")
     if x.shape is not None and len(x.shape) != 3:
         raise ctx.error(f"input must be [batch, seq, hidden], got {x}")
+    hidden: Dim = None
     if w.shape is not None:
         if len(w.shape) != 2:
             raise ctx.error(f"qkv_weight must be [hidden, 3*hidden], got {w}")
         n3 = w.shape[1]
-        if isinstance(n3, int) and (n3 % 3 or (n3 // 3) % heads):
-            raise ctx.error(f"qkv_weight {w}: 3*hidden is not divisible by 3*num_heads={3 * heads}")
+        if isinstance(n3, int):
+            if n3 % 3 or (n3 // 3) % heads:
+                raise ctx.error(f"qkv_weight {w}: 3*hidden is not divisible by 3*num_heads={3 * heads}")
+            hidden = n3 // 3
         if x.shape is not None and not dims_compatible_k(x.shape[-1], w.shape[0]):
             raise ctx.error(f"input {x} does not match qkv_weight {w}")
-    if ctx.has(3):
-        m = ctx.type(3)
+    if ctx.has(mask_index):
+        m = ctx.type(mask_index)
         if m.shape is not None and len(m.shape) != 2:
             raise ctx.error(f"mask must be a key-padding mask [batch, seq], got {m}")
     if x.shape is None:
-        return [TensorType(x.dtype, None)]
-    hidden: Dim = None
-    if w.shape is not None and isinstance(w.shape[1], int):
-        hidden = w.shape[1] // 3
-    return [TensorType(x.dtype, (x.shape[0], x.shape[1], hidden))]
+        return [TensorType(dtype, None)]
+    return [TensorType(dtype, (x.shape[0], x.shape[1], hidden))]
+
+
+def _attention_infer(ctx: InferContext) -> list[TensorType]:
+    x = ctx.type(0)
+    return attention_result(ctx, x, ctx.type(1), 3, x.dtype)
 
 
 def attention_from_qkv(

@@ -48,13 +48,15 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.dtypes import DType
-from accelopt.ir.ops.common import check_dtype_in, dims_compatible_k
+from accelopt.ir.ops.common import check_dtype_in
 from accelopt.ir.ops.fused import (
     ATTENTION_ATTRS,
     DOMAIN,
-    LINEAR_ACTIVATIONS,
     apply_activation,
     attention_from_qkv,
+    attention_result,
+    check_linear_operands,
+    linear_result,
 )
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
@@ -269,17 +271,9 @@ def _check_weight_params(ctx: InferContext, w: TensorType, s_i: int, z_i: int) -
 def _qlinear_infer(ctx: InferContext) -> list[TensorType]:
     _check_qparams(ctx, 0, 1, 2, "x")
     _check_qparams(ctx, 3, 4, 5, "weight")
-    act = ctx.attrs["activation"]
-    if act not in LINEAR_ACTIVATIONS:
-        raise ctx.error(f"unknown activation {act!r}; expected one of {', '.join(LINEAR_ACTIVATIONS)}")
+    check_linear_operands(ctx, 3, 6)
     x, w = ctx.type(0), ctx.type(3)
-    if w.shape is not None and len(w.shape) != 2:
-        raise ctx.error(f"weight must be 2-D [K, N], got {w}")
     _check_weight_params(ctx, w, 4, 5)
-    if ctx.has(6):
-        b = ctx.type(6)
-        if b.shape is not None and len(b.shape) != 1:
-            raise ctx.error(f"bias must be 1-D [N], got {b}")
     out_dt = DType.FLOAT32
     if ctx.has(7):
         check_dtype_in(ctx, 7, frozenset({DType.FLOAT32}))
@@ -288,13 +282,7 @@ def _qlinear_infer(ctx: InferContext) -> list[TensorType]:
             raise ctx.error(f"output zero point must be int8 or uint8, got {out_dt}")
     elif ctx.has(8):
         raise ctx.error("an output zero point needs an output scale (input 7)")
-    if x.shape is None or w.shape is None:
-        return [TensorType(out_dt, None)]
-    if len(x.shape) < 1:
-        raise ctx.error(f"input must have rank >= 1, got {x}")
-    if not dims_compatible_k(x.shape[-1], w.shape[0]):
-        raise ctx.error(f"inner dimensions differ: {x} @ {w}")
-    return [TensorType(out_dt, tuple(x.shape[:-1]) + (w.shape[1],))]
+    return linear_result(ctx, x, w, out_dt)
 
 
 def _qlinear_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
@@ -328,30 +316,10 @@ def _qattention_infer(ctx: InferContext) -> list[TensorType]:
     _check_qparams(ctx, 0, 1, 2, "x")
     _check_qparams(ctx, 3, 4, 5, "weight")
     x, w = ctx.type(0), ctx.type(3)
-    heads = int(ctx.attrs["num_heads"])
-    if heads <= 0:
-        raise ctx.error(f"num_heads must be positive, got {heads}")
-    if x.shape is not None and len(x.shape) != 3:
-        raise ctx.error(f"input must be [batch, seq, hidden], got {x}")
-    hidden: Dim = None
+    result = attention_result(ctx, x, w, 7, DType.FLOAT32)
     if w.shape is not None:
-        if len(w.shape) != 2:
-            raise ctx.error(f"qkv weight must be [hidden, 3*hidden], got {w}")
-        n3 = w.shape[1]
-        if isinstance(n3, int):
-            if n3 % 3 or (n3 // 3) % heads:
-                raise ctx.error(f"qkv weight {w}: 3*hidden is not divisible by 3*num_heads={3 * heads}")
-            hidden = n3 // 3
-        if x.shape is not None and not dims_compatible_k(x.shape[-1], w.shape[0]):
-            raise ctx.error(f"input {x} does not match qkv weight {w}")
         _check_weight_params(ctx, w, 4, 5)
-    if ctx.has(7):
-        m = ctx.type(7)
-        if m.shape is not None and len(m.shape) != 2:
-            raise ctx.error(f"mask must be a key-padding mask [batch, seq], got {m}")
-    if x.shape is None:
-        return [TensorType(DType.FLOAT32, None)]
-    return [TensorType(DType.FLOAT32, (x.shape[0], x.shape[1], hidden))]
+    return result
 
 
 def _qattention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
