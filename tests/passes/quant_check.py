@@ -25,6 +25,21 @@ MLP_TEXT = """graph t(%x: float32[batch,2,4]) {
 }
 """
 
+#: what ``quantize-int8`` (no target) makes of ``MLP_TEXT``: symmetric int8 activations quantized per row
+#: at run time, per-channel int8 weights (64 = round(0.5 * 127)); the QDQ input of the lower-quantized tests
+MLP_QDQ_TEXT = """graph t(%x: float32[batch,2,4]) {
+  %b: float32[3] = const [0.5, 0.0, -0.5]
+  %w_int8: int8[4,3] = const [64, -127, 32, 127, 64, -64, -32, 95, 127, 16, -16, 64]
+  %w_scale: float32[3] = const [0.007874015718698502, 0.007874015718698502, 0.007874015718698502]
+  %x_q: int8[batch,2,4], %x_scale: float32[batch,2,1], %x_zero_point: int8[batch,2,1] = DynamicQuantize{granularity="row", symmetric=1, to=int8}(%x) @x_quantize
+  %x_dequantize: float32[batch,2,4] = DequantizeLinear{axis=2, block_size=4}(%x_q, %x_scale, %x_zero_point) @x_dequantize
+  %w_dequantize: float32[4,3] = DequantizeLinear{axis=1}(%w_int8, %w_scale) @w_dequantize
+  %fc: float32[batch,2,3] = Linear{activation="gelu"}(%x_dequantize, %w_dequantize, %b) @fc
+  %out: float32[batch,2,3] = Relu(%fc) @out
+  return %out
+}
+"""
+
 
 def inputs_for(graph: Graph, n: int = 3, seed: int = 0, seq: int = 2) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quant_check import MLP_TEXT, calibration_for, check_four_ways, inputs_for, mlp, outputs, validator_for
+from quant_check import (
+    MLP_QDQ_TEXT,
+    MLP_TEXT,
+    calibration_for,
+    check_four_ways,
+    inputs_for,
+    mlp,
+    outputs,
+    validator_for,
+)
 
 from accelopt.errors import PassError
 from accelopt.ir import parse, print_graph
@@ -20,19 +29,6 @@ ONNX_LIKE = Capabilities(
     dtypes=("float32", "int8", "uint8", "int32"),
     quantization={"weights": "per-channel-symmetric", "activations": "asymmetric"},
 )
-
-DYNAMIC_ROW = """graph t(%x: float32[batch,2,4]) {
-  %b: float32[3] = const [0.5, 0.0, -0.5]
-  %w_int8: int8[4,3] = const [64, -127, 32, 127, 64, -64, -32, 95, 127, 16, -16, 64]
-  %w_scale: float32[3] = const [0.007874015718698502, 0.007874015718698502, 0.007874015718698502]
-  %x_q: int8[batch,2,4], %x_scale: float32[batch,2,1], %x_zero_point: int8[batch,2,1] = DynamicQuantize{granularity="row", symmetric=1, to=int8}(%x) @x_quantize
-  %x_dequantize: float32[batch,2,4] = DequantizeLinear{axis=2, block_size=4}(%x_q, %x_scale, %x_zero_point) @x_dequantize
-  %w_dequantize: float32[4,3] = DequantizeLinear{axis=1}(%w_int8, %w_scale) @w_dequantize
-  %fc: float32[batch,2,3] = Linear{activation="gelu"}(%x_dequantize, %w_dequantize, %b) @fc
-  %out: float32[batch,2,3] = Relu(%fc) @out
-  return %out
-}
-"""
 
 DYNAMIC_TENSOR_ASYM = """graph t(%x: float32[batch,2,4]) {
   %b: float32[3] = const [0.5, 0.0, -0.5]
@@ -51,7 +47,7 @@ DYNAMIC_TENSOR_ASYM = """graph t(%x: float32[batch,2,4]) {
 # ------------------------------------------------------------ four ways
 def test_golden_dynamic_per_row_symmetric_without_target() -> None:
     """No target: symmetric int8 activations, per row; int8 per-channel weights (64 = round(0.5 * 127))."""
-    res = check_four_ways("quantize-int8", MLP_TEXT, DYNAMIC_ROW, cosine=0.999)
+    res = check_four_ways("quantize-int8", MLP_TEXT, MLP_QDQ_TEXT, cosine=0.999)
     assert res.stats["layers"] == {"quantized": 1, "float": 0, "total": 1}
 
 

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quant_check import MLP_TEXT, calibration_for, check_four_ways, inputs_for, mlp, outputs
+from quant_check import MLP_QDQ_TEXT, MLP_TEXT, calibration_for, check_four_ways, inputs_for, mlp, outputs
 
 from accelopt.ir import parse, print_graph
 from accelopt.passes.base import PassContext, build_pipeline
 from accelopt.targets.base import Capabilities
-
-QDQ = """graph t(%x: float32[batch,2,4]) {
-  %b: float32[3] = const [0.5, 0.0, -0.5]
-  %w_int8: int8[4,3] = const [64, -127, 32, 127, 64, -64, -32, 95, 127, 16, -16, 64]
-  %w_scale: float32[3] = const [0.007874015718698502, 0.007874015718698502, 0.007874015718698502]
-  %x_q: int8[batch,2,4], %x_scale: float32[batch,2,1], %x_zero_point: int8[batch,2,1] = DynamicQuantize{granularity="row", symmetric=1, to=int8}(%x) @x_quantize
-  %x_dequantize: float32[batch,2,4] = DequantizeLinear{axis=2, block_size=4}(%x_q, %x_scale, %x_zero_point) @x_dequantize
-  %w_dequantize: float32[4,3] = DequantizeLinear{axis=1}(%w_int8, %w_scale) @w_dequantize
-  %fc: float32[batch,2,3] = Linear{activation="gelu"}(%x_dequantize, %w_dequantize, %b) @fc
-  %out: float32[batch,2,3] = Relu(%fc) @out
-  return %out
-}
-"""
 
 LOWERED = """graph t(%x: float32[batch,2,4]) {
   %b: float32[3] = const [0.5, 0.0, -0.5]
@@ -37,7 +24,7 @@ LOWERED = """graph t(%x: float32[batch,2,4]) {
 
 def test_golden_linear_to_qlinear() -> None:
     """The integer form computes the same function as the QDQ form (float rounding apart)."""
-    res = check_four_ways("lower-quantized", QDQ, LOWERED, cosine=0.999999)
+    res = check_four_ways("lower-quantized", MLP_QDQ_TEXT, LOWERED, cosine=0.999999)
     assert res.stats["lower-linear"]["matched"] == 1
 
 
@@ -54,16 +41,16 @@ def test_qdq_and_integer_forms_agree_numerically() -> None:
 
 def test_no_match_and_when_options() -> None:
     check_four_ways("lower-quantized", MLP_TEXT, None, expect_modified=False, cosine=1.0)
-    res = check_four_ways("lower-quantized{when=never}", QDQ, None, expect_modified=False, cosine=1.0)
+    res = check_four_ways("lower-quantized{when=never}", MLP_QDQ_TEXT, None, expect_modified=False, cosine=1.0)
     assert "when=never" in res.notes[0]
-    tpu_like = Capabilities(name="qdq-reader", native_ops=frozenset({"DequantizeLinear", "Linear"}))
-    res = check_four_ways("lower-quantized", QDQ, None, ctx=PassContext(target=tpu_like), expect_modified=False)
+    tpu_like = PassContext(target=Capabilities(name="qdq-reader", native_ops=frozenset({"DequantizeLinear", "Linear"})))
+    res = check_four_ways("lower-quantized", MLP_QDQ_TEXT, None, ctx=tpu_like, expect_modified=False)
     assert "runs the QDQ form" in res.notes[0]
-    check_four_ways("lower-quantized{when=always}", QDQ, LOWERED, ctx=PassContext(target=tpu_like), cosine=0.999999)
+    check_four_ways("lower-quantized{when=always}", MLP_QDQ_TEXT, LOWERED, ctx=tpu_like, cosine=0.999999)
 
 
 def test_near_miss_explains_a_dequantized_weight_it_cannot_lower() -> None:
-    g = parse(QDQ.replace("DequantizeLinear{axis=2, block_size=4}", "DequantizeLinear{axis=1, block_size=1}"))
+    g = parse(MLP_QDQ_TEXT.replace("DequantizeLinear{axis=2, block_size=4}", "DequantizeLinear{axis=1, block_size=1}"))
     (p,) = build_pipeline("lower-quantized")
     res = p.run(g.copy(), PassContext())
     assert not res.modified and "neither per tensor nor per row" in res.near_misses[0]
