@@ -21,7 +21,7 @@ from typing import ClassVar
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
-from accelopt.passes.quant_lowprec import DEFAULT_KEEP, convert, decide, notes_for, stats_for, target_lacks_dtype
+from accelopt.passes.quant_lowprec import DEFAULT_KEEP, lower_precision, target_lacks_dtype
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,7 @@ class Bf16(Pass):
         unsupported = target_lacks_dtype(ctx.target, self.dtype)
         if unsupported:
             return PassResult(graph, False, notes=[unsupported])
-        low, conv = decide(graph, o.keep, o.exclude, None, None)
-        total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))
-        if not low:
-            return PassResult(
-                graph, False, notes=[f"no node to compute in {self.dtype}"] + notes_for(conv, self.dtype, total)
-            )
-        new = convert(graph, low, self.dtype, conv, self.name)
-        return PassResult(new, True, stats=stats_for(conv), notes=notes_for(conv, self.dtype, total))
+        return lower_precision(graph, self.dtype, self.name, o.keep, o.exclude)
 
 
 __all__ = ["Bf16", "Bf16Options"]

@@ -29,11 +29,8 @@ from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.quant_lowprec import (
     DEFAULT_KEEP,
     FP16_MAX,
-    convert,
-    decide,
-    notes_for,
+    lower_precision,
     observe_absmax,
-    stats_for,
     target_lacks_dtype,
 )
 
@@ -67,17 +64,8 @@ class Fp16(Pass):
         if unsupported:
             return PassResult(graph, False, notes=[unsupported])
         absmax = observe_absmax(graph, ctx.calibration, o.samples) if o.samples else {}
-        low, conv = decide(graph, o.keep, o.exclude, absmax, o.limit)
-        total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))
-        if not low:
-            return PassResult(
-                graph, False, notes=[f"no node to compute in {self.dtype}"] + notes_for(conv, self.dtype, total)
-            )
-        new = convert(graph, low, self.dtype, conv, self.name)
-        notes = notes_for(conv, self.dtype, total)
-        if not absmax:
-            notes.append("overflow guard: no calibration samples; only constants were checked")
-        return PassResult(new, True, stats=stats_for(conv), notes=notes)
+        guard = () if absmax else ("overflow guard: no calibration samples; only constants were checked",)
+        return lower_precision(graph, self.dtype, self.name, o.keep, o.exclude, absmax, o.limit, extra_notes=guard)
 
 
 __all__ = ["Fp16", "Fp16Options"]

@@ -36,6 +36,7 @@ import numpy as np
 from accelopt.errors import VerifyError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Provenance, Value
+from accelopt.passes.base import PassResult
 from accelopt.passes.quant_calibration import run_values, sample_batches, static_batch_of
 
 log = logging.getLogger(__name__)
@@ -311,4 +312,39 @@ def stats_for(conv: Conversion) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_KEEP", "FP16_MAX", "Conversion", "convert", "decide", "notes_for", "observe_absmax", "stats_for"]
+def lower_precision(
+    graph: Graph,
+    dtype: DType,
+    pass_name: str,
+    keep: Sequence[str],
+    exclude: Sequence[str],
+    absmax: Mapping[str, float] | None = None,
+    limit: float | None = None,
+    extra_notes: Sequence[str] = (),
+) -> PassResult:
+    """The body of the ``fp16`` and ``bf16`` passes: cases 1-4, then the report's stats and notes.
+
+    A graph with no node to compute in ``dtype`` comes back unchanged, with a note saying so;
+    ``extra_notes`` are appended when the graph was converted.
+    """
+    low, conv = decide(graph, keep, exclude, absmax, limit)
+    total = sum(1 for n in graph.nodes if any(v.dtype == DType.FLOAT32 for v in n.outputs))
+    if not low:
+        return PassResult(graph, False, notes=[f"no node to compute in {dtype}"] + notes_for(conv, dtype, total))
+    new = convert(graph, low, dtype, conv, pass_name)
+    notes = notes_for(conv, dtype, total) + list(extra_notes)
+    return PassResult(new, True, stats=stats_for(conv), notes=notes)
+
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "FP16_MAX",
+    "Conversion",
+    "convert",
+    "decide",
+    "lower_precision",
+    "notes_for",
+    "observe_absmax",
+    "stats_for",
+    "target_lacks_dtype",
+]
