@@ -132,6 +132,22 @@ def normalize_axes(axes: Sequence[int], rank: int) -> list[int]:
     return out
 
 
+def infer_axis(ctx: InferContext, axis: int, rank: int) -> int:
+    """``normalize_axis`` during type inference: an out-of-range axis is the node's error."""
+    try:
+        return normalize_axis(axis, rank)
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+
+
+def infer_axes(ctx: InferContext, axes: Sequence[int], rank: int) -> list[int]:
+    """``normalize_axes`` during type inference: a bad axis list is the node's error."""
+    try:
+        return normalize_axes(axes, rank)
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+
+
 def check_same_dtype(ctx: InferContext, indices: Sequence[int]) -> DType:
     """All the given (present) inputs share one dtype; returns it."""
     dts = [(i, ctx.type(i).dtype) for i in indices if ctx.has(i)]

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.dtypes import DType
-from accelopt.ir.ops.common import dims_compatible_k, normalize_axis, same_as_input
+from accelopt.ir.ops.common import dims_compatible_k, infer_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
 from accelopt.ir.ops.onnx_elementwise import gelu
 from accelopt.ir.ops.onnx_math import layer_norm as onnx_layer_norm
@@ -103,10 +103,7 @@ def layer_norm(
 def _layernorm_infer(ctx: InferContext) -> list[TensorType]:
     x, gamma = ctx.type(0), ctx.type(1)
     if x.shape is not None:
-        try:
-            axis = normalize_axis(int(ctx.attrs["axis"]), len(x.shape))
-        except ValueError as e:
-            raise ctx.error(str(e)) from None
+        axis = infer_axis(ctx, int(ctx.attrs["axis"]), len(x.shape))
         if gamma.shape is not None and len(gamma.shape) > len(x.shape) - axis:
             raise ctx.error(f"gamma {gamma} has more dims than the normalized axes of {x}")
     return [x] + [x] * (ctx.num_outputs - 1)

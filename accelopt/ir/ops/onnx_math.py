@@ -32,6 +32,8 @@ from accelopt.ir.ops.common import (
     check_same_dtype,
     ctx_sym,
     dims_compatible_k,
+    infer_axes,
+    infer_axis,
     normalize_axes,
     normalize_axis,
     onnx_dtype,
@@ -48,12 +50,6 @@ def _work(x: np.ndarray) -> np.ndarray:
     """float16/bfloat16 upcast to float32 for accumulation; others unchanged."""
     return x.astype(np.float32) if x.dtype in _HALF else x
 
-
-def _axis(ctx: InferContext, axis: int, rank: int) -> int:
-    try:
-        return normalize_axis(axis, rank)
-    except ValueError as e:
-        raise ctx.error(str(e)) from None
 
 
 # ------------------------------------------------------------ 1. linear algebra
@@ -281,7 +277,7 @@ def _softmax_infer(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
     check_dtype_in(ctx, 0, FLOAT_TYPES)
     if t.shape is not None:
-        _axis(ctx, ctx.attrs["axis"], len(t.shape))
+        infer_axis(ctx, ctx.attrs["axis"], len(t.shape))
     return [t]
 
 
@@ -343,7 +339,7 @@ def _ln_infer(ctx: InferContext) -> list[TensorType]:
     if x.shape is None:
         stat_shape = None
     else:
-        axis = _axis(ctx, ctx.attrs["axis"], len(x.shape))
+        axis = infer_axis(ctx, ctx.attrs["axis"], len(x.shape))
         stat_shape = tuple(x.shape[:axis]) + (1,) * (len(x.shape) - axis)
     for _ in range(1, ctx.num_outputs):
         out.append(TensorType(stash, stat_shape))
@@ -436,10 +432,7 @@ def _reduce_infer_factory(allowed: frozenset[DType], out_dtype: DType | None = N
             if ctx.attrs["noop_with_empty_axes"]:
                 return [TensorType(dt, t.shape)]
             axes = list(range(r))
-        try:
-            axes = normalize_axes(axes, r)
-        except ValueError as e:
-            raise ctx.error(str(e)) from None
+        axes = infer_axes(ctx, axes, r)
         if keep:
             return [TensorType(dt, tuple(1 if i in axes else d for i, d in enumerate(t.shape)))]
         return [TensorType(dt, tuple(d for i, d in enumerate(t.shape) if i not in axes))]
@@ -527,7 +520,7 @@ def _arg_infer(ctx: InferContext) -> list[TensorType]:
     check_dtype_in(ctx, 0, NUMERIC_TYPES)
     if t.shape is None:
         return [TensorType(I64, None)]
-    axis = _axis(ctx, ctx.attrs["axis"], len(t.shape))
+    axis = infer_axis(ctx, ctx.attrs["axis"], len(t.shape))
     if ctx.attrs["keepdims"]:
         return [TensorType(I64, tuple(1 if i == axis else d for i, d in enumerate(t.shape)))]
     return [TensorType(I64, tuple(d for i, d in enumerate(t.shape) if i != axis))]
@@ -596,7 +589,7 @@ def _topk_infer(ctx: InferContext) -> list[TensorType]:
     check_dtype_in(ctx, 1, frozenset({I64}))
     if t.shape is None:
         return [TensorType(t.dtype, None), TensorType(I64, None)]
-    axis = _axis(ctx, ctx.attrs["axis"], len(t.shape))
+    axis = infer_axis(ctx, ctx.attrs["axis"], len(t.shape))
     k = ctx_sym(ctx, 1)
     shape = list(t.shape)
     shape[axis] = k[1][0] if k is not None and len(k[1]) == 1 else None

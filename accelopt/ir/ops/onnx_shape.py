@@ -36,6 +36,8 @@ from accelopt.ir.ops.common import (
     check_same_dtype,
     ctx_sym,
     dim_product,
+    infer_axes,
+    infer_axis,
     normalize_axes,
     normalize_axis,
     onnx_dtype,
@@ -53,12 +55,6 @@ I64 = DType.INT64
 def _err(ctx: InferContext, e: Exception):
     return ctx.error(str(e))
 
-
-def _axis(ctx: InferContext, axis: int, rank: int) -> int:
-    try:
-        return normalize_axis(axis, rank)
-    except ValueError as e:
-        raise _err(ctx, e) from None
 
 
 def _ints_arg(ctx: InferContext, i: int) -> list[int] | None:
@@ -201,7 +197,7 @@ def _onehot_infer(ctx: InferContext) -> list[TensorType]:
     if ind.shape is None:
         return [TensorType(vals.dtype, None)]
     r = len(ind.shape) + 1
-    axis = _axis(ctx, ctx.attrs["axis"], r)
+    axis = infer_axis(ctx, ctx.attrs["axis"], r)
     shape = list(ind.shape)
     shape.insert(axis, d)
     return [TensorType(vals.dtype, tuple(shape))]
@@ -371,10 +367,7 @@ def _squeeze_infer(ctx: InferContext) -> list[TensorType]:
         if any(not isinstance(d, int) for d in t.shape):
             return [TensorType(t.dtype, None)]
         return [TensorType(t.dtype, tuple(d for d in t.shape if d != 1))]
-    try:
-        axes = normalize_axes(axes, len(t.shape))
-    except ValueError as e:
-        raise _err(ctx, e) from None
+    axes = infer_axes(ctx, axes, len(t.shape))
     for a in axes:
         if isinstance(t.shape[a], int) and t.shape[a] != 1:
             raise ctx.error(f"cannot squeeze axis {a} of size {t.shape[a]} in {t}")
@@ -403,10 +396,7 @@ def _unsqueeze_infer(ctx: InferContext) -> list[TensorType]:
             return [TensorType(t.dtype, (None,) * (len(t.shape) + n_axes[0]))]
         return [TensorType(t.dtype, None)]
     r = len(t.shape) + len(axes)
-    try:
-        axes = normalize_axes(axes, r)
-    except ValueError as e:
-        raise _err(ctx, e) from None
+    axes = infer_axes(ctx, axes, r)
     it = iter(t.shape)
     return [TensorType(t.dtype, tuple(1 if i in axes else next(it) for i in range(r)))]
 
@@ -565,7 +555,7 @@ def _concat_infer(ctx: InferContext) -> list[TensorType]:
     r = len(known[0])
     if any(len(s) != r for s in known):
         raise ctx.error(f"inputs have different ranks: {', '.join(str(ctx.type(i)) for i in idx)}")
-    axis = _axis(ctx, ctx.attrs["axis"], r)
+    axis = infer_axis(ctx, ctx.attrs["axis"], r)
     out: list[Dim] = []
     for k in range(r):
         if k == axis:
@@ -631,7 +621,7 @@ def _split_infer(ctx: InferContext) -> list[TensorType]:
     n = ctx.num_outputs
     if t.shape is None:
         return [TensorType(t.dtype, None)] * n
-    axis = _axis(ctx, ctx.attrs["axis"], len(t.shape))
+    axis = infer_axis(ctx, ctx.attrs["axis"], len(t.shape))
     split = _ints_arg(ctx, 1) if ctx.has(1) else None
     if ctx.has(1) and split is None:
         sizes: list[Dim] = [None] * n
@@ -687,10 +677,7 @@ def _slice_params(ctx: InferContext, rank: int) -> tuple[list[int], list[int], l
         steps = [1] * len(starts)
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise ctx.error("starts, ends, axes and steps must have the same length")
-    try:
-        axes = normalize_axes(axes, rank)
-    except ValueError as e:
-        raise _err(ctx, e) from None
+    axes = infer_axes(ctx, axes, rank)
     return starts, ends, axes, steps
 
 
@@ -758,7 +745,7 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
     check_dtype_in(ctx, 1, INDEX_TYPES)
     if data.shape is None or ind.shape is None:
         return [TensorType(data.dtype, None)]
-    axis = _axis(ctx, ctx.attrs["axis"], len(data.shape))
+    axis = infer_axis(ctx, ctx.attrs["axis"], len(data.shape))
     return [TensorType(data.dtype, data.shape[:axis] + ind.shape + data.shape[axis + 1 :])]
 
 
@@ -775,7 +762,7 @@ def _gather_elements_infer(ctx: InferContext) -> list[TensorType]:
     check_dtype_in(ctx, 1, INDEX_TYPES)
     data, ind = ctx.type(0), ctx.type(1)
     if data.shape is not None:
-        _axis(ctx, ctx.attrs["axis"], len(data.shape))
+        infer_axis(ctx, ctx.attrs["axis"], len(data.shape))
     return [TensorType(data.dtype, ind.shape)]
 
 
