@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from accelopt.ir.graph import Graph, Provenance
 from accelopt.passes.base import PassContext, PassResult, register_pass
 from accelopt.passes.fuse_gelu import gelu_rules
-from accelopt.passes.patterns.driver import RulePass, apply_rules, replace_value
+from accelopt.passes.patterns.driver import RulePass, apply_rules, replace_node
 from accelopt.passes.patterns.rule import Rule
 
 QUICK_ALPHA = 1.702
@@ -56,16 +56,11 @@ class _GeluApprox(RulePass):
                     node.set_attrs(dict(self.target.gelu_attrs))
                     node.provenance = prov
                 else:
-                    old = node.outputs[0]
                     new = graph.add_node(
                         self.target.gelu_op, list(node.inputs), dict(self.target.gelu_attrs),
                         name=f"{node.name}_{self.target.gelu_op.lower()}", after=node, provenance=prov,
                     ).outputs[0]
-                    replace_value(graph, old, new)
-                    name = old.name
-                    graph.remove_node(node)
-                    if new.name != name and name not in {v.name for v in graph.outputs}:
-                        graph.rename_value(new, name)  # the substituted value keeps its name
+                    replace_node(graph, node, new)  # the substituted value keeps its name
                 stats["gelu"]["matched"] += 1
                 changed += 1
             elif node.op == "Linear" and node.attr("activation", "none") == "gelu":  # case 2

@@ -25,7 +25,7 @@ from accelopt.errors import PassError
 from accelopt.ir.graph import Graph, Node, Provenance, Value
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.fuse_common import const_of
-from accelopt.passes.patterns.driver import replace_value
+from accelopt.passes.patterns.driver import replace_node
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,4 @@ class ConvLayout(Pass):
         conv = graph.add_node(op, ins, dict(node.attrs), name=f"{node.name}_{to.lower()}", before=node, provenance=prov)
         t_out = graph.add_node("Transpose", [conv.outputs[0]], {"perm": back}, name=f"{node.name}_back",
                                before=node, provenance=prov)
-        old = node.outputs[0]
-        name = old.name
-        replace_value(graph, old, t_out.outputs[0])
-        wold = node.inputs[1]
-        graph.remove_node(node)
-        if t_out.outputs[0].name != name and all(o.name != name for o in graph.outputs):
-            graph.rename_value(t_out.outputs[0], name)
-        if wold is not None and not wold.uses and graph.initializers.get(wold.name) is wold:
-            graph.remove_initializer(wold.name)
+        replace_node(graph, node, t_out.outputs[0])

@@ -36,7 +36,7 @@ from accelopt.ir.graph import Graph, Node, Provenance, Value
 from accelopt.ir.types import TensorType
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.fuse_common import const_of
-from accelopt.passes.patterns.driver import replace_value
+from accelopt.passes.patterns.driver import replace_node
 
 DIMS = ("hidden", "sequence")
 
@@ -137,7 +137,7 @@ class PadDims(Pass):
                     name=f"{node.name}_slice", before=node, provenance=prov, types=[node.outputs[0].type],
                 ).outputs[0]
                 padded_tail[id(y)] = (lin.outputs[0], np_)
-            self._replace(graph, node, y)
+            replace_node(graph, node, y)
             count += 1
         # Slices whose every user now reads the padded tensor are dead (with their constants)
         for node in list(reversed(graph.nodes)):
@@ -165,18 +165,6 @@ class PadDims(Pass):
         if v is None:
             v = graph.add_initializer(key, np.array(values, np.int64))
         return v
-
-    def _replace(self, graph: Graph, node: Node, new: Value) -> None:
-        old = node.outputs[0]
-        name = old.name
-        replace_value(graph, old, new)
-        consts = [v for v in node.inputs if v is not None and v.is_const]
-        graph.remove_node(node)
-        if new.name != name and all(o.name != name for o in graph.outputs):
-            graph.rename_value(new, name)
-        for v in consts:
-            if not v.uses and graph.initializers.get(v.name) is v and v not in graph.outputs:
-                graph.remove_initializer(v.name)
 
     # ----------------------------------------------------------------- case 3
     def _pad_sequence(self, graph: Graph, m: int) -> tuple[int, str]:

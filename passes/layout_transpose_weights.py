@@ -29,7 +29,7 @@ from accelopt.ir.graph import Graph, Node, Provenance, Value, tensor_digest
 from accelopt.ir.ops.fused import pack_weight, unpack_weight
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.fuse_common import const_of
-from accelopt.passes.patterns.driver import replace_value
+from accelopt.passes.patterns.driver import replace_node
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,7 @@ class _Rewriter:
         else:
             op = "Linear"
         new = graph.add_node(op, ins, attrs, name=f"{node.name}_{rule}", after=node, provenance=prov)
-        old = node.outputs[0]
-        name = old.name
-        replace_value(graph, old, new.outputs[0])
-        consts = [v for v in node.inputs if v is not None and v.is_const]
-        graph.remove_node(node)
-        if new.outputs[0].name != name and all(o.name != name for o in graph.outputs):
-            graph.rename_value(new.outputs[0], name)
-        for v in consts:
-            if not v.uses and graph.initializers.get(v.name) is v and v not in graph.outputs:
-                graph.remove_initializer(v.name)
+        replace_node(graph, node, new.outputs[0])
 
 
 def _target_layout(ctx: PassContext) -> str:

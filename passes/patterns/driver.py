@@ -57,6 +57,26 @@ def replace_value(graph: Graph, old: Value, new: Value) -> bool:
     return True
 
 
+def replace_node(graph: Graph, node: Node, new: Value) -> None:
+    """Replace single-output ``node`` by ``new``, which takes over its output's uses and name.
+
+    1. Every use of the output moves to ``new`` (``replace_value``; a graph output keeps its name).
+    2. ``node`` is removed, and ``new`` is renamed to the old output's name unless a graph output
+       already holds that name.
+    3. The initializers ``node`` read that nothing uses any more are removed.
+    """
+    old = node.outputs[0]
+    name = old.name
+    replace_value(graph, old, new)
+    consts = [v for v in node.inputs if v is not None and v.is_const]
+    graph.remove_node(node)
+    if new.name != name and all(o.name != name for o in graph.outputs):
+        graph.rename_value(new, name)
+    for v in consts:
+        if not v.uses and graph.initializers.get(v.name) is v and v not in graph.outputs:
+            graph.remove_initializer(v.name)
+
+
 def remove_dead(graph: Graph, nodes: Sequence[Node]) -> int:
     """Remove those of ``nodes`` (and the initializers they used) that nothing uses any more."""
     removed = 0
