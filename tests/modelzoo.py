@@ -15,6 +15,9 @@ family's tokenizer produces them (BERT, ALBERT, MiniLM), ``token_type_ids``,
 all ``int64[batch, sequence]``; outputs ``last_hidden_state`` and, where the
 model has a pooler, ``pooler_output``.
 
+One-op graphs (``one_op_graph``, ``run_one_op``): a single IR node fed by graph inputs or
+initializers, for the op, kernel, fusion and TPU lowering tests.
+
 Exports are cached under ``~/.cache/accelopt-tests/onnx`` (``$ACCELOPT_TEST_CACHE``, or ``cache_dir``),
 keyed by family, size, exporter, opset, seed, a hash of the config and the
 torch/transformers versions. Exports are written to a temporary folder and
@@ -32,10 +35,14 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from accelopt.interpreter import run
+from accelopt.ir import DType, Graph, TensorType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -334,3 +341,52 @@ def _quiet() -> Any:
             yield
     finally:
         logging.disable(previous)
+
+
+# ----------------------------------------------------------- one-op graphs
+def one_op_graph(
+    op: str,
+    arrays: Sequence[np.ndarray | None],
+    attrs: Mapping[str, Any] | None = None,
+    n_out: int = 1,
+    *,
+    consts: Container[int] = (),
+    name: str = "t",
+) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A verified graph ``name`` with one ``op`` node, and the feed for its inputs.
+
+    ``arrays[i]`` is (1) ``None``: an omitted input; (2) ``i`` in ``consts``: initializer ``c{i}``;
+    (3) otherwise graph input ``in{i}`` (of the array's dtype and shape), fed that array.
+    """
+    g = Graph(name)
+    vals = []
+    feeds: dict[str, np.ndarray] = {}
+    for i, a in enumerate(arrays):
+        if a is None:
+            vals.append(None)
+        elif i in consts:
+            vals.append(g.add_initializer(f"c{i}", np.asarray(a)))
+        else:
+            a = np.asarray(a)
+            vals.append(g.add_input(f"in{i}", TensorType(DType.from_numpy(a.dtype), a.shape)))
+            feeds[f"in{i}"] = a
+    node = g.add_node(op, vals, dict(attrs or {}), outputs=n_out)
+    g.set_outputs(list(node.outputs))
+    g.verify()
+    return g, feeds
+
+
+def run_one_op(
+    op: str, arrays: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None, n_out: int = 1
+) -> list[np.ndarray]:
+    """Run one op on ``arrays`` (all graph inputs, ``None`` = omitted) through ``one_op_graph`` and the
+    interpreter; each output's inferred type must match its runtime array (dtype, rank, every known dim)."""
+    g, feeds = one_op_graph(op, arrays, attrs, n_out)
+    out = run(g, feeds)
+    results = [out[v.name] for v in g.outputs]
+    for v, r in zip(g.outputs, results):
+        assert r.dtype == v.type.dtype.np, f"{op}: runtime {r.dtype}, inferred {v.type}"
+        assert r.ndim == len(v.type.shape) and all(
+            not isinstance(d, int) or d == n for d, n in zip(v.type.shape, r.shape)
+        ), f"{op}: runtime shape {r.shape}, inferred {v.type}"
+    return results

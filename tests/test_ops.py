@@ -23,6 +23,7 @@ from accelopt.errors import VerifyError
 from accelopt.interpreter import Interpreter
 from accelopt.ir import DType, Graph, TensorType, get_op
 from accelopt.ir.ops.common import fast_erf, sym_value
+from modelzoo import run_one_op as run_node
 
 F32 = DType.FLOAT32
 I64 = DType.INT64
@@ -31,32 +32,6 @@ ORT_OPSET = 21
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def run_node(op: str, inputs: list[np.ndarray | None], attrs: dict | None = None, n_out: int = 1) -> list[np.ndarray]:
-    """Run one op through a graph (inputs become graph inputs) and the interpreter."""
-    g = Graph("t")
-    vals = []
-    feeds = {}
-    for i, a in enumerate(inputs):
-        if a is None:
-            vals.append(None)
-            continue
-        a = np.asarray(a)
-        v = g.add_input(f"in{i}", TensorType(DType.from_numpy(a.dtype), a.shape))
-        feeds[v.name] = a
-        vals.append(v)
-    node = g.add_node(op, vals, attrs or {}, outputs=n_out)
-    g.set_outputs(list(node.outputs))
-    g.verify()
-    out = Interpreter(g).run(feeds)
-    results = [out[v.name] for v in node.outputs]
-    for v, r in zip(node.outputs, results):  # the inferred type matches the runtime array
-        assert r.dtype == v.type.dtype.np, f"{op}: runtime {r.dtype}, inferred {v.type}"
-        assert r.ndim == len(v.type.shape) and all(
-            not isinstance(d, int) or d == n for d, n in zip(v.type.shape, r.shape)
-        ), f"{op}: runtime shape {r.shape}, inferred {v.type}"
-    return results
 
 
 def run_ort(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fuse_check import run_one_op as _one
 
 import accelopt.ir as ir
 from accelopt.errors import VerifyError
+from modelzoo import run_one_op as _one
 
 F32 = ir.DType.FLOAT32
 rng = np.random.default_rng(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fuse_check import run_one_op as _one
 
 import accelopt.ir as ir
 from accelopt.errors import VerifyError
@@ -12,6 +11,7 @@ from accelopt.ir.ops.fused import attention
 from accelopt.ir.ops.onnx_quant import dynamic_quantize as onnx_dynamic_quantize
 from accelopt.ir.ops.quantized import dequantized_matmul, dynamic_quantize, int_matmul
 from accelopt.passes.quant_qdq import quantize_weight
+from modelzoo import run_one_op as _one
 
 rng = np.random.default_rng(0)
 

@@ -12,6 +12,7 @@ from accelopt.ir import DType, Graph, TensorType
 from accelopt.targets.tpu.chips import get_chip
 from accelopt.targets.tpu.lowering import build_function, jax_dtype, plan_weights
 from accelopt.targets.tpu.policy import choose_policy
+from modelzoo import one_op_graph
 
 
 def single_op_graph(
@@ -20,24 +21,12 @@ def single_op_graph(
     attrs: Mapping[str, Any] | None = None,
     n_out: int = 1,
 ) -> tuple[Graph, dict[str, np.ndarray]]:
-    """A graph with one ``op`` node; each input is ("in", array) -> graph input, ("const", array) -> initializer,
-    ("none", None) -> omitted. Returns the graph and the feed for its inputs."""
-    g = Graph(f"one_{op}")
-    vals = []
-    feed = {}
-    for i, (kind, arr) in enumerate(inputs):
-        if kind == "none":
-            vals.append(None)
-        elif kind == "in":
-            a = np.asarray(arr)
-            vals.append(g.add_input(f"x{i}", TensorType(DType.from_numpy(a.dtype), a.shape)))
-            feed[f"x{i}"] = a
-        else:
-            vals.append(g.add_initializer(f"c{i}", np.asarray(arr)))
-    node = g.add_node(op, vals, dict(attrs or {}), outputs=n_out)
-    g.set_outputs(list(node.outputs))
-    g.verify()
-    return g, feed
+    """A graph with one ``op`` node (``modelzoo.one_op_graph``); each input is ("in", array) -> graph input
+    ``in{i}``, ("const", array) -> initializer ``c{i}``, ("none", None) -> omitted. Returns the graph and the feed
+    for its inputs."""
+    arrays = [None if kind == "none" else arr for kind, arr in inputs]
+    consts = {i for i, (kind, _) in enumerate(inputs) if kind == "const"}
+    return one_op_graph(op, arrays, attrs, n_out, consts=consts, name=f"one_{op}")
 
 
 def call_lowered(
