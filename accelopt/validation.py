@@ -521,6 +521,19 @@ class Validator:
         mask = self.samples.mask
         return {name: compare(r, n, name=name, mask=mask) for name, r, n in zip(self.output_names, ref, new)}
 
+    def _measure(
+        self, ref: Sequence[np.ndarray], outputs: Sequence[np.ndarray], tol: dict[str, float]
+    ) -> tuple[AccuracyRecord, dict[str, str]]:
+        """``outputs`` against the reference outputs ``ref``: a record with ``vs_reference`` and
+        ``per_output`` filled but not judged yet, and which output each metric is worst on; when
+        the output counts differ, a failed record and no metrics."""
+        if len(outputs) != len(ref):
+            msg = f"the graph has {len(outputs)} outputs, the reference {len(ref)}"
+            return AccuracyRecord(tolerance=tol, ok=False, failures=[msg]), {}
+        per_ref = self._per_output(ref, outputs)
+        vs_ref, where = summarize(per_ref)
+        return AccuracyRecord(vs_reference=vs_ref, per_output=per_ref, tolerance=tol), where
+
     def tolerance_for(self, family: str) -> dict[str, float]:
         return tolerance_for(family, self.overrides)
 
@@ -540,12 +553,10 @@ class Validator:
         tol = self.tolerance_for(family)
         ref = self.reference_outputs()
         new = self.outputs(graph)
-        if len(new) != len(ref):
-            msg = f"the graph has {len(new)} outputs, the reference {len(ref)}"
-            return AccuracyRecord(tolerance=tol, ok=False, failures=[msg])
-        per_ref = self._per_output(ref, new)
-        vs_ref, where_ref = summarize(per_ref)
-        rec = AccuracyRecord(vs_reference=vs_ref, per_output=per_ref, tolerance=tol)
+        rec, where_ref = self._measure(ref, new, tol)
+        if not rec.ok:
+            return rec
+        vs_ref = rec.vs_reference
         if previous is not None:
             prev = self.outputs(previous)
             vs_prev, where_prev = summarize(self._per_output(prev, new))
@@ -575,16 +586,12 @@ class Validator:
         metrics against that graph's outputs (not judged).
         """
         tol = dict(tolerance or {})
-        ref = self.reference_outputs()
-        if len(outputs) != len(ref):
-            msg = f"{len(outputs)} outputs, the reference has {len(ref)}"
-            return AccuracyRecord(tolerance=tol, ok=False, failures=[msg])
-        per_ref = self._per_output(ref, outputs)
-        vs_ref, where = summarize(per_ref)
-        rec = AccuracyRecord(vs_reference=vs_ref, per_output=per_ref, tolerance=tol)
+        rec, where = self._measure(self.reference_outputs(), outputs, tol)
+        if not rec.ok:
+            return rec
         if previous is not None:
             rec.vs_previous, _ = summarize(self._per_output(self.outputs(previous), outputs))
-        rec.failures = violations(vs_ref, tol, against="reference", where=where)
+        rec.failures = violations(rec.vs_reference, tol, against="reference", where=where)
         rec.ok = not rec.failures
         return rec
 
