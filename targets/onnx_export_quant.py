@@ -314,6 +314,7 @@ def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
         )
     bias = ctx.name(bias_v) if bias_v is not None else emit.const(np.zeros(wq.shape[1], np.float32), "zero_bias")
     filt = float(a["mask_filter_value"]) if mask else None
+    attention_attrs: dict[str, Any] = {"num_heads": heads, "scale": scale if scale else None, "mask_filter_value": filt}
     if src.q_dtype == DType.UINT8 and not src.per_row and (wz is None or not np.any(wz)):
         zp = src.zp or emit.const(0, "x_zp", np.uint8)
         emit(
@@ -322,25 +323,14 @@ def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
             "qattention",
             outputs=[out],
             domain=MS,
-            num_heads=heads,
-            scale=scale if scale else None,
-            mask_filter_value=filt,
+            **attention_attrs,
         )
         return emit.made
     qkv, _ = _matmul_float(emit, node, src, "")  # MultiHeadAttention adds the packed bias itself
     hidden = wq.shape[1] // 3
     emit("Split", [qkv, emit.const([hidden] * 3, "split", np.int64)], "split_qkv", outputs=3, axis=-1)
     qn, kn, vn = emit.outs()
-    emit(
-        "MultiHeadAttention",
-        [qn, kn, vn, bias, mask],
-        "mha",
-        outputs=[out],
-        domain=MS,
-        num_heads=heads,
-        scale=scale if scale else None,
-        mask_filter_value=filt,
-    )
+    emit("MultiHeadAttention", [qn, kn, vn, bias, mask], "mha", outputs=[out], domain=MS, **attention_attrs)
     return emit.made
 
 
