@@ -121,13 +121,18 @@ def _activation(y: Any, act: str) -> Any:
     raise TargetError(f"unknown Linear activation {act!r}")
 
 
-@lower("Linear", weights=rhs_weight)
-def _linear(ctx, node, ins, attrs):
+def _project(ctx: LowerCtx, node: Any, ins: list[Any]) -> Any:
+    """``x @ W (+ b)`` in float32: inputs 0-2 of Linear and Attention."""
     y = ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32))
     b = _opt(ins, 2)
     if b is not None:
         y = y + ctx.jx(b).astype(jnp.float32)
-    y = _activation(y, attrs.get("activation", "none"))
+    return y
+
+
+@lower("Linear", weights=rhs_weight)
+def _linear(ctx, node, ins, attrs):
+    y = _activation(_project(ctx, node, ins), attrs.get("activation", "none"))
     return [y.astype(ctx.out_dtype(node))]
 
 
@@ -158,13 +163,17 @@ def _softmax_f32(scores: Any) -> Any:
     return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
 
 
+def _scores(ctx: LowerCtx, node: Any, q: Any, k: Any, scale: float) -> Any:
+    """``scale * q @ k^T`` in float32 (an activation-by-activation matmul: no weight operand)."""
+    scores = ctx.matmul(
+        node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
+    )
+    return scores * jnp.float32(scale)
+
+
 @lower("Attention", weights=rhs_weight)
 def _attention(ctx, node, ins, attrs):
-    qkv = ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32))
-    bias = _opt(ins, 2)
-    if bias is not None:
-        qkv = qkv + ctx.jx(bias).astype(jnp.float32)
-    out = attention_from_qkv(ctx, node, qkv, _opt(ins, 3), attrs)
+    out = attention_from_qkv(ctx, node, _project(ctx, node, ins), _opt(ins, 3), attrs)
     return [out.astype(ctx.out_dtype(node))]
 
 
@@ -176,11 +185,7 @@ def attention_from_qkv(ctx: LowerCtx, node: Any, qkv: Any, mask: Any, attrs: Map
     d = hidden // heads
     qkv = qkv.reshape(bsz, seq, 3, heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
     q, k, v = qkv[0], qkv[1], qkv[2]
-    scale = attrs.get("scale", 0.0) or 1.0 / math.sqrt(d)
-    scores = ctx.matmul(
-        node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
-    )
-    scores = scores * jnp.float32(scale)
+    scores = _scores(ctx, node, q, k, attrs.get("scale", 0.0) or 1.0 / math.sqrt(d))
     if mask is not None:
         keep = ctx.jx(mask) != 0
         scores = scores + jnp.where(keep, 0.0, jnp.float32(attrs.get("mask_filter_value", -10000.0)))[:, None, None, :]
@@ -193,41 +198,34 @@ def _packed_weights(node: Any, attrs: Mapping[str, Any]) -> dict[int, bool]:
     return {1: False}
 
 
-def _unpack(node: Any, attrs: Mapping[str, Any], idx: int, arr: np.ndarray) -> np.ndarray:
-    """Case 6 at plan time: the stored tiles / transposed matrix -> ``W [k, n]``."""
-    return np.asarray(
-        unpack_weight(
-            arr,
-            k=int(attrs["k"]),
-            n=int(attrs["n"]),
-            transposed=bool(attrs["transposed"]),
-            tile=tuple(int(t) for t in attrs.get("tile") or ()),
-        )
+def _unpacked(arr: Any, attrs: Mapping[str, Any]) -> Any:
+    """The stored tiles / transposed matrix of a PackedLinear (numpy or jax) -> ``W [k, n]``."""
+    return unpack_weight(
+        arr,
+        k=int(attrs["k"]),
+        n=int(attrs["n"]),
+        transposed=bool(attrs["transposed"]),
+        tile=tuple(int(t) for t in attrs.get("tile") or ()),
     )
+
+
+def _unpack(node: Any, attrs: Mapping[str, Any], idx: int, arr: np.ndarray) -> np.ndarray:
+    """Case 6 at plan time."""
+    return np.asarray(_unpacked(arr, attrs))
 
 
 @lower("PackedLinear", weights=_packed_weights, unpack=_unpack)
 def _packed_linear(ctx, node, ins, attrs):
     w = ins[1]
     if not isinstance(w, PreparedWeight):  # a weight computed at run time: unpack it in the program
-        w = unpack_weight(
-            ctx.jx(w),
-            k=int(attrs["k"]),
-            n=int(attrs["n"]),
-            transposed=bool(attrs["transposed"]),
-            tile=tuple(int(t) for t in attrs.get("tile") or ()),
-        )
+        w = _unpacked(ctx.jx(w), attrs)
     return _linear(ctx, node, [ins[0], w, *ins[2:]], attrs)
 
 
 @lower("ScaledDotProductAttention")
 def _sdpa(ctx, node, ins, attrs):
     q, k, v = ctx.jx(ins[0]), ctx.jx(ins[1]), ctx.jx(ins[2])
-    scale = attrs.get("scale", 0.0) or 1.0 / math.sqrt(q.shape[-1])
-    scores = ctx.matmul(
-        node, q, jnp.swapaxes(k, -1, -2), out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None
-    )
-    scores = scores * jnp.float32(scale)
+    scores = _scores(ctx, node, q, k, attrs.get("scale", 0.0) or 1.0 / math.sqrt(q.shape[-1]))
     allowed = None
     mask = _opt(ins, 3)
     if mask is not None:
