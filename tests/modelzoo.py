@@ -146,27 +146,61 @@ def pad_token_id(family: str) -> int:
 
 
 # ------------------------------------------------------------------ models
-def build_model(family: str, config: Any = None, *, seed: int = 0) -> Any:
-    """A ``torch.nn.Module`` (eval mode) with positional inputs ``input_names(family)``.
-
-    Weights are seeded random; ``family="minilm"`` loads the real all-MiniLM-L6-v2.
-    """
+def hf_model(family: str, config: Any = None, *, seed: int = 0) -> Any:
+    """The bare transformers model of ``family`` (eval mode): seeded random weights from ``config`` (default
+    ``tiny_config(family)``), or for ``family="minilm"`` the real all-MiniLM-L6-v2."""
     import torch
     import transformers as tf
 
     if family == "minilm":
-        model = tf.BertModel.from_pretrained(str(minilm_dir()))
-    else:
-        cfg = config if config is not None else tiny_config(family)
-        cls = {
-            "bert": tf.BertModel,
-            "distilbert": tf.DistilBertModel,
-            "roberta": tf.RobertaModel,
-            "albert": tf.AlbertModel,
-        }[family]
-        torch.manual_seed(seed)
-        model = cls(cfg)
-    return _Wrapper(model.eval(), family).eval()
+        return tf.BertModel.from_pretrained(str(minilm_dir())).eval()
+    cls = {
+        "bert": tf.BertModel,
+        "distilbert": tf.DistilBertModel,
+        "roberta": tf.RobertaModel,
+        "albert": tf.AlbertModel,
+    }[family]
+    torch.manual_seed(seed)
+    return cls(config if config is not None else tiny_config(family)).eval()
+
+
+def build_model(family: str, config: Any = None, *, seed: int = 0) -> Any:
+    """``hf_model`` wrapped as a ``torch.nn.Module`` (eval mode) with positional inputs ``input_names(family)``."""
+    return _Wrapper(hf_model(family, config, seed=seed), family).eval()
+
+
+def save_tiny_bert(folder: Path, cls_name: str = "BertModel", *, seed: int = 0, **config_overrides: Any) -> Path:
+    """A Hugging Face folder without tokenizer files: transformers' ``cls_name`` built from ``tiny_config("bert")``
+    with ``config_overrides``, seeded random weights."""
+    import torch
+    import transformers as tf
+
+    cfg = tiny_config("bert")
+    for k, v in config_overrides.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(seed)
+    getattr(tf, cls_name)(cfg).eval().save_pretrained(str(folder))
+    return folder
+
+
+def sentence_transformers_folder(root: Path, *, seed: int = 0) -> Path:
+    """A sentence-transformers layout without tokenizer files: ``modules.json``, a tiny BertModel
+    (``save_tiny_bert``) in ``0_Transformer/``, mean pooling in ``1_Pooling/``."""
+    save_tiny_bert(root / "0_Transformer", seed=seed)
+    modules = [
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (root / "modules.json").write_text(json.dumps(modules))
+    (root / "1_Pooling").mkdir()
+    (root / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    return root
+
+
+def max_abs_errors(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The max abs difference of each output (in float64); both hold the same output names."""
+    assert set(got) == set(want)
+    return {k: float(np.max(np.abs(got[k].astype(np.float64) - want[k].astype(np.float64)))) for k in got}
 
 
 def minilm_dir() -> Path:
@@ -294,39 +328,23 @@ def _export(model: Any, family: str, path: Path, *, exporter: str, opset: int) -
     outs = output_names(family)
     example = family_inputs(family, 2, 8, seed=0, config=getattr(model.model, "config", None))
     args = tuple(torch.from_numpy(example[n]) for n in names)
-    with _quiet(), torch.no_grad():
-        if exporter == "dynamo":
-            from torch.export import Dim
+    if exporter == "dynamo":
+        from torch.export import Dim
 
-            batch, seq = Dim("batch"), Dim("sequence")
-            dyn = {n: {0: batch, 1: seq} for n in names}
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                input_names=names,
-                output_names=outs,
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=dyn,
-                external_data=True,
-                verbose=False,
-            )
-        else:
-            axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
-            if "pooler_output" in outs:
-                axes["pooler_output"] = {0: "batch"}
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                input_names=names,
-                output_names=outs,
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+        batch, seq = Dim("batch"), Dim("sequence")
+        how: dict[str, Any] = {
+            "dynamo": True,
+            "dynamic_shapes": {n: {0: batch, 1: seq} for n in names},
+            "external_data": True,
+            "verbose": False,
+        }
+    else:
+        axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
+        if "pooler_output" in outs:
+            axes["pooler_output"] = {0: "batch"}
+        how = {"dynamo": False, "dynamic_axes": axes, "do_constant_folding": True}
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(model, args, str(path), input_names=names, output_names=outs, opset_version=opset, **how)
 
 
 @contextlib.contextmanager

@@ -40,30 +40,10 @@ def test_load_dispatch(tiny_bert: Path, tmp_path: Path) -> None:
         ao.load(42)
 
 
-def _sentence_transformers_folder(root: Path, seed: int = 0) -> Path:
-    """A sentence-transformers layout without tokenizer files: modules.json, the BertModel in 0_Transformer/."""
-    import json
-
-    torch = pytest.importorskip("torch")
-    tf = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    tf.BertModel(mz.tiny_config("bert")).eval().save_pretrained(str(root / "0_Transformer"))
-    (root / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ]
-        )
-    )
-    (root / "1_Pooling").mkdir()
-    (root / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
-    return root
-
-
 def test_load_sentence_transformers_folder_with_example_inputs(tmp_path: Path) -> None:
     """The model sits in a subfolder (no config.json at the top) and the example inputs reach the HF frontend."""
-    folder = _sentence_transformers_folder(tmp_path / "st")
+    pytest.importorskip("transformers")
+    folder = mz.sentence_transformers_folder(tmp_path / "st")
     assert not (folder / "config.json").exists()
     rng = np.random.default_rng(0)
     ex = {"input_ids": rng.integers(5, 1000, (2, 12)), "attention_mask": np.ones((2, 12), dtype=np.int64)}

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from accelopt.errors import FrontendError
 from accelopt.frontends.huggingface import is_huggingface_folder, load_huggingface
 from accelopt.samples import SENTENCES
-from modelzoo import minilm_dir, tiny_config
+from modelzoo import max_abs_errors, minilm_dir, save_tiny_bert, sentence_transformers_folder
 
 TOL = 1e-5
 
@@ -31,21 +30,6 @@ def _write_tokenizer(folder: Path) -> None:
     tf.BertTokenizerFast.from_pretrained(str(folder), local_files_only=True).save_pretrained(str(folder))
 
 
-def _save_model(folder: Path, cls_name: str = "BertModel", seed: int = 0, **cfg_overrides) -> None:
-    import transformers as tf
-
-    cfg = tiny_config("bert")
-    for k, v in cfg_overrides.items():
-        setattr(cfg, k, v)
-    torch.manual_seed(seed)
-    getattr(tf, cls_name)(cfg).eval().save_pretrained(str(folder))
-
-
-def _max_err(a: dict, b: dict) -> dict[str, float]:
-    assert set(a) == set(b)
-    return {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a}
-
-
 def _tokenize(tok, sentences, seq):
     enc = tok(list(sentences), padding="max_length", truncation=True, max_length=seq, return_tensors="np")
     return {k: v.astype(np.int64) for k, v in enc.items()}
@@ -54,7 +38,7 @@ def _tokenize(tok, sentences, seq):
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
-    _save_model(folder)
+    save_tiny_bert(folder)
     _write_tokenizer(folder)
     return folder
 
@@ -85,55 +69,45 @@ def test_tiny_folder_loads_with_tokenizer(tiny_folder, tiny_loaded):
 
 def test_tiny_folder_matches_torch(tiny_loaded):
     m = tiny_loaded
-    errs = _max_err(m.run(m.metadata["example_inputs"]), m.reference(m.metadata["example_inputs"]))
+    errs = max_abs_errors(m.run(m.metadata["example_inputs"]), m.reference(m.metadata["example_inputs"]))
     assert max(errs.values()) <= TOL, errs
     inputs = _tokenize(m.tokenizer, SENTENCES[3:8], 20)  # another batch and sequence length
-    errs = _max_err(m.run(inputs), m.reference(inputs))
+    errs = max_abs_errors(m.run(inputs), m.reference(inputs))
     assert max(errs.values()) <= TOL, errs
 
 
 def test_architecture_picks_the_head(tmp_path):
-    _save_model(tmp_path, "BertForSequenceClassification", num_labels=3)
+    save_tiny_bert(tmp_path, "BertForSequenceClassification", num_labels=3)
     _write_tokenizer(tmp_path)
     m = load_huggingface(tmp_path, seq_len=16, batch=1)
     assert m.metadata["architecture"] == "BertForSequenceClassification"
     assert m.output_names == ["logits"]
     assert m.graph.outputs[0].shape == ("batch", 3)
     inputs = _tokenize(m.tokenizer, SENTENCES[:4], 24)
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= TOL
 
 
 def test_sentence_transformers_layout(tmp_path):
     """modules.json at the root, the BertModel in 0_Transformer/, the tokenizer at the root."""
-    _save_model(tmp_path / "0_Transformer", seed=1)
+    sentence_transformers_folder(tmp_path, seed=1)
     _write_tokenizer(tmp_path)
-    (tmp_path / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ]
-        )
-    )
-    (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
     assert is_huggingface_folder(tmp_path)
     m = load_huggingface(tmp_path, seq_len=16)
     assert m.metadata["folder"] == str(tmp_path / "0_Transformer")
     assert m.tokenizer is not None
     ex = m.metadata["example_inputs"]
-    assert max(_max_err(m.run(ex), m.reference(ex)).values()) <= TOL
+    assert max(max_abs_errors(m.run(ex), m.reference(ex)).values()) <= TOL
 
 
 def test_example_inputs_given_without_tokenizer(tmp_path):
-    _save_model(tmp_path)
+    save_tiny_bert(tmp_path)
     rng = np.random.default_rng(0)
     ex = {"input_ids": rng.integers(5, 1000, (2, 12)), "attention_mask": np.ones((2, 12), dtype=np.int64)}
     m = load_huggingface(tmp_path, example_inputs=ex)
     assert m.tokenizer is None
     assert sorted(m.input_names) == ["attention_mask", "input_ids"]
     inputs = {"input_ids": rng.integers(5, 1000, (3, 7)), "attention_mask": np.ones((3, 7), dtype=np.int64)}
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= TOL
     with pytest.raises(FrontendError, match="tokenizer"):
         load_huggingface(tmp_path)
 
@@ -180,8 +154,8 @@ def test_all_minilm_l6_v2_real_weights_seq128():
     m = load_huggingface(folder, seq_len=128, batch=1)
     assert m.metadata["model_type"] == "bert"
     assert m.graph.outputs[0].shape == ("batch", "seq", 384)
-    errs = _max_err(m.run(m.metadata["example_inputs"]), m.reference(m.metadata["example_inputs"]))
+    errs = max_abs_errors(m.run(m.metadata["example_inputs"]), m.reference(m.metadata["example_inputs"]))
     inputs = _tokenize(m.tokenizer, SENTENCES[:8], 128)
-    errs8 = _max_err(m.run(inputs), m.reference(inputs))
+    errs8 = max_abs_errors(m.run(inputs), m.reference(inputs))
     print(f"\nall-MiniLM-L6-v2 seq 128 (load_huggingface): batch 1 {errs}; batch 8 {errs8}")
     assert max(errs.values()) <= 1e-4 and max(errs8.values()) <= 1e-4

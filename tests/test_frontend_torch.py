@@ -16,40 +16,22 @@ import torch.nn.functional as F
 from accelopt.errors import FrontendError
 from accelopt.frontends.torch_export import import_exported_program, load_torch, supported_aten_ops
 from accelopt.ir.ops.sdpa import sdpa_reference
-from modelzoo import family_inputs, full_config, tiny_config
+from modelzoo import family_inputs, full_config, hf_model, max_abs_errors, tiny_config
 
 FAMILIES = ("bert", "distilbert", "roberta", "albert")
 TOL = 1e-5
 
 
-def _hf_model(family: str, config=None, seed: int = 0):
-    import transformers as tf
-
-    cls = {
-        "bert": tf.BertModel,
-        "distilbert": tf.DistilBertModel,
-        "roberta": tf.RobertaModel,
-        "albert": tf.AlbertModel,
-    }[family]
-    torch.manual_seed(seed)
-    return cls(config if config is not None else tiny_config(family)).eval()
-
-
-def _max_err(a: dict, b: dict) -> dict[str, float]:
-    assert set(a) == set(b)
-    return {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a}
-
-
 def _scaled_err(a: dict, b: dict) -> dict[str, float]:
     """Max abs error divided by max(1, max |reference|): float32 rounding grows with magnitude."""
-    errs = _max_err(a, b)
+    errs = max_abs_errors(a, b)
     return {k: e / max(1.0, float(np.max(np.abs(b[k])))) for k, e in errs.items()}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny(request):
     family = request.param
-    model = _hf_model(family)
+    model = hf_model(family)
     example = family_inputs(family, batch=2, seq=16, seed=0)
     return family, load_torch(model, example)
 
@@ -60,7 +42,7 @@ def test_family_matches_torch_at_two_sequence_lengths(tiny):
     for batch, seq, seed in ((2, 16, 1), (3, 9, 2)):
         inputs = family_inputs(family, batch=batch, seq=seq, seed=seed)
         ours, ref = model.run(inputs), model.reference(inputs)
-        errs = _max_err(ours, ref)
+        errs = max_abs_errors(ours, ref)
         assert max(errs.values()) <= TOL, (family, batch, seq, errs)
         assert ours["last_hidden_state"].shape == (batch, seq, 64)
 
@@ -104,20 +86,20 @@ def test_weights_are_initializers_named_by_module_path(tiny):
 
 
 def test_batch_one_example_still_gives_dynamic_batch():
-    model = _hf_model("bert")
+    model = hf_model("bert")
     example = family_inputs("bert", batch=1, seq=8, seed=0)
     m = load_torch(model, example)
     assert m.graph.inputs[0].shape == ("batch", "seq")
     inputs = family_inputs("bert", batch=4, seq=12, seed=3)
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= TOL
 
 
 def test_static_export():
-    model = _hf_model("bert")
+    model = hf_model("bert")
     example = family_inputs("bert", batch=2, seq=8, seed=0)
     m = load_torch(model, example, dynamic=False)
     assert m.graph.inputs[0].shape == (2, 8)
-    assert max(_max_err(m.run(example), m.reference(example)).values()) <= TOL
+    assert max(max_abs_errors(m.run(example), m.reference(example)).values()) <= TOL
 
 
 def test_sequence_classification_logits_and_eager_attention():
@@ -135,17 +117,17 @@ def test_sequence_classification_logits_and_eager_attention():
     ops = m.graph.op_counts()
     assert ops["Softmax"] == 2 and "ScaledDotProductAttention" not in ops
     inputs = family_inputs("bert", batch=3, seq=11, seed=5)
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= TOL
 
 
 def test_exported_program_input():
-    model = _hf_model("distilbert")
+    model = hf_model("distilbert")
     example = {k: torch.from_numpy(v) for k, v in family_inputs("distilbert", batch=2, seq=8).items()}
     ep = torch.export.export(model, (), example)  # not decomposed: the frontend does it
     m = load_torch(ep)
     assert m.output_names == ["last_hidden_state"]
     inputs = {k: v.numpy() for k, v in example.items()}
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= TOL
     g = import_exported_program(ep)
     assert g.op_counts()["ScaledDotProductAttention"] == 2
     # fully decomposed by the user (SDPA into matmul/softmax, any/_safe_softmax pieces): still imports
@@ -153,7 +135,7 @@ def test_exported_program_input():
 
     g2 = import_exported_program(ep.run_decompositions())
     assert "ScaledDotProductAttention" not in g2.op_counts()
-    assert max(_max_err(Interpreter(g2).run(inputs), m.reference(inputs)).values()) <= TOL
+    assert max(max_abs_errors(Interpreter(g2).run(inputs), m.reference(inputs)).values()) <= TOL
 
 
 # ------------------------------------------------------------------ op coverage
@@ -235,7 +217,7 @@ def test_single_output_is_named_output():
     assert m.output_names == ["output"]
     assert m.graph.inputs[0].shape[0] == "batch"
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
-    assert _max_err(m.run({"input": x}), m.reference({"input": x}))["output"] <= 1e-6
+    assert max_abs_errors(m.run({"input": x}), m.reference({"input": x}))["output"] <= 1e-6
 
 
 # ------------------------------------------------------------------ SDPA
@@ -279,7 +261,7 @@ def test_sdpa_maps_to_one_node():
     attrs = sorted((n.attrs["scale"], n.attrs["is_causal"], len(n.inputs)) for n in nodes)
     assert attrs == [(0.0, 1, 3), (0.3, 0, 4)]
     inputs = dict(zip(m.input_names, [*arrs, mask]))
-    assert max(_max_err(m.run(inputs), m.reference(inputs)).values()) <= 1e-6
+    assert max(max_abs_errors(m.run(inputs), m.reference(inputs)).values()) <= 1e-6
 
 
 # ------------------------------------------------------------------ dropout
@@ -300,7 +282,7 @@ def test_dropout_disappears_in_eval():
     assert not mod.training
     assert set(m.graph.op_counts()) == {"MatMul", "Add", "Mul"}
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
-    assert max(_max_err(m.run({"x": x}), m.reference({"x": x})).values()) <= 1e-6
+    assert max(max_abs_errors(m.run({"x": x}), m.reference({"x": x})).values()) <= 1e-6
 
 
 def test_training_mode_dropout_is_an_error():
@@ -368,16 +350,16 @@ def test_fallback_warning_is_logged(caplog):
     assert m.graph.inputs[0].shape == (2, 12)
     assert any("retrying" in r.message for r in caplog.records)
     x = np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)
-    assert _max_err(m.run({"x": x}), m.reference({"x": x}))["output"] == 0.0
+    assert max_abs_errors(m.run({"x": x}), m.reference({"x": x}))["output"] == 0.0
 
 
 # ------------------------------------------------------------------ slow: BERT-base
 @pytest.mark.slow
 def test_bert_base_seq128_matches_torch():
-    model = _hf_model("bert", full_config("bert"), seed=0)
+    model = hf_model("bert", full_config("bert"), seed=0)
     example = family_inputs("bert", batch=1, seq=128, seed=0, config=full_config("bert"))
     m = load_torch(model, example)
-    errs = _max_err(m.run(example), m.reference(example))
+    errs = max_abs_errors(m.run(example), m.reference(example))
     print(f"\nBERT-base seq 128 (load_torch): max abs error {errs}")
     assert max(errs.values()) <= 1e-4, errs
 
@@ -392,7 +374,7 @@ def test_all_minilm_l6_v2_through_load_torch_seq128():
     example = family_inputs("minilm", batch=1, seq=128, seed=0)
     m = load_torch(hf, example)
     inputs = family_inputs("minilm", batch=4, seq=128, seed=1)
-    errs = {**_max_err(m.run(example), m.reference(example))}
-    errs4 = _max_err(m.run(inputs), m.reference(inputs))
+    errs = {**max_abs_errors(m.run(example), m.reference(example))}
+    errs4 = max_abs_errors(m.run(inputs), m.reference(inputs))
     print(f"\nall-MiniLM-L6-v2 seq 128 (load_torch): batch 1 {errs}; batch 4 {errs4}")
     assert max(errs.values()) <= 1e-4 and max(errs4.values()) <= 1e-4
