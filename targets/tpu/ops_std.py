@@ -238,8 +238,8 @@ def _same_kind(ctx: LowerCtx, a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-for _name, _fn in _BINARY.items():
-    lower(_name)(_binary(_fn))
+for _name, _binary_fn in _BINARY.items():
+    lower(_name)(_binary(_binary_fn))
 
 
 @lower("Mod")
@@ -446,20 +446,20 @@ def _norm_index(idx: Any, dim: int, ctx: LowerCtx) -> Any:
     return jnp.where(idx < 0, idx + dim, idx)
 
 
-@lower("Gather")
-def _gather(ctx, node, ins, attrs):
-    x = ctx.jx(ins[0])
-    axis = _axis(attrs.get("axis", 0), x.ndim, node)
-    idx = _norm_index(ins[1], x.shape[axis], ctx)
-    return _emit(ctx, node, ins, [jnp.take(x, idx, axis=axis, mode="clip")])
+def _gather_along(take: Callable[..., Any]) -> Callable[..., list[Any]]:
+    """Gather (``jnp.take``) and GatherElements (``jnp.take_along_axis``): negative indices wrapped."""
+
+    def low(ctx: LowerCtx, node: Node, ins: list[Any], attrs: dict[str, Any]) -> list[Any]:
+        x = ctx.jx(ins[0])
+        axis = _axis(attrs.get("axis", 0), x.ndim, node)
+        idx = _norm_index(ins[1], x.shape[axis], ctx)
+        return _emit(ctx, node, ins, [take(x, idx, axis=axis, mode="clip")])
+
+    return low
 
 
-@lower("GatherElements")
-def _gather_elements(ctx, node, ins, attrs):
-    x = ctx.jx(ins[0])
-    axis = _axis(attrs.get("axis", 0), x.ndim, node)
-    idx = _norm_index(ins[1], x.shape[axis], ctx)
-    return _emit(ctx, node, ins, [jnp.take_along_axis(x, idx, axis=axis, mode="clip")])
+lower("Gather")(_gather_along(jnp.take))
+lower("GatherElements")(_gather_along(jnp.take_along_axis))
 
 
 def _gather_nd(x: Any, idx: Any, batch_dims: int) -> Any:
@@ -662,22 +662,23 @@ _REDUCTIONS: dict[str, Callable[[Any, tuple[int, ...], bool], Any]] = {
     "ReduceLogSumExp": lambda x, a, k: jax.nn.logsumexp(x, axis=a, keepdims=k),
     "ReduceSumSquare": lambda x, a, k: jnp.sum(x * x, axis=a, keepdims=k),
 }
-for _name, _fn in _REDUCTIONS.items():
-    lower(_name)(_reduce(_fn))
+for _name, _reduce_fn in _REDUCTIONS.items():
+    lower(_name)(_reduce(_reduce_fn))
 
 
-@lower("Softmax")
-def _softmax(ctx, node, ins, attrs):
-    x = ctx.jx(ins[0])
-    axis = _axis(attrs.get("axis", -1), x.ndim, node)
-    return _emit(ctx, node, ins, [jax.nn.softmax(_f32(x), axis=axis).astype(x.dtype)])
+def _softmax_like(fn: Callable[..., Any]) -> Callable[..., list[Any]]:
+    """Softmax / LogSoftmax over ``axis`` (default -1), computed in float32."""
+
+    def low(ctx: LowerCtx, node: Node, ins: list[Any], attrs: dict[str, Any]) -> list[Any]:
+        x = ctx.jx(ins[0])
+        axis = _axis(attrs.get("axis", -1), x.ndim, node)
+        return _emit(ctx, node, ins, [fn(_f32(x), axis=axis).astype(x.dtype)])
+
+    return low
 
 
-@lower("LogSoftmax")
-def _log_softmax(ctx, node, ins, attrs):
-    x = ctx.jx(ins[0])
-    axis = _axis(attrs.get("axis", -1), x.ndim, node)
-    return _emit(ctx, node, ins, [jax.nn.log_softmax(_f32(x), axis=axis).astype(x.dtype)])
+lower("Softmax")(_softmax_like(jax.nn.softmax))
+lower("LogSoftmax")(_softmax_like(jax.nn.log_softmax))
 
 
 @lower("Hardmax")
