@@ -243,23 +243,20 @@ class Graph:
     # ------------------------------------------------------------------ naming
     def unique_name(self, hint: str = "v") -> str:
         """A value name not used yet in this graph, derived from ``hint``."""
-        base = _sanitize(hint) or "v"
-        if base not in self._names:
-            return base
-        while True:
-            cand = f"{base}_{next(self._counter)}"
-            if cand not in self._names:
-                return cand
+        return self._fresh(_sanitize(hint) or "v", self._names)
 
     def _unique_node_name(self, hint: str) -> str:
         # kept verbatim (the printer quotes names that are not plain), so imported
         # node names such as "/encoder/layer.0/Add" survive import and text round trips
-        base = hint or "node"
-        if base not in self._node_names:
+        return self._fresh(hint or "node", self._node_names)
+
+    def _fresh(self, base: str, taken: set[str]) -> str:
+        """``base`` if it is not in ``taken``, else ``base_<n>`` with the first counter value that is not."""
+        if base not in taken:
             return base
         while True:
             cand = f"{base}_{next(self._counter)}"
-            if cand not in self._node_names:
+            if cand not in taken:
                 return cand
 
     def _claim(self, value: Value) -> Value:
