@@ -13,11 +13,6 @@ from accelopt.errors import FrontendError, PassError, TargetError, ValidationErr
 from accelopt.ir.printer import print_graph
 
 
-@pytest.fixture(scope="module")
-def tiny_bert() -> Path:
-    return mz.export_onnx("bert", exporter="legacy", opset=17)
-
-
 def test_public_names() -> None:
     for name in ("load", "optimize", "Model", "Report", "Result", "Graph", "AccelOptError", "__version__"):
         assert hasattr(ao, name), name

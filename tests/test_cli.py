@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_check import assert_no_output, leftovers, run
 
 import modelzoo as mz
 from accelopt.cli.main import (
@@ -20,25 +21,9 @@ from accelopt.cli.main import (
     EXIT_UNSUPPORTED,
     EXIT_USAGE,
     MARKER,
-    main,
 )
 
 FAST = ["--seq-len", "16", "--samples", "8"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert() -> Path:
-    return mz.export_onnx("bert", exporter="legacy", opset=17)
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str], **kw: Any) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv], **kw)
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-def leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)
 
 
 # ------------------------------------------------------------------ success
@@ -172,15 +157,10 @@ def test_seq_len_list_usage_errors(
     rc, _, stderr = run([tiny_bert, "-o", out, "--samples", "4", *args], capsys)
     assert rc == EXIT_USAGE, stderr
     assert message in stderr and "Traceback" not in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 # ---------------------------------------------------------------- bad input
-def _no_output(out: Path) -> None:
-    assert not out.exists()
-    assert leftovers(out.parent) == []
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -202,7 +182,7 @@ def test_usage_errors_exit_2_without_output(
     assert rc == EXIT_USAGE
     assert message in stderr and "Traceback" not in stderr
     assert "hint:" in stderr or "error:" in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 def test_target_not_built_yet_exits_2(
@@ -218,7 +198,7 @@ def test_target_not_built_yet_exits_2(
         rc, _, stderr = run([tiny_bert, "--target", name, "-o", out, *FAST], capsys)
         assert rc == EXIT_USAGE, name
         assert f"target {name!r} is not built yet" in stderr and "--list-targets" in stderr
-        _no_output(out)
+        assert_no_output(out)
 
 
 def test_unreadable_calibration_content_exits_2(
@@ -229,7 +209,7 @@ def test_unreadable_calibration_content_exits_2(
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "--calibration", bad, "-o", out, *FAST], capsys)
     assert rc == EXIT_USAGE and "cannot read calibration file" in stderr and "Traceback" not in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 def test_text_calibration_needs_a_tokenizer(
@@ -240,7 +220,7 @@ def test_text_calibration_needs_a_tokenizer(
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "--calibration", sentences, "-o", out, *FAST], capsys)
     assert rc == EXIT_USAGE and "no tokenizer" in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 def test_output_dir_not_writable(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -279,7 +259,7 @@ def test_unsupported_model_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture
     out = tmp_path / "out"
     rc, _, stderr = run([bad, "-o", out, *FAST], capsys)
     assert rc == EXIT_UNSUPPORTED and "unsupported model" in stderr and "Traceback" not in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 def test_missing_model_and_no_output_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,7 +290,7 @@ def test_keyboard_interrupt_leaves_nothing(tiny_bert: Path, tmp_path: Path, caps
     rc, _, stderr = run([tiny_bert, "--passes", "cleanup", "-o", out, "--dump-ir", *FAST], capsys, instruments=[inst])
     assert inst.seen == 2
     assert rc == EXIT_INTERRUPTED and "interrupted" in stderr and "Traceback" not in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 def test_interrupt_keeps_a_previous_output(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -329,7 +309,7 @@ def test_pass_failure_exits_4(tiny_bert: Path, tmp_path: Path, capsys: pytest.Ca
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "--passes", "damage{node=no_such_node}", "-o", out, *FAST], capsys)
     assert rc == EXIT_FAILED and "no MatMul named 'no_such_node'" in stderr and "Traceback" not in stderr
-    _no_output(out)
+    assert_no_output(out)
 
 
 # -------------------------------------------------------------- lists, diff

@@ -17,20 +17,16 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from cli_check import assert_no_output, leftovers, run
 from onnx import TensorProto, helper
 
 import accelopt as ao
 import modelzoo as mz
-from accelopt.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNSUPPORTED, EXIT_USAGE, main
+from accelopt.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNSUPPORTED, EXIT_USAGE
 from accelopt.errors import FrontendError, PassError, TargetError, ValidationError
 
 FAST = ["--seq-len", "16", "--samples", "4"]
 SEQ = 16
-
-
-@pytest.fixture(scope="module")
-def tiny_bert() -> Path:
-    return mz.export_onnx("bert", exporter="legacy", opset=17)
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +88,6 @@ def bad(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> dict[str, 
     return files
 
 
-def run(argv: list[Any], capsys: pytest.CaptureFixture[str], **kw: Any) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv], **kw)
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-def leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)
-
-
 def assert_clean_error(stderr: str, rc: int, want_rc: int, *fragments: str) -> None:
     """The exit code, one ``error:`` line holding every fragment, no traceback."""
     assert rc == want_rc, stderr
@@ -140,7 +126,7 @@ def test_bad_model(
     out = tmp_path / "out"
     rc, _, stderr = run([model, "-o", out, *FAST], capsys)
     assert_clean_error(stderr, rc, want_rc, *fragments)
-    assert not out.exists() and leftovers(tmp_path) == []
+    assert_no_output(out)
 
 
 # ------------------------------------------------------- CLI: calibration
@@ -171,7 +157,7 @@ def test_bad_calibration(
     rc, _, stderr = run([tiny_bert, "--calibration", bad[key], "-o", out, *FAST], capsys)
     assert_clean_error(stderr, rc, EXIT_USAGE, *fragments)
     assert "hint: --calibration takes a .npz" in stderr
-    assert not out.exists() and leftovers(tmp_path) == []
+    assert_no_output(out)
 
 
 # ------------------------------------------------ CLI: options and -o
@@ -205,7 +191,7 @@ def test_bad_options(
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "-o", out, *FAST, *args], capsys)
     assert_clean_error(stderr, rc, EXIT_USAGE, *fragments)
-    assert not out.exists() and leftovers(tmp_path) == []
+    assert_no_output(out)
 
 
 def test_output_in_a_foreign_folder_is_refused(
@@ -250,7 +236,7 @@ def test_interrupt_at_any_stage_leaves_nothing(
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "--passes", "cleanup", "-o", out, *FAST], capsys)
     assert_clean_error(stderr, rc, EXIT_INTERRUPTED, "interrupted; nothing was written")
-    assert not out.exists() and leftovers(tmp_path) == []
+    assert_no_output(out)
 
 
 def test_a_bug_is_one_line_without_output(
@@ -265,7 +251,7 @@ def test_a_bug_is_one_line_without_output(
     out = tmp_path / "out"
     rc, _, stderr = run([tiny_bert, "--passes", "dce", "-o", out, *FAST], capsys)
     assert_clean_error(stderr, rc, EXIT_FAILED, "internal error: RuntimeError: something unexpected")
-    assert not out.exists() and leftovers(tmp_path) == []
+    assert_no_output(out)
 
 
 # -------------------------------------------------------------- CLI: diff

@@ -109,10 +109,9 @@ def test_tiny_family_matches_onnxruntime(family: str, exporter: str, opset: int)
             assert err <= TINY_TOL, (k, err)
 
 
-def test_export_keeps_node_and_value_names() -> None:
-    path = mz.export_onnx("bert", exporter="legacy", opset=17)
-    proto = onnx.load(str(path))
-    g = load_onnx(path).graph
+def test_export_keeps_node_and_value_names(tiny_bert: Path) -> None:
+    proto = onnx.load(str(tiny_bert))
+    g = load_onnx(tiny_bert).graph
     names = {n.name for n in g.nodes}
     onnx_names = {n.name for n in proto.graph.node}
     assert onnx_names <= names  # every original node name survives verbatim
@@ -390,9 +389,8 @@ def test_not_an_onnx_file(tmp_path: Path, content: bytes) -> None:
     assert _listing(tmp_path) == before
 
 
-def test_truncated_file(tmp_path: Path) -> None:
-    src = mz.export_onnx("bert", exporter="legacy", opset=17)
-    data = src.read_bytes()
+def test_truncated_file(tmp_path: Path, tiny_bert: Path) -> None:
+    data = tiny_bert.read_bytes()
     path = tmp_path / "trunc.onnx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FrontendError, match=r"trunc\.onnx: not an ONNX model"):

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import modelzoo as mz
 from accelopt.api import Result, optimize
 from accelopt.records import AccuracyRecord, Localization, PassRecord
 from accelopt.report import SCHEMA_VERSION, Report, diff_reports, fmt_metric
@@ -24,16 +23,14 @@ jsonschema = pytest.importorskip("jsonschema")
 
 
 @pytest.fixture(scope="module")
-def damaged() -> Result:
+def damaged(tiny_bert: Path) -> Result:
     """cleanup then a damaging pass (rolled back), on a tiny ONNX BERT."""
-    path = mz.export_onnx("bert", exporter="legacy", opset=17)
-    return optimize(str(path), target="onnx", passes="cleanup,damage{scale=2}", seq_len=16, num_samples=8)
+    return optimize(str(tiny_bert), target="onnx", passes="cleanup,damage{scale=2}", seq_len=16, num_samples=8)
 
 
 @pytest.fixture(scope="module")
-def plain() -> Result:
-    path = mz.export_onnx("bert", exporter="legacy", opset=17)
-    return optimize(str(path), target="onnx", passes="cleanup", seq_len=16, num_samples=8)
+def plain(tiny_bert: Path) -> Result:
+    return optimize(str(tiny_bert), target="onnx", passes="cleanup", seq_len=16, num_samples=8)
 
 
 def validate_schema(data: dict) -> None:
