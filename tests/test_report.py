@@ -11,6 +11,7 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,9 +84,7 @@ def test_non_finite_metrics_are_strings_in_json(tmp_path: Path) -> None:
         accuracy=acc,
         localization=Localization("n", "MatMul", "v", "max_abs", math.nan, "d"),
     )
-    r = Report(
-        model=_model_info(), target={"name": "onnx", "spec": "onnx", "capabilities": None}, pipeline="p", passes=[rec]
-    )
+    r = _onnx_report("p", rec)
     path = r.save(tmp_path / "r.json")
     data = json.loads(path.read_text())
     validate_schema(data)
@@ -107,6 +106,16 @@ def _model_info() -> dict:
         "parameter_bytes": {},
         "macs": None,
     }
+
+
+def _onnx_report(pipeline: str, *passes: PassRecord, **model: Any) -> Report:
+    """A hand-made report for the onnx target: ``passes`` on ``_model_info()`` with the fields ``model`` changes."""
+    return Report(
+        model=_model_info() | model,
+        target={"name": "onnx", "spec": "onnx", "capabilities": None},
+        pipeline=pipeline,
+        passes=list(passes),
+    )
 
 
 def test_load_rejects_other_files(tmp_path: Path) -> None:
@@ -198,8 +207,7 @@ def test_html_is_self_contained(damaged: Result) -> None:
 def test_html_escapes_user_strings() -> None:
     from accelopt.report_html import render_html
 
-    info = _model_info() | {"source": "<script>alert(1)</script>.onnx"}
-    r = Report(model=info, target={"name": "onnx", "spec": "onnx", "capabilities": None}, pipeline="a,b")
+    r = _onnx_report("a,b", source="<script>alert(1)</script>.onnx")
     page = render_html(r)
     assert "<script>" not in page and "&lt;script&gt;" in page
 
@@ -347,9 +355,7 @@ def test_rule_counts_and_near_misses_are_shown() -> None:
             "attention: 10 of 12 matched; closest: node where_3, stopped at Where: mask input is not a graph input"
         ],
     )
-    r = Report(
-        model=_model_info(), target={"name": "onnx", "spec": "onnx", "capabilities": None}, pipeline="x", passes=[rec]
-    )
+    r = _onnx_report("x", rec)
     md = r.to_markdown()
     assert "| attention | 10 | 12 | 2 |" in md and "| sdpa |" not in md
     assert "- 1 other rule(s) found no candidate" in md and "- rewrites: 10" in md
