@@ -124,6 +124,20 @@ def mlp(layers: int = 3, hidden: int = 16, *, planted: int | None = None, seed: 
     return g
 
 
+def attention_graph(seed: int = 3) -> Graph:
+    """One fused Attention (2 heads, hidden 8) with seeded QKV weight and bias, and the mask as a graph input."""
+    text = """graph t(%x: float32[batch,3,8], %mask: int64[batch,3]) {
+  %w: float32[8,24] = const <sha:0>
+  %b: float32[24] = const <sha:1>
+  %att: float32[batch,3,8] = Attention{num_heads=2}(%x, %w, %b, %mask) @att
+  return %att
+}
+"""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((8, 24)).astype(np.float32)
+    return parse(text, {"w": w, "b": rng.standard_normal(24).astype(np.float32)})
+
+
 def validator_for(graph: Graph, n: int = 8, seed: int = 1, **tolerance: Any) -> Validator:
     """A validator whose reference is ``graph`` itself, on seeded samples."""
     model = Model(graph=graph.copy(), source="test", kind="test")

@@ -7,6 +7,7 @@ import pytest
 from quant_check import (
     MLP_QDQ_TEXT,
     MLP_TEXT,
+    attention_graph,
     calibration_for,
     check_four_ways,
     inputs_for,
@@ -16,7 +17,7 @@ from quant_check import (
 )
 
 from accelopt.errors import PassError
-from accelopt.ir import parse, print_graph
+from accelopt.ir import print_graph
 from accelopt.passes.base import PassContext, build_pipeline, format_pipeline
 from accelopt.passes.quant_calibration import observe
 from accelopt.passes.quant_qdq import QdqPlan, Scheme, apply, select_targets, smoothing_factors
@@ -215,17 +216,7 @@ def test_int8_group_in_the_pass_manager_reports_weight_bytes() -> None:
 
 
 def test_attention_qkv_weight_is_quantized_per_channel() -> None:
-    text = """graph t(%x: float32[batch,3,8], %mask: int64[batch,3]) {
-  %w: float32[8,24] = const <sha:0>
-  %b: float32[24] = const <sha:1>
-  %att: float32[batch,3,8] = Attention{num_heads=2}(%x, %w, %b, %mask) @att
-  return %att
-}
-"""
-    rng = np.random.default_rng(3)
-    g = parse(
-        text, {"w": rng.standard_normal((8, 24)).astype(np.float32), "b": rng.standard_normal(24).astype(np.float32)}
-    )
+    g = attention_graph()
     res = check_four_ways("quantize-int8", g, "*", cosine=0.995)
     dq = res.graph.node("att").inputs[1].producer
     assert dq.op == "DequantizeLinear" and res.graph.const_value(dq.inputs[1]).shape == (24,)

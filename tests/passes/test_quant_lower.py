@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quant_check import MLP_QDQ_TEXT, MLP_TEXT, calibration_for, check_four_ways, inputs_for, mlp, outputs
+from quant_check import (
+    MLP_QDQ_TEXT,
+    MLP_TEXT,
+    attention_graph,
+    calibration_for,
+    check_four_ways,
+    inputs_for,
+    mlp,
+    outputs,
+)
 
 from accelopt.ir import parse, print_graph
 from accelopt.passes.base import PassContext, build_pipeline
@@ -73,17 +82,7 @@ def test_static_chains_requantize_inside_qlinear() -> None:
 
 @pytest.mark.parametrize("granularity", ["row", "tensor"])
 def test_attention_lowers_to_qattention(granularity: str) -> None:
-    text = """graph t(%x: float32[batch,3,8], %mask: int64[batch,3]) {
-  %w: float32[8,24] = const <sha:0>
-  %b: float32[24] = const <sha:1>
-  %att: float32[batch,3,8] = Attention{num_heads=2}(%x, %w, %b, %mask) @att
-  return %att
-}
-"""
-    rng = np.random.default_rng(3)
-    g = parse(
-        text, {"w": rng.standard_normal((8, 24)).astype(np.float32), "b": rng.standard_normal(24).astype(np.float32)}
-    )
+    g = attention_graph()
     (q,) = build_pipeline(f"quantize-int8{{granularity={granularity}}}")
     qdq = q.run(g, PassContext()).graph
     res = check_four_ways("lower-quantized", qdq, "*", cosine=0.999999)
