@@ -39,7 +39,13 @@ _SQRT_2_OVER_PI = 0.7978845608028654
 
 
 def _opt(ins: list[Any], i: int) -> Any:
+    """Optional input ``i``: None when it is left out or not given."""
     return ins[i] if len(ins) > i else None
+
+
+def _add_bias(ctx: LowerCtx, y: Any, bias: Any) -> Any:
+    """``y + bias`` with the bias in float32; ``y`` itself when there is no bias."""
+    return y if bias is None else y + ctx.jx(bias).astype(jnp.float32)
 
 
 def _layer_norm(x: Any, gamma: Any, beta: Any, eps: float, axis: int = -1) -> Any:
@@ -123,11 +129,7 @@ def _activation(y: Any, act: str) -> Any:
 
 def _project(ctx: LowerCtx, node: Any, ins: list[Any]) -> Any:
     """``x @ W (+ b)`` in float32: inputs 0-2 of Linear and Attention."""
-    y = ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32))
-    b = _opt(ins, 2)
-    if b is not None:
-        y = y + ctx.jx(b).astype(jnp.float32)
-    return y
+    return _add_bias(ctx, ctx.matmul(node, ins[0], ins[1], out_dtype=np.dtype(np.float32)), _opt(ins, 2))
 
 
 @lower("Linear", weights=rhs_weight)

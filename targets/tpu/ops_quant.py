@@ -48,7 +48,7 @@ from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Node
 from accelopt.ir.ops.quantized import ZERO_RANGE_SCALE, qrange, symmetric_zero_point
 from accelopt.targets.tpu.lowering import LowerCtx, jax_dtype, lower, rhs_weight
-from accelopt.targets.tpu.ops_fused import _activation, attention_from_qkv
+from accelopt.targets.tpu.ops_fused import _activation, _add_bias, _opt, attention_from_qkv
 
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
@@ -158,13 +158,9 @@ def _dynamic_quantize(ctx, node, ins, attrs):
     return outs[: len(node.outputs)]
 
 
-def _zero(ins: list[Any], i: int) -> Any:
-    return ins[i] if len(ins) > i and ins[i] is not None else None
-
-
 @lower("MatMulInteger", weights=rhs_weight)
 def _matmul_integer(ctx, node, ins, attrs):
-    return [ctx.int_matmul(node, ins[0], ins[1], _zero(ins, 2), _zero(ins, 3))]
+    return [ctx.int_matmul(node, ins[0], ins[1], _opt(ins, 2), _opt(ins, 3))]
 
 
 def _qlinear_weights(node: Node, attrs: Any) -> dict[int, bool]:
@@ -196,28 +192,25 @@ def _qlinear_matmul(ctx, node, ins, attrs):
 
 def _projection(ctx: LowerCtx, node: Node, ins: list[Any]) -> Any:
     """Inputs 0-6 of QLinear / QAttention -> the float32 projection plus bias (cases 7 and 8)."""
-    y = ctx.scaled_int_matmul(node, ins[0], ins[1], _zero(ins, 2), ins[3], ins[4], _zero(ins, 5))
-    bias = _zero(ins, 6)
-    if bias is not None:
-        y = y + ctx.jx(bias).astype(jnp.float32)
-    return y
+    y = ctx.scaled_int_matmul(node, ins[0], ins[1], _opt(ins, 2), ins[3], ins[4], _opt(ins, 5))
+    return _add_bias(ctx, y, _opt(ins, 6))
 
 
 @lower("QLinear", weights=_qlinear_weights)
 def _qlinear(ctx, node, ins, attrs):
     """Case 7."""
     y = _activation(_projection(ctx, node, ins), str(attrs.get("activation", "none")))
-    y_scale = _zero(ins, 7)
+    y_scale = _opt(ins, 7)
     if y_scale is None:
         return [y.astype(jnp.float32)]
-    return [_requantize(y, y_scale, _zero(ins, 8), _out_int_dtype(node), ctx)]
+    return [_requantize(y, y_scale, _opt(ins, 8), _out_int_dtype(node), ctx)]
 
 
 @lower("QAttention", weights=_qlinear_weights)
 def _qattention(ctx, node, ins, attrs):
     """Case 8."""
     qkv = _projection(ctx, node, ins)
-    out = attention_from_qkv(ctx, node, qkv, _zero(ins, 7), attrs)
+    out = attention_from_qkv(ctx, node, qkv, _opt(ins, 7), attrs)
     return [out.astype(ctx.out_dtype(node))]
 
 
