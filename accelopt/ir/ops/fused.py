@@ -46,7 +46,7 @@ import numpy as np
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.ops.common import dims_compatible_k, infer_axis, same_as_input
-from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, conv_out_dims
+from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, infer_conv_dims
 from accelopt.ir.ops.onnx_elementwise import gelu
 from accelopt.ir.ops.onnx_math import layer_norm as onnx_layer_norm
 from accelopt.ir.ops.onnx_math import matmul, softmax
@@ -459,13 +459,7 @@ def _nhwc_infer(ctx: InferContext) -> list[TensorType]:
         return [TensorType(x.dtype, None)]
     if len(x.shape) < 3 or len(w.shape) != len(x.shape):
         raise ctx.error(f"input {x} and weight {w} must be [N, *spatial, C] and [*kernel, C/group, O]")
-    kernel = w.shape[:-2]
-    if not all(isinstance(k, int) for k in kernel):
-        return [TensorType(x.dtype, (x.shape[0],) + (None,) * len(kernel) + (w.shape[-1],))]
-    try:
-        out = conv_out_dims(x.shape[1:-1], kernel, ctx.attrs)  # type: ignore[arg-type]
-    except ValueError as e:
-        raise ctx.error(str(e)) from None
+    out = infer_conv_dims(ctx, x.shape[1:-1], w.shape[:-2])
     return [TensorType(x.dtype, (x.shape[0], *out, w.shape[-1]))]
 
 

@@ -116,19 +116,25 @@ def conv_out_dims(
     return out
 
 
+def infer_conv_dims(ctx: InferContext, spatial: Sequence[Dim], kernel: Sequence[Dim]) -> list[Dim]:
+    """``conv_out_dims`` during type inference (Conv and ConvNHWC): all unknown when the kernel is not
+    static; a configuration that gives no output is the node's error."""
+    static_kernel = [k for k in kernel if isinstance(k, int)]
+    if len(static_kernel) != len(kernel):
+        return [None] * len(kernel)
+    try:
+        return conv_out_dims(spatial, static_kernel, ctx.attrs)
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+
+
 def _conv_infer(ctx: InferContext) -> list[TensorType]:
     x, w = ctx.type(0), ctx.type(1)
     if x.shape is None or w.shape is None:
         return [TensorType(x.dtype, None)]
     if len(x.shape) < 3 or len(w.shape) != len(x.shape):
         raise ctx.error(f"input {x} and weight {w} must be [N, C, *spatial] and [O, C/group, *kernel]")
-    kernel = w.shape[2:]
-    if not all(isinstance(k, int) for k in kernel):
-        return [TensorType(x.dtype, (x.shape[0], w.shape[0]) + (None,) * len(kernel))]
-    try:
-        out = conv_out_dims(x.shape[2:], kernel, ctx.attrs)  # type: ignore[arg-type]
-    except ValueError as e:
-        raise ctx.error(str(e)) from None
+    out = infer_conv_dims(ctx, x.shape[2:], w.shape[2:])
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
 
 
