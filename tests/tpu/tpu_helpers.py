@@ -8,11 +8,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from accelopt.ir import DType, Graph, TensorType
+from accelopt.ir import DType, Graph, TensorType, Value
 from accelopt.targets.tpu.chips import get_chip
 from accelopt.targets.tpu.lowering import build_function, jax_dtype, plan_weights
 from accelopt.targets.tpu.policy import choose_policy
-from modelzoo import one_op_graph
+from modelzoo import one_op_graph, sample_inputs
 
 
 def single_op_graph(
@@ -85,50 +85,40 @@ def tiny_encoder_graph(
         return (rng.standard_normal(shape) * scale).astype(np.float32).astype(dtype)
 
     g = Graph("tiny_encoder")
-    ids = g.add_input("input_ids", TensorType(DType.INT64, ("batch", "sequence")))
-    mask = g.add_input("attention_mask", TensorType(DType.INT64, ("batch", "sequence")))
-    types = g.add_input("token_type_ids", TensorType(DType.INT64, ("batch", "sequence")))
+
+    def linear(x: Value, prefix: str, k: int, n: int, name: str, **attrs: Any) -> Value:
+        weight = g.add_initializer(f"{prefix}_w", w(k, n))
+        bias = g.add_initializer(f"{prefix}_b", w(n))
+        return g.add_node("Linear", [x, weight, bias], attrs, name=name).output
+
+    def norm_params(i: int) -> tuple[Value, Value]:
+        gamma = g.add_initializer(f"ln{i}_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
+        return gamma, g.add_initializer(f"ln{i}_b", w(hidden))
+
+    ids, mask, types = (
+        g.add_input(n, TensorType(DType.INT64, ("batch", "sequence")))
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    )
     word = g.add_initializer("word", w(vocab, hidden, scale=0.5))
     pos = g.add_initializer("pos", w(64, hidden, scale=0.5))
     tt = g.add_initializer("tt", w(2, hidden, scale=0.5))
-    g0 = g.add_initializer("ln0_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
-    b0 = g.add_initializer("ln0_b", w(hidden))
-    emb = g.add_node("EmbedLayerNorm", [ids, types, word, pos, tt, g0, b0], {"epsilon": 1e-12}, name="emb").output
+    emb = g.add_node("EmbedLayerNorm", [ids, types, word, pos, tt, *norm_params(0)], {"epsilon": 1e-12}, name="emb").output
     qkv_w = g.add_initializer("qkv_w", w(hidden, 3 * hidden))
     qkv_b = g.add_initializer("qkv_b", w(3 * hidden))
     att = g.add_node("Attention", [emb, qkv_w, qkv_b, mask], {"num_heads": heads}, name="attn").output
-    o_w = g.add_initializer("o_w", w(hidden, hidden))
-    o_b = g.add_initializer("o_b", w(hidden))
-    proj = g.add_node("Linear", [att, o_w, o_b], name="attn_out").output
-    g1 = g.add_initializer("ln1_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
-    b1 = g.add_initializer("ln1_b", w(hidden))
-    h1 = g.add_node("SkipLayerNorm", [proj, emb, g1, b1], {"epsilon": 1e-12}, name="skipln1").output
-    i_w = g.add_initializer("i_w", w(hidden, inter))
-    i_b = g.add_initializer("i_b", w(inter))
-    ff = g.add_node("Linear", [h1, i_w, i_b], {"activation": "gelu"}, name="ffn_in").output
-    f_w = g.add_initializer("f_w", w(inter, hidden))
-    f_b = g.add_initializer("f_b", w(hidden))
-    ff2 = g.add_node("Linear", [ff, f_w, f_b], name="ffn_out").output
-    g2 = g.add_initializer("ln2_g", (1 + w(hidden).astype(np.float32)).astype(dtype))
-    b2 = g.add_initializer("ln2_b", w(hidden))
-    out = g.add_node("SkipLayerNorm", [ff2, h1, g2, b2], {"epsilon": 1e-12}, name="skipln2").output
+    proj = linear(att, "o", hidden, hidden, "attn_out")
+    h1 = g.add_node("SkipLayerNorm", [proj, emb, *norm_params(1)], {"epsilon": 1e-12}, name="skipln1").output
+    ff = linear(h1, "i", hidden, inter, "ffn_in", activation="gelu")
+    ff2 = linear(ff, "f", inter, hidden, "ffn_out")
+    out = g.add_node("SkipLayerNorm", [ff2, h1, *norm_params(2)], {"epsilon": 1e-12}, name="skipln2").output
     g.set_outputs([out])
     g.verify()
     return g
 
 
 def encoder_inputs(batch: int, seq: int, seed: int = 0, vocab: int = 100) -> dict[str, np.ndarray]:
-    """Seeded ids with a padded mask: row 0 full, later rows shorter."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    for b in range(1, batch):
-        n = int(rng.integers(1, seq))
-        mask[b, n:] = 0
-        ids[b, n:] = 0
-    types = np.zeros((batch, seq), dtype=np.int64)
-    types[:, seq // 2 :] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask}
+    """Seeded inputs for ``tiny_encoder_graph`` (``modelzoo.sample_inputs``): row 0 full, later rows padded."""
+    return sample_inputs(batch, seq, vocab, seed)
 
 
 __all__ = ["call_lowered", "encoder_inputs", "qdq_matmul_graph", "single_op_graph", "tiny_encoder_graph"]
