@@ -4,71 +4,12 @@ from __future__ import annotations
 
 import pytest
 from fuse_check import check_fusion, matched
-
-HEAD = "graph g(%x: float32[batch,8]) {\n"
-CONSTS = """  %sqrt2: float32[] = const [1.4142135381698608]
-  %one: float32[] = const [1.0]
-  %half: float32[] = const [0.5]
-  %two: float32[] = const [2.0]
-"""
-
-ERF_INNER = """  %s: float32[batch,8] = Div(%x, %sqrt2) @scale
-  %e: float32[batch,8] = Erf(%s) @erf
-"""
-TANH_CONSTS = """  %three: float32[] = const [3.0]
-  %c: float32[] = const [0.044714998453855515]
-  %k: float32[] = const [0.7978845834732056]
-"""
-TANH_INNER = """  %x3: float32[batch,8] = Pow(%x, %three) @cube
-  %cx3: float32[batch,8] = Mul(%c, %x3) @mul_c
-  %in: float32[batch,8] = Add(%x, %cx3) @add_x
-  %ki: float32[batch,8] = Mul(%in, %k) @mul_k
-  %e: float32[batch,8] = Tanh(%ki) @tanh
-"""
-TANH_DISTRIBUTED = """  %xx: float32[batch,8] = Mul(%x, %x) @sq
-  %x3: float32[batch,8] = Mul(%xx, %x) @cube
-  %kx: float32[batch,8] = Mul(%x, %k) @mul_k
-  %cx3: float32[batch,8] = Mul(%x3, %kc) @mul_kc
-  %ki: float32[batch,8] = Add(%kx, %cx3) @add
-  %e: float32[batch,8] = Tanh(%ki) @tanh
-"""
-
-PLACEMENTS = {
-    # case 1: (x * t) * 0.5
-    "x-t-half": """  %t: float32[batch,8] = Add(%e, %one) @plus1
-  %xt: float32[batch,8] = Mul(%x, %t) @mul_x
-  %y: float32[batch,8] = Mul(%xt, %half) @mul_half
-""",
-    # case 2: (0.5 * x) * t
-    "x-half-t": """  %t: float32[batch,8] = Add(%one, %e) @plus1
-  %hx: float32[batch,8] = Mul(%half, %x) @mul_half
-  %y: float32[batch,8] = Mul(%hx, %t) @mul_x
-""",
-    # case 3: x * (t * 0.5)
-    "t-half": """  %t: float32[batch,8] = Add(%e, %one) @plus1
-  %ht: float32[batch,8] = Mul(%t, %half) @mul_half
-  %y: float32[batch,8] = Mul(%x, %ht) @mul_x
-""",
-    # case 4: (x / 2) * t
-    "xdiv2-t": """  %t: float32[batch,8] = Add(%e, %one) @plus1
-  %hx: float32[batch,8] = Div(%x, %two) @div2
-  %y: float32[batch,8] = Mul(%t, %hx) @mul_x
-""",
-    # case 5: x * (0.5 + 0.5 * e)
-    "half-plus-half": """  %he: float32[batch,8] = Mul(%e, %half) @mul_half
-  %t: float32[batch,8] = Add(%half, %he) @plus_half
-  %y: float32[batch,8] = Mul(%x, %t) @mul_x
-""",
-}
-
-
-def _graph(inner: str, placement: str, extra: str = "") -> str:
-    return HEAD + CONSTS + extra + inner + PLACEMENTS[placement] + "  return %y\n}\n"
+from gelu_graphs import CONSTS, ERF_INNER, PLACEMENTS, TANH_CONSTS, TANH_DISTRIBUTED, TANH_INNER, gelu_graph
 
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
 def test_erf_forms_become_exact_gelu(placement: str) -> None:
-    before = _graph(ERF_INNER, placement)
+    before = gelu_graph(ERF_INNER, placement)
     res = check_fusion("fuse-gelu", before, None, atol=2e-6)
     assert res.graph.op_counts() == {"Gelu": 1}
     (node,) = res.graph.nodes
@@ -78,7 +19,7 @@ def test_erf_forms_become_exact_gelu(placement: str) -> None:
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
 def test_tanh_forms_become_tanh_gelu(placement: str) -> None:
-    before = _graph(TANH_INNER, placement, TANH_CONSTS)
+    before = gelu_graph(TANH_INNER, placement, CONSTS + TANH_CONSTS)
     res = check_fusion("fuse-gelu", before, None, atol=2e-6)
     assert res.graph.op_counts() == {"Gelu": 1}
     assert res.graph.nodes[0].attr("approximate") == "tanh"
@@ -90,7 +31,7 @@ def test_tanh_distributed_form_golden() -> None:
   %k: float32[] = const [0.7978845834732056]
   %kc: float32[] = const [0.035677410662174225]
 """
-    before = HEAD + consts + TANH_DISTRIBUTED + PLACEMENTS["x-t-half"] + "  return %y\n}\n"
+    before = gelu_graph(TANH_DISTRIBUTED, "x-t-half", consts)
     after = """graph g(%x: float32[batch,8]) {
   %y: float32[batch,8] = Gelu{approximate="tanh"}(%x) @mul_half_gelu
   return %y

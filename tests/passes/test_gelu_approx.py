@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fuse_check import run_pass
+from gelu_graphs import ERF_INNER, gelu_graph
 
 from accelopt.interpreter import run
 from accelopt.ir import parse, print_graph
@@ -49,18 +50,7 @@ def test_cases_1_2_golden_and_idempotent(spec: str, linear_act: str, gelu_line: 
 
 
 def test_case3_erf_form_is_recognised_first() -> None:
-    before = """graph g(%x: float32[batch,8]) {
-  %sqrt2: float32[] = const [1.4142135381698608]
-  %one: float32[] = const [1.0]
-  %half: float32[] = const [0.5]
-  %s: float32[batch,8] = Div(%x, %sqrt2) @scale
-  %e: float32[batch,8] = Erf(%s) @erf
-  %t: float32[batch,8] = Add(%e, %one) @plus1
-  %xt: float32[batch,8] = Mul(%x, %t) @mul_x
-  %y: float32[batch,8] = Mul(%xt, %half) @mul_half
-  return %y
-}
-"""
+    before = gelu_graph(ERF_INNER, "x-t-half")
     res = run_pass("gelu-tanh", parse(before))
     assert res.graph.op_counts() == {"Gelu": 1}
     assert res.graph.nodes[0].attr("approximate") == "tanh"
