@@ -1561,22 +1561,21 @@ def _layer_norm(
     return _Tuple(imp._finish(o, m) for o, m in zip(outs, imp.fx.meta["val"]))
 
 
-@_conv("aten._softmax.default", "aten.softmax.int", "aten._safe_softmax.default")
-def _softmax(imp: _Importer, node: Any, x: Any, dim: int, *rest: Any, **kw: Any) -> Value:
-    v = imp.tensor(x)
-    dt = imp.out_dtype()
-    if v.dtype != dt:
-        v = imp.emit("Cast", [v], {"to": dt}, part="cast")
-    return imp.emit("Softmax", [v], {"axis": dim % imp.rank(x)})
+def _softmax_like(onnx_op: str) -> Converter:
+    """(Log)softmax over ``dim``, in the output dtype (a ``dtype=`` argument casts the input first)."""
+
+    def conv(imp: _Importer, node: Any, x: Any, dim: int, *rest: Any, **kw: Any) -> Value:
+        v = imp.tensor(x)
+        dt = imp.out_dtype()
+        if v.dtype != dt:
+            v = imp.emit("Cast", [v], {"to": dt}, part="cast")
+        return imp.emit(onnx_op, [v], {"axis": dim % imp.rank(x)})
+
+    return conv
 
 
-@_conv("aten._log_softmax.default", "aten.log_softmax.int")
-def _log_softmax(imp: _Importer, node: Any, x: Any, dim: int, *rest: Any, **kw: Any) -> Value:
-    v = imp.tensor(x)
-    dt = imp.out_dtype()
-    if v.dtype != dt:
-        v = imp.emit("Cast", [v], {"to": dt}, part="cast")
-    return imp.emit("LogSoftmax", [v], {"axis": dim % imp.rank(x)})
+_conv("aten._softmax.default", "aten.softmax.int", "aten._safe_softmax.default")(_softmax_like("Softmax"))
+_conv("aten._log_softmax.default", "aten.log_softmax.int")(_softmax_like("LogSoftmax"))
 
 
 # ------------------------------------------------------------- reductions
