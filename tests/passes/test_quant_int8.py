@@ -125,6 +125,45 @@ def test_static_mode_quantizes_with_calibrated_constants() -> None:
     assert int(zp) == int(np.rint(-lo / float(scale)))
 
 
+def test_static_mode_defaults_to_minmax_ranges() -> None:
+    """Without ``calibration=``, static ranges are the calibration data's min/max (not a clipped percentile)."""
+    g = mlp(2)
+    cal = calibration_for(g)
+    ctx = PassContext(calibration=cal)
+    (default,) = build_pipeline("quantize-int8{mode=static,activations=asymmetric}")
+    (minmax,) = build_pipeline("quantize-int8{mode=static,calibration=minmax,activations=asymmetric}")
+    (clipped,) = build_pipeline("quantize-int8{mode=static,calibration=percentile,activations=asymmetric}")
+    got = default.run(g.copy(), ctx)
+    assert "static ranges: minmax" in " ".join(got.notes)
+    assert print_graph(got.graph) == print_graph(minmax.run(g.copy(), ctx).graph)
+    assert print_graph(got.graph) != print_graph(clipped.run(g.copy(), ctx).graph)
+
+
+def test_packed_linear_layers_stay_float_with_a_reason() -> None:
+    """Layout before int8: the PackedLinear layers count as float, are named as near misses, and the rest
+    (here an Attention) is still quantized; with only packed layers the graph is unchanged."""
+    g = mlp(2)
+    (pack,) = build_pipeline("layout-pack-weights")
+    packed = pack.run(g, PassContext()).graph
+    assert [n.op for n in packed.nodes] == ["PackedLinear", "PackedLinear"]
+    (p,) = build_pipeline("quantize-int8")
+    res = p.run(packed.copy(), PassContext())
+    assert not res.modified
+    assert res.stats["layers"] == {"quantized": 0, "float": 2, "total": 2}
+    assert any("2 PackedLinear layer(s) left float" in n and "int8 before layout" in n for n in res.notes)
+    assert sorted(m.split(" ")[0] for m in res.near_misses) == ["fc0_pack", "fc1_pack"]
+
+    att = attention_graph()
+    w = att.add_initializer("w_fc", np.eye(8, dtype=np.float32))
+    out = att.add_node("Linear", [att.outputs[0], w], name="fc").output
+    att.set_outputs([out])
+    mixed = pack.run(att, PassContext()).graph
+    res = p.run(mixed.copy(), PassContext())
+    assert res.modified
+    assert res.stats["layers"] == {"quantized": 1, "float": 1, "total": 2}
+    assert "quantized 1 of 2 layer(s): Attention 1" in res.notes
+
+
 def test_static_mode_needs_calibration_data() -> None:
     (p,) = build_pipeline("quantize-int8{mode=static}")
     with pytest.raises(PassError, match="calibration data"):
