@@ -59,9 +59,9 @@ class Interpreter:
             self._slot_names[slot(v)] = v.name
         last_use: dict[int, int] = {}
         for idx, node in enumerate(graph.nodes):
-            for v in node.inputs:
-                if v is not None:
-                    last_use[slot(v)] = idx
+            for inp in node.inputs:
+                if inp is not None:
+                    last_use[slot(inp)] = idx
         keep = {s for _, s in self._outputs} | {s for s, _ in self._consts} | {s for _, _, s in self._inputs}
         frees: dict[int, list[int]] = {}
         for s, idx in last_use.items():
@@ -72,7 +72,7 @@ class Interpreter:
             opdef = get_op(node.op)
             ins = [None if v is None else slot(v) for v in node.inputs]
             free = frees.get(idx, [])
-            donors = ()
+            donors: tuple[int, ...] = ()
             if opdef.inplace is not None:
                 donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
             self._steps.append(

@@ -20,13 +20,13 @@ def to_networkx(graph: Graph) -> nx.MultiDiGraph:
     for n in graph.nodes:
         g.add_node(n.name, kind="op", op=n.op)
     for n in graph.nodes:
-        for v in n.inputs:
-            if v is None:
+        for inp in n.inputs:
+            if inp is None:
                 continue
-            if v.producer is not None:
-                g.add_edge(v.producer.name, n.name, value=v.name)
-            elif v.is_input:
-                g.add_edge(f"input:{v.name}", n.name, value=v.name)
+            if inp.producer is not None:
+                g.add_edge(inp.producer.name, n.name, value=inp.name)
+            elif inp.is_input:
+                g.add_edge(f"input:{inp.name}", n.name, value=inp.name)
     for v in graph.outputs:
         g.add_node(f"output:{v.name}", kind="output", type=str(v.type))
         src = v.producer.name if v.producer is not None else f"input:{v.name}"
@@ -47,11 +47,11 @@ def to_dot(graph: Graph, *, max_nodes: int = 2000) -> str:
     for n in graph.nodes[:max_nodes]:
         lines.append(f'  "{_esc(n.name)}" [label="{_esc(n.op)}"];')
     for n in graph.nodes[:max_nodes]:
-        for v in n.inputs:
-            if v is None or v.is_const:
+        for inp in n.inputs:
+            if inp is None or inp.is_const:
                 continue
-            src = f"in:{v.name}" if v.producer is None else v.producer.name
-            lines.append(f'  "{_esc(src)}" -> "{_esc(n.name)}" [label="{v.type}", fontsize=8];')
+            src = f"in:{inp.name}" if inp.producer is None else inp.producer.name
+            lines.append(f'  "{_esc(src)}" -> "{_esc(n.name)}" [label="{inp.type}", fontsize=8];')
     for v in graph.outputs:
         lines.append(f'  "out:{v.name}" [shape=ellipse, label="{_esc(v.name)}"];')
         src = f"in:{v.name}" if v.producer is None else v.producer.name

@@ -6,6 +6,7 @@ import enum
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class DType(enum.Enum):
@@ -51,7 +52,7 @@ class DType(enum.Enum):
         return _TO_ONNX[self]
 
     @staticmethod
-    def from_numpy(dtype: np.dtype | type) -> DType:
+    def from_numpy(dtype: DTypeLike) -> DType:
         dt = np.dtype(dtype)
         try:
             return _FROM_NUMPY[dt]

@@ -350,9 +350,9 @@ class Graph:
             if (v.uses or v in self.outputs) and not force:
                 users = ", ".join(n.name for n in v.consumers) or "graph output"
                 raise VerifyError(f"cannot remove node {node.name} ({node.op}): %{v.name} is used by {users}")
-        for i, v in enumerate(node.inputs):
-            if v is not None:
-                v.uses.remove((node, i))
+        for i, inp in enumerate(node.inputs):
+            if inp is not None:
+                inp.uses.remove((node, i))
         node.inputs = tuple(None for _ in node.inputs)
         self.nodes.remove(node)
         self._node_names.discard(node.name)

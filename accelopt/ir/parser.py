@@ -16,7 +16,7 @@ import numpy as np
 
 from accelopt.errors import ParseError
 from accelopt.ir.dtypes import DType
-from accelopt.ir.graph import ElidedTensor, Graph, Provenance
+from accelopt.ir.graph import ElidedTensor, Graph, Provenance, Value
 from accelopt.ir.registry import get_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -169,8 +169,9 @@ class _Parser:
             self.lx.expect(">")
             arr, digest = self.tensor_data(t, "")
             if digest is not None:
-                arr = arr.view(ElidedTensor)
-                arr.digest = digest
+                elided = arr.view(ElidedTensor)
+                elided.digest = digest
+                return elided
             return arr
         if kind == "dtype":
             return DType.parse(self.lx.next()[1])
@@ -251,7 +252,7 @@ class _Parser:
                 attrs[key] = self.attr(spec.kind)
                 self.lx.accept(",")
         self.lx.expect("(")
-        ins = []
+        ins: list[Value | None] = []
         while not self.lx.accept(")"):
             if self.lx.accept("_"):
                 ins.append(None)

@@ -34,11 +34,13 @@ class TensorType:
 
     @property
     def numel(self) -> int | None:
-        if not self.is_static:
+        if self.shape is None:
             return None
         n = 1
-        for d in self.shape:  # type: ignore[union-attr]
-            n *= d  # type: ignore[operator]
+        for d in self.shape:
+            if not isinstance(d, int):
+                return None
+            n *= d
         return n
 
     def with_dtype(self, dtype: DType) -> TensorType:

@@ -56,12 +56,12 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
         for key, spec in opdef.attrs.items():
             if spec.required and key not in node.attrs:
                 problems.append(f"{where}: missing required attribute {key!r}")
-        for i, v in enumerate(node.inputs):
-            if v is None:
+        for i, inp in enumerate(node.inputs):
+            if inp is None:
                 continue
-            if id(v) not in defined:
-                problems.append(f"{where}: input {i} %{v.name} is used before it is defined (or is dangling)")
-            expected_uses.setdefault(id(v), []).append((node, i))
+            if id(inp) not in defined:
+                problems.append(f"{where}: input {i} %{inp.name} is used before it is defined (or is dangling)")
+            expected_uses.setdefault(id(inp), []).append((node, i))
         for i, v in enumerate(node.outputs):
             define(v, where)
             if v.producer is not node or v.index != i:
