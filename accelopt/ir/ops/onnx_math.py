@@ -63,9 +63,9 @@ def _matmul_infer(ctx: InferContext) -> list[TensorType]:
         raise ctx.error(f"MatMul operands must have rank >= 1: {a} @ {b}")
     sa, sb = list(a.shape), list(b.shape)
     if len(sa) == 1:
-        sa = [1] + sa
+        sa = [1, *sa]
     if len(sb) == 1:
-        sb = sb + [1]
+        sb = [*sb, 1]
     if not dims_compatible_k(sa[-1], sb[-2]):
         raise ctx.error(f"inner dimensions differ: {a} @ {b}")
     try:
@@ -233,9 +233,9 @@ def _einsum_infer(ctx: InferContext) -> list[TensorType]:
             k = len(shape) - n_letters
             if k < 0:
                 raise ctx.error(f"term {term!r} does not match {ctx.type(i)}")
-            pre = term.index("...")
-            ell_shapes.append(tuple(shape[pre : pre + k]))
-            dims = list(shape[:pre]) + list(shape[pre + k :])
+            at = term.index("...")
+            ell_shapes.append(tuple(shape[at : at + k]))
+            dims = list(shape[:at]) + list(shape[at + k :])
         else:
             if n_letters != len(shape):
                 raise ctx.error(f"term {term!r} does not match {ctx.type(i)}")
@@ -542,11 +542,11 @@ def _arg_kernel(fn):
     return kernel
 
 
-for _name, _fn in {"ArgMax": np.argmax, "ArgMin": np.argmin}.items():
+for _name, _arg_fn in {"ArgMax": np.argmax, "ArgMin": np.argmin}.items():
     define_op(
         _name,
         infer=_arg_infer,
-        kernel=_arg_kernel(_fn),
+        kernel=_arg_kernel(_arg_fn),
         attrs={"axis": AttrSpec("int", 0), "keepdims": AttrSpec("int", 1), "select_last_index": AttrSpec("int", 0)},
     )
 

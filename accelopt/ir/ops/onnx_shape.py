@@ -22,7 +22,9 @@ Expand); kernels never write into their inputs.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from typing import Literal
 
 import numpy as np
 
@@ -298,8 +300,11 @@ def reshape_dims(in_shape: tuple[Dim, ...] | None, target: list[Dim], allowzero:
             raise ValueError("allowzero=1 shape cannot contain both 0 and -1")
         i = minus[0]
         out[i] = _resolve_minus_one(in_shape, out[:i] + out[i + 1 :])
-    elif in_shape is not None and all(isinstance(d, int) for d in list(in_shape) + out):
-        if int(np.prod(in_shape, dtype=np.int64)) != int(np.prod(out, dtype=np.int64)):
+    elif in_shape is not None:
+        in_ints = [d for d in in_shape if isinstance(d, int)]
+        out_ints = [d for d in out if isinstance(d, int)]
+        static = len(in_ints) == len(in_shape) and len(out_ints) == len(out)
+        if static and math.prod(in_ints) != math.prod(out_ints):
             raise ValueError(f"cannot reshape {list(in_shape)} into {out}")
     return tuple(out)
 
@@ -480,7 +485,8 @@ define_op(
 )
 
 
-_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+_PadMode = Literal["constant", "reflect", "edge", "wrap"]
+_PAD_MODES: dict[str, _PadMode] = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
 
 def _pad_per_axis(pads: list[int], axes: list[int] | None, rank: int) -> list[tuple[int, int]]:
@@ -613,7 +619,7 @@ def _split_sizes(dim: Dim, n: int, split: list[int] | None, num_outputs: int | N
     last = dim - chunk * (n - 1)
     if last < 0:
         raise ValueError(f"cannot split dimension {dim} into {n} parts")
-    return [chunk] * (n - 1) + [last]
+    return [chunk if i < n - 1 else last for i in range(n)]
 
 
 def _split_infer(ctx: InferContext) -> list[TensorType]:
@@ -643,7 +649,7 @@ def _split(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     axis = normalize_axis(attrs["axis"], x.ndim)
     split = [int(s) for s in ins[1]] if len(ins) > 1 and ins[1] is not None else None
     sizes = _split_sizes(x.shape[axis], n, split, attrs["num_outputs"])
-    bounds = np.cumsum([0] + sizes)  # type: ignore[operator]
+    bounds = np.cumsum([0, *sizes])
     sl = [slice(None)] * x.ndim
     outs = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -695,9 +701,12 @@ def _slice_infer(ctx: InferContext) -> list[TensorType]:
         # unknown parameters: the touched axes get unknown sizes
         axes = _ints_arg(ctx, 3) if ctx.has(3) else None
         n_starts = ctx.type(1).shape
-        if axes is None and (ctx.has(3) or n_starts is None or not isinstance(n_starts[0], int)):
+        if axes is not None:
+            touched = [a % r for a in axes]
+        elif not ctx.has(3) and n_starts is not None and isinstance(n_starts[0], int):
+            touched = list(range(n_starts[0]))
+        else:
             return [TensorType(t.dtype, (None,) * r)]
-        touched = [a % r for a in axes] if axes is not None else list(range(n_starts[0]))  # type: ignore[index]
         starts, sym_ends = _ints_arg(ctx, 1), ctx_sym(ctx, 2)
         steps = _ints_arg(ctx, 4) if ctx.has(4) else [1] * len(touched)
         for k, a in enumerate(touched):

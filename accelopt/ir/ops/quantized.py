@@ -263,7 +263,7 @@ def _check_weight_params(ctx: InferContext, w: TensorType, s_i: int, z_i: int) -
             continue
         size = 1
         for d in t.shape:
-            size = size * d if isinstance(d, int) and isinstance(size, int) else -1  # type: ignore[operator]
+            size = size * d if isinstance(d, int) and size != -1 else -1
         if len(t.shape) > 1 or (size not in (1, -1) and isinstance(n, int) and size != n):
             raise ctx.error(f"weight scale/zero point must be a scalar or [N={n}], got {t}")
 
