@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from accelopt.model import Model
 from accelopt.records import AccuracyRecord, PassRecord
 from accelopt.report import Report
 from accelopt.samples import SampleSet, check_sample_arrays, default_samples, load_samples, text_samples
+
+if TYPE_CHECKING:
+    from accelopt.passes.base import Pass
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ class _StatusInstrument:
 def optimize(
     model_or_path: Any,
     target: Any = "onnx",
-    passes: str | Sequence[Any] | None = None,
+    passes: str | Sequence[Pass] | None = None,
     calibration: Any = None,
     tolerance: str | Mapping[str, float] | None = None,
     seq_len: int | Sequence[int] = 128,

@@ -23,6 +23,7 @@ the pass manager always runs ``VerifyInstrument`` after every pass.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,7 +84,7 @@ _FILE_RE = re.compile(r"[^A-Za-z0-9_.\-]")
 class DumpIRInstrument(Instrument):
     """Case 2: writes the graph in the text form before the first pass and after every pass."""
 
-    def __init__(self, directory: str | Path, *, provenance: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, provenance: bool = True) -> None:
         self.directory = Path(directory)
         self.provenance = provenance
         self.count = 0

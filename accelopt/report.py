@@ -204,6 +204,12 @@ class Report:
     def rolled_back(self) -> list[PassRecord]:
         return [p for p in self.passes if p.rolled_back]
 
+    @property
+    def accuracy_checks(self) -> list[tuple[str, AccuracyRecord]]:
+        """The graphs measured against the reference (imported, final, written artifact) that were measured."""
+        checks = (("imported graph", self.baseline), ("final graph", self.final), ("written artifact", self.artifact_check))
+        return [(name, acc) for name, acc in checks if acc is not None]
+
     # ------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         validation = dict(self.validation)
@@ -514,8 +520,7 @@ def render_markdown(r: Report) -> str:
         for note in v.get("notes", []):
             w(f"- {note}")
         w("")
-        rows = [("imported graph", r.baseline), ("final graph", r.final), ("written artifact", r.artifact_check)]
-        rows = [(n, a) for n, a in rows if a is not None]
+        rows = r.accuracy_checks
         if rows:
             labels = [label for label, m in METRIC_COLUMNS if any(m in a.vs_reference for _, a in rows)]
             metrics = [m for label, m in METRIC_COLUMNS if label in labels]
@@ -899,9 +904,11 @@ def diff_reports(a: Report, b: Report) -> ReportDiff:
     ):
         if fa != fb:
             header.append((label, str(fa), str(fb)))
-    for k in sorted(set(a.versions) | set(b.versions)):
-        if a.versions.get(k) != b.versions.get(k):
-            header.append((f"version {k}", str(a.versions.get(k, "-")), str(b.versions.get(k, "-"))))
+    for package in sorted(set(a.versions) | set(b.versions)):
+        if a.versions.get(package) != b.versions.get(package):
+            header.append(
+                (f"version {package}", str(a.versions.get(package, "-")), str(b.versions.get(package, "-")))
+            )
     sa = [p.spec for p in a.passes]
     sb = [p.spec for p in b.passes]
     rows: list[DiffRow] = []

@@ -400,8 +400,7 @@ def render_html(r: Report) -> str:
             f"sequence length {_e(v.get('seq_len'))}</li><li>tolerance overrides: {_e(tol)}</li>"
             f"<li>final tolerance: {_e(ft)}</li>{notes}</ul>"
         )
-        accs = [("imported graph", r.baseline), ("final graph", r.final), ("written artifact", r.artifact_check)]
-        accs = [(n, a) for n, a in accs if a is not None]
+        accs = r.accuracy_checks
         if accs:
             cols = [(lab, m) for lab, m in METRIC_COLUMNS if any(m in a.vs_reference for _, a in accs)]
             rows = []

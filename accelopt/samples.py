@@ -23,6 +23,7 @@ are bound from ``seq_len`` (the second) or 1.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,7 +479,7 @@ def check_sample_arrays(arrays: Mapping[str, np.ndarray], graph: Graph, where: s
     return out
 
 
-def load_samples(path: str | Path, graph: Graph, tokenizer: Any, *, seq_len: int, seed: int = 0) -> SampleSet:
+def load_samples(path: str | os.PathLike[str], graph: Graph, tokenizer: Any, *, seq_len: int, seed: int = 0) -> SampleSet:
     """Read user samples: a ``.npz`` of input arrays, or a text file of sentences (one per line).
 
     Raises ``ValidationError`` for a missing/unreadable file, a ``.npz`` whose

@@ -142,8 +142,8 @@ def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
                 raise ValidationError(f"bad tolerance {part!r} in {spec!r}: expected key=value (e.g. cosine=0.995)")
-            k, v = (s.strip() for s in part.split("=", 1))
-            pairs.append((k, v))
+            key, value = (s.strip() for s in part.split("=", 1))
+            pairs.append((key, value))
         items = pairs
     else:
         items = spec.items()
