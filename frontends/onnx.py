@@ -68,6 +68,8 @@ The frontend never writes files.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import math
 import mmap
@@ -78,7 +80,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import onnx
@@ -250,7 +252,7 @@ class _Payload:
     def read(self, source: str) -> np.ndarray:
         """The tensor as a new array owning its memory (no intermediate copy)."""
         arr = np.empty(self.shape, dtype=self.dtype)
-        self._fill(memoryview(arr.reshape(-1).view(np.uint8)), source)
+        self._fill(arr.reshape(-1).view(np.uint8).data, source)
         return arr
 
     def read_bytes(self, source: str) -> bytes:
@@ -277,13 +279,13 @@ class _Payload:
                 f"bytes at offset {self.offset}"
             )
 
-    def _open(self) -> BinaryIO:
+    def _open(self) -> io.BufferedReader:
         if self.external is None:
             return open(self.file, "rb")
         return _open_external(*self.external, self.name)
 
 
-def _open_external(base: Path, location: str, tensor: str) -> BinaryIO:
+def _open_external(base: Path, location: str, tensor: str) -> io.BufferedReader:
     """Open an external data file with ``onnx``'s own checks (relative, inside ``base``, no symlink)."""
     opener = getattr(onnx.external_data_helper, "_open_external_data_fd", None)
     if opener is not None:
@@ -783,7 +785,7 @@ class _Importer:
                 ) from None
             t = self._value_info_type(vi, intermediate=False)
             assert t is not None  # tensor type with a known dtype was checked above
-            self.values[vi.name] = self._claim(lambda vi=vi, t=t: self.g.add_input(vi.name, t), vi.name)
+            self.values[vi.name] = self._claim(functools.partial(self.g.add_input, vi.name, t), vi.name)
         if overridable:
             self.g.metadata["overridable_initializers"] = overridable
         for t in graph.initializer:
@@ -849,9 +851,10 @@ class _Importer:
     def _import_node(self, node: _ONode) -> None:
         rewrite = _REWRITES.get(node.op) if node.domain == "" else None
         if rewrite is not None:
-            node = rewrite(self, node)
-            if node is None:
+            rewritten = rewrite(self, node)
+            if rewritten is None:
                 return
+            node = rewritten
         self.emit(node)
 
     def input_value(self, node: _ONode, name: str) -> Value | None:

@@ -165,7 +165,7 @@ def export_module(
         except Exception as e:  # torch raises many types here; any failure moves to the next attempt
             last = e
             fixes = _suggested_fixes(str(e)) if spec is not None else None
-            if fixes is not None:
+            if fixes is not None and spec is not None:
                 try:
                     from torch.export.dynamic_shapes import refine_dynamic_shapes_from_suggested_fixes
 
@@ -511,7 +511,7 @@ class _Importer:
                     if expr is not None and getattr(expr, "is_Symbol", False):
                         self.sym_src.setdefault(expr, (v, d))
                 self.env[n] = v
-            elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+            elif s is not None and kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 t = self._state_tensor(s)
                 if isinstance(t, torch.Tensor):
                     self.env[n] = self.g.add_initializer(s.target, _to_numpy(t), unique=True)
