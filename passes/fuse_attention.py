@@ -356,13 +356,13 @@ class AttentionRule(Rule):
             if node.op == "Where":
                 if cand.mask is not None:
                     raise _Fail("a second mask is applied to the scores", node, "Where(mask)")
-                c, a, b = node.inputs
+                cond, a, b = node.inputs
                 fa, fb = scalar_of(graph, a), scalar_of(graph, b)
                 if fa is not None and fa <= MASK_THRESHOLD and fb is None:
-                    cand.mask = _Mask("where_pad", c, fill=fa * factor, node=node)  # type: ignore[arg-type]
+                    cand.mask = _Mask("where_pad", cond, fill=fa * factor, node=node)  # type: ignore[arg-type]
                     cur = b
                 elif fb is not None and fb <= MASK_THRESHOLD and fa is None:
-                    cand.mask = _Mask("where_keep", c, fill=fb * factor, node=node)  # type: ignore[arg-type]
+                    cand.mask = _Mask("where_keep", cond, fill=fb * factor, node=node)  # type: ignore[arg-type]
                     cur = a
                 else:
                     raise _Fail("Where on the scores has no scalar fill <= -1e4 in one branch", node, "Where(mask)")

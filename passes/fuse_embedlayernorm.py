@@ -176,7 +176,8 @@ class EmbedLayerNormRule(Rule):
             if not err <= PROBE_RTOL * (1 + float(np.max(np.abs(ref)))):
                 raise _Fail(f"the embeddings differ from the fused op by {err:.3g} on a probe", ln, "numerical check", 4)
         region = cone([ln.outputs[0]], stop=[v for v in graph.inputs])
-        dead = dead_after_replacing(graph, [ln.outputs[0], ln.inputs[0]], region)  # the sum may be output 1
+        ln_outs = [v for v in (ln.outputs[0], ln.inputs[0]) if v is not None]
+        dead = dead_after_replacing(graph, ln_outs, region)  # the sum may be output 1
         for n in [lk.node for lk in (cand.word, cand.pos, cand.typ) if lk is not None]:
             if id(n) not in dead:
                 raise _Fail(first_escape(graph, n, dead), n, "escape", 4)

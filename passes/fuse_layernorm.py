@@ -35,7 +35,7 @@ from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
-from accelopt.passes.patterns.pattern import P
+from accelopt.passes.patterns.pattern import P, Pattern
 from accelopt.passes.patterns.rule import Rewriter, Rule
 
 PASS_NAME = "fuse-layernorm"
@@ -70,7 +70,7 @@ def _lnormalization_rule() -> Rule:
 
 
 # ------------------------------------------------------------- case 2
-def _core_pattern() -> list[tuple[str, object]]:
+def _core_pattern() -> list[tuple[str, Pattern]]:
     x = P.var("x")
     mean = P.op("ReduceMean", x, P.const("axes1"), name="mean")
     d = P.op("Sub", x, mean, name="d")
@@ -192,7 +192,7 @@ def _scale_rewrite(rw: Rewriter, m: Match) -> Value:
     assert isinstance(c, np.ndarray)
     g = const_of(rw.graph, ln.inputs[1])
     b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
-    return _fold_in_place(rw, m, g * c, None if b is None else b * c)  # type: ignore[operator]
+    return _fold_in_place(rw, m, g * c, None if b is None else b * c)
 
 
 def _shift_rewrite(rw: Rewriter, m: Match) -> Value:
@@ -204,7 +204,7 @@ def _shift_rewrite(rw: Rewriter, m: Match) -> Value:
 
 
 def _affine_rules() -> list[Rule]:
-    def ln_pattern() -> object:
+    def ln_pattern() -> Pattern:
         return P.op("LayerNorm", P.var(), P.var(), name="ln", extra_inputs=True)
 
     return [

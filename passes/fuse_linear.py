@@ -108,7 +108,7 @@ def _gemm_rewrite(rw: Rewriter, m: Match) -> Value:
     w, b = got
     node = m.node("gemm")
     src = m["w"]
-    wv = src if src.is_const and np.array_equal(src.const, w) else rw.const(f"{node.name}_weight", w)
+    wv = src if src.const is not None and np.array_equal(src.const, w) else rw.const(f"{node.name}_weight", w)
     ins: list[Value | None] = [m["x"], wv]
     if b is not None:
         ins.append(rw.const(f"{node.name}_bias", b))

@@ -81,7 +81,7 @@ class ConvLayout(Pass):
         wv = graph.add_initializer(f"{node.inputs[1].name}_{to.lower()}", w_new, unique=True)  # type: ignore[union-attr]
         t_in = graph.add_node("Transpose", [node.inputs[0]], {"perm": into}, name=f"{node.name}_to_{to.lower()}",
                               before=node, provenance=prov)
-        ins: list[Value | None] = [t_in.outputs[0], wv] + list(node.inputs[2:])
+        ins: list[Value | None] = [t_in.outputs[0], wv, *node.inputs[2:]]
         conv = graph.add_node(op, ins, dict(node.attrs), name=f"{node.name}_{to.lower()}", before=node, provenance=prov)
         t_out = graph.add_node("Transpose", [conv.outputs[0]], {"perm": back}, name=f"{node.name}_back",
                                before=node, provenance=prov)
