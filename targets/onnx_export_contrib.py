@@ -201,7 +201,7 @@ def export_packed_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
     if tile:  # blocks [B0, B1, t0, t1] -> [B0*t0, B1*t1] -> the unpadded corner
         if w.shape is None or not all(isinstance(d, int) for d in w.shape):
             raise TargetError(f"node {node.name} (PackedLinear): the packed weight shape is unknown")
-        b0, b1, t0, t1 = w.shape  # type: ignore[misc]
+        b0, b1, t0, t1 = w.shape
         rows, cols = (n, k) if transposed else (k, n)
         blocks = emit("Transpose", [name], "unblock", perm=[0, 2, 1, 3])
         shape = ctx.add_initializer(np.array([b0 * t0, b1 * t1], np.int64), f"{node.name}_shape")

@@ -232,7 +232,7 @@ def _attr_equal(a: AttributeProto, b: AttributeProto) -> bool:
     if a.type == AttributeProto.FLOAT:
         return bool(np.float32(a.f) == np.float32(b.f))
     if a.type == AttributeProto.FLOATS:
-        return list(np.float32(a.floats)) == list(np.float32(b.floats))
+        return bool(np.array_equal(np.asarray(a.floats, dtype=np.float32), np.asarray(b.floats, dtype=np.float32)))
     x, y = helper.get_attribute_value(a), helper.get_attribute_value(b)
     if isinstance(x, TensorProto):
         return x.SerializeToString() == y.SerializeToString()

@@ -203,8 +203,8 @@ class TpuTarget(Target):
             )
         return TpuTarget(TpuOptions.make(self.options, seq_lens=buckets))
 
-    @property  # type: ignore[override]
-    def capabilities(self) -> Capabilities:  # the tile depends on the chip option
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]  # Target: a ClassVar; here it depends on the chip
         chip = get_chip(self.options.chip)
         return Capabilities(
             name=self.name,
@@ -251,7 +251,7 @@ class TpuTarget(Target):
         # case 5
         exports: dict[str, Any] = {}
         texts: dict[str, str] = {}
-        buckets = []
+        buckets: list[dict[str, Any]] = []
         notes = list(policy.notes) + binding.notes
         seq_lens = opts.seq_lens or _sample_seq_len(graph, samples, notes)
         for seq in seq_lens:
