@@ -31,7 +31,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check accelopt frontends passes targets cli tests benchmarks
+	$(VENV)/bin/ruff check accelopt frontends passes targets cli tests benchmarks tools
+	$(PY) tools/typecheck.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
