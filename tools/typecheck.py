@@ -16,12 +16,13 @@ mapped folders silently becomes ``Any``. This script instead:
    file is checked once, imports across packages resolve to the real files, and errors name the
    real paths.
 
-Usage: ``python tools/typecheck.py [mypy options]``; exit status as mypy's (0 clean, 1 errors,
+Usage: ``python tools/typecheck.py [mypy options]`` from any folder; exit status as mypy's (0 clean, 1 errors,
 2 blocking error).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import tomllib
@@ -58,6 +59,7 @@ def installed_modules(pyproject: dict) -> Iterator[tuple[Path, str]]:
 
 def main(argv: list[str]) -> int:
     t0 = time.time()
+    os.chdir(ROOT)  # paths below (and in the messages) are relative to the repository root
     pyproject_path = ROOT / "pyproject.toml"
     modules = dict(installed_modules(tomllib.loads(pyproject_path.read_text())))
     fscache = FileSystemCache()
