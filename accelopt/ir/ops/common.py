@@ -263,6 +263,17 @@ def shape_arg(ctx: InferContext, i: int) -> list[Dim] | None:
     return None
 
 
+def ints_arg(ctx: InferContext, i: int) -> list[int] | None:
+    """Input ``i`` as a list of ints when it is constant (or derivable, see ``ctx_sym``); else None."""
+    if not ctx.has(i):
+        return None
+    sv = ctx_sym(ctx, i)
+    if sv is None:
+        return None
+    ints = [x for x in sv[1] if isinstance(x, int)]
+    return ints if len(ints) == len(sv[1]) else None
+
+
 def _sym_shape(node: Any, depth: int) -> SymVal | None:
     shape = node.inputs[0].type.shape
     if shape is None:

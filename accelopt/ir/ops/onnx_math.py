@@ -34,6 +34,7 @@ from accelopt.ir.ops.common import (
     dims_compatible_k,
     infer_axes,
     infer_axis,
+    ints_arg,
     normalize_axes,
     normalize_axis,
     onnx_dtype,
@@ -406,23 +407,13 @@ define_op(
 
 
 # ------------------------------------------------------------------ 4. reductions
-def _reduce_axes_arg(ctx: InferContext) -> list[int] | None:
-    """The constant axes input (empty list when absent); None when it is not constant."""
-    if not ctx.has(1):
-        return []
-    sv = ctx_sym(ctx, 1)
-    if sv is None or not all(isinstance(a, int) for a in sv[1]):
-        return None
-    return list(sv[1])  # type: ignore[arg-type]
-
-
 def _reduce_infer_factory(allowed: frozenset[DType], out_dtype: DType | None = None):
     def infer(ctx: InferContext) -> list[TensorType]:
         t = ctx.type(0)
         check_dtype_in(ctx, 0, allowed)
         dt = out_dtype or t.dtype
         keep = ctx.attrs["keepdims"]
-        axes = _reduce_axes_arg(ctx)
+        axes = ints_arg(ctx, 1) if ctx.has(1) else []  # absent: as empty (below)
         if t.shape is None:
             return [TensorType(dt, None)]
         r = len(t.shape)

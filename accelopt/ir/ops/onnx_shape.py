@@ -40,6 +40,7 @@ from accelopt.ir.ops.common import (
     dim_product,
     infer_axes,
     infer_axis,
+    ints_arg,
     normalize_axes,
     normalize_axis,
     onnx_dtype,
@@ -54,19 +55,8 @@ INDEX_TYPES = frozenset({DType.INT32, DType.INT64})
 I64 = DType.INT64
 
 
-def _err(ctx: InferContext, e: Exception):
+def _err(ctx: InferContext, e: Exception) -> Exception:
     return ctx.error(str(e))
-
-
-
-def _ints_arg(ctx: InferContext, i: int) -> list[int] | None:
-    """Input ``i`` as a list of ints when it is constant (or derivable)."""
-    if not ctx.has(i):
-        return None
-    sv = ctx_sym(ctx, i)
-    if sv is None or not all(isinstance(x, int) for x in sv[1]):
-        return None
-    return list(sv[1])  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- 1. constants
@@ -358,7 +348,7 @@ define_op("Flatten", infer=_flatten_infer, kernel=_flatten, attrs={"axis": AttrS
 def _squeeze_infer(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
     if ctx.has(1):
-        axes = _ints_arg(ctx, 1)
+        axes = ints_arg(ctx, 1)
         if axes is None:
             n_axes = ctx.type(1).shape
             if t.shape is not None and n_axes is not None and len(n_axes) == 1 and isinstance(n_axes[0], int):
@@ -392,7 +382,7 @@ define_op("Squeeze", inputs=(1, 2), infer=_squeeze_infer, kernel=_squeeze)
 
 def _unsqueeze_infer(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
-    axes = _ints_arg(ctx, 1)
+    axes = ints_arg(ctx, 1)
     if t.shape is None:
         return [TensorType(t.dtype, None)]
     if axes is None:
@@ -507,8 +497,8 @@ def _pad_infer(ctx: InferContext) -> list[TensorType]:
         check_same_dtype(ctx, [0, 2])
     if t.shape is None:
         return [TensorType(t.dtype, None)]
-    pads = _ints_arg(ctx, 1)
-    axes = _ints_arg(ctx, 3) if ctx.has(3) else None
+    pads = ints_arg(ctx, 1)
+    axes = ints_arg(ctx, 3) if ctx.has(3) else None
     if pads is None or (ctx.has(3) and axes is None):
         return [TensorType(t.dtype, (None,) * len(t.shape))]
     try:
@@ -628,7 +618,7 @@ def _split_infer(ctx: InferContext) -> list[TensorType]:
     if t.shape is None:
         return [TensorType(t.dtype, None)] * n
     axis = infer_axis(ctx, ctx.attrs["axis"], len(t.shape))
-    split = _ints_arg(ctx, 1) if ctx.has(1) else None
+    split = ints_arg(ctx, 1) if ctx.has(1) else None
     if ctx.has(1) and split is None:
         sizes: list[Dim] = [None] * n
     else:
@@ -672,9 +662,9 @@ define_op(
 
 # ------------------------------------------------------------------ 5. indexing
 def _slice_params(ctx: InferContext, rank: int) -> tuple[list[int], list[int], list[int], list[int]] | None:
-    starts, ends = _ints_arg(ctx, 1), _ints_arg(ctx, 2)
-    axes = _ints_arg(ctx, 3) if ctx.has(3) else None
-    steps = _ints_arg(ctx, 4) if ctx.has(4) else None
+    starts, ends = ints_arg(ctx, 1), ints_arg(ctx, 2)
+    axes = ints_arg(ctx, 3) if ctx.has(3) else None
+    steps = ints_arg(ctx, 4) if ctx.has(4) else None
     if starts is None or ends is None or (ctx.has(3) and axes is None) or (ctx.has(4) and steps is None):
         return None
     if axes is None:
@@ -699,7 +689,7 @@ def _slice_infer(ctx: InferContext) -> list[TensorType]:
     r = len(t.shape)
     if params is None:
         # unknown parameters: the touched axes get unknown sizes
-        axes = _ints_arg(ctx, 3) if ctx.has(3) else None
+        axes = ints_arg(ctx, 3) if ctx.has(3) else None
         n_starts = ctx.type(1).shape
         if axes is not None:
             touched = [a % r for a in axes]
@@ -707,8 +697,8 @@ def _slice_infer(ctx: InferContext) -> list[TensorType]:
             touched = list(range(n_starts[0]))
         else:
             return [TensorType(t.dtype, (None,) * r)]
-        starts, sym_ends = _ints_arg(ctx, 1), ctx_sym(ctx, 2)
-        steps = _ints_arg(ctx, 4) if ctx.has(4) else [1] * len(touched)
+        starts, sym_ends = ints_arg(ctx, 1), ctx_sym(ctx, 2)
+        steps = ints_arg(ctx, 4) if ctx.has(4) else [1] * len(touched)
         for k, a in enumerate(touched):
             out[a] = None
             # x[:, :seq] with a symbolic end keeps the symbol
