@@ -298,8 +298,9 @@ def notes_for(conv: Conversion, dtype: DType, total: int) -> list[str]:
     for why, names in sorted(by_reason.items()):
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         notes.append(f"float32: {len(names)} node(s), {why}: {shown}")
-    for name, (value, m) in conv.overflow.items():
-        notes.append(f"fp16 overflow guard: {name} stays float32 (max |%{value}| = {m:.4g} > 65504)")
+    for name in conv.overflow:
+        why = conv.kept[name].removeprefix("overflow guard: ")  # names the limit the pass was given
+        notes.append(f"fp16 overflow guard: {name} stays float32 ({why})")
     return notes
 
 

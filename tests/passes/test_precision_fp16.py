@@ -84,7 +84,10 @@ def test_overflow_guard_keeps_large_values_float32_and_says_where() -> None:
     guarded = res.stats["overflow_guard"]
     assert set(guarded) == {"square", "scale_down"}, guarded  # square overflows; scale_down reads it
     assert guarded["square"]["value"] == "square" and guarded["square"]["max_abs"] > 65504
-    assert any(n.startswith("fp16 overflow guard: square stays float32") for n in res.notes)
+    assert any(n.startswith("fp16 overflow guard: square stays float32") and n.endswith("> 65504)") for n in res.notes)
+    (tight,) = build_pipeline("fp16{limit=1000}")  # the note names the limit the pass was given
+    tight_notes = tight.run(g.copy(), PassContext(calibration=cal)).notes
+    assert any(n.startswith("fp16 overflow guard: scale_up stays float32") and n.endswith("> 1000)") for n in tight_notes)
     types = {n.name: n.outputs[0].dtype for n in res.graph.nodes}
     assert types["scale_up"] == ir.DType.FLOAT16 and types["square"] == ir.DType.FLOAT32
     # without calibration data the guard only sees constants, and the float16 square overflows to inf

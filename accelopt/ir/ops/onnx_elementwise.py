@@ -535,13 +535,12 @@ def _where_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] |
     return [d]
 
 
-define_op(
-    "Where",
-    inputs=3,
-    infer=_where_infer,
-    kernel=lambda ins, a, n: [np.where(ins[0], ins[1], ins[2])],
-    inplace=_where_inplace,
-)
+def _where(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
+    cond, a, b = ins
+    return [np.asarray(np.where(cond, a, b))]
+
+
+define_op("Where", inputs=3, infer=_where_infer, kernel=_where, inplace=_where_inplace)
 
 
 def _clip_infer(ctx: InferContext) -> list[TensorType]:
