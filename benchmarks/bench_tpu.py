@@ -8,7 +8,7 @@
    estimate per chip (labelled: an estimate, not a measurement).
 2. The fp32 export (``--passes fuse``: ``precision=auto`` on the fp32 graph,
    batch not padded) run on this machine's CPU XLA against onnxruntime on
-   the original file, batch 1, sequence 128: medians interleaved in one
+   the original file, batch 1, sequence 128: medians in alternating blocks in one
    process, their ratio, and the max abs difference. This is a sanity bound
    on the lowering; the TPU is the real target.
 3. all-MiniLM-L6-v2 (real weights): the same latency pair, and the worst
@@ -78,7 +78,7 @@ def latency_vs_onnxruntime(graph: Any, path: Path, feed: dict[str, np.ndarray]) 
     ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, ort_feed)))
     got = art.run(feed)
     max_abs = max(float(np.abs(got[k].astype(np.float64) - ref[k]).max()) for k in ref if k in got)
-    ms = interleaved_ms({"xla": lambda: art.run(feed), "ort": lambda: sess.run(None, ort_feed)}, rounds=3, repeat=5)
+    ms = interleaved_ms({"xla": lambda: art.run(feed), "ort": lambda: sess.run(None, ort_feed)})
     return {
         "xla_ms": ms["xla"],
         "ort_ms": ms["ort"],

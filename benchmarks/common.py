@@ -25,16 +25,30 @@ def median_ms(fn: Callable[[], Any], *, repeat: int = 20, warmup: int = 3) -> fl
 
 
 def interleaved_ms(
-    fns: dict[str, Callable[[], Any]], *, rounds: int = 21, repeat: int = 1, warmup: int = 3
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int = 4,
+    repeat: int = 5,
+    warmup: int = 3,
+    settle_s: float = 0.3,
 ) -> dict[str, float]:
-    """Median wall time (ms) of each function, timed round-robin: every round runs each one
-    ``repeat`` times, so load from elsewhere on the machine slows all of them alike."""
+    """Median wall time (ms) of each function, in alternating blocks.
+
+    Every round runs each function ``repeat`` times in a block; blocks alternate, so load
+    from elsewhere on the machine hits all of them alike. Before each block the machine
+    settles for ``settle_s`` and the block's first run is not counted: a runtime's worker
+    threads keep spinning for a while after it returns (OpenBLAS, OpenMP, onnxruntime's
+    pool), and timing the next runtime while they do slows it by up to 1.4x (measured:
+    onnxruntime 185 ms right after the interpreter, 127 ms after a pause).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(settle_s)
+            fn()
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 fn()
