@@ -1,7 +1,7 @@
 """Foundation benchmarks on BERT-base (BertConfig defaults, seeded weights), batch 1, sequence 128.
 
 1. ONNX import time (goal <= 5 s), median of 3 imports.
-2. Interpreter latency vs onnxruntime on the same file (goal <= 1.5x): medians of 20 runs
+2. Interpreter latency vs onnxruntime on the same file (goal <= 1.5x): medians of 30 runs
    each, timed in alternating blocks of 5 with a pause before each block
    (``benchmarks.common.interleaved_ms``).
 3. Peak memory of the import (goal <= 2x the model's file size), measured in a fresh process
@@ -72,7 +72,9 @@ def run(lines: list[str]) -> None:
         out = interp.run(inputs)
         ref = sess.run(None, feed)
         err = float(np.max(np.abs(out[model.output_names[0]] - ref[0])))
-        ms = interleaved_ms({"interp": lambda i=interp, x=inputs: i.run(x), "ort": lambda s=sess, f=feed: s.run(None, f)})
+        ms = interleaved_ms(
+            {"interp": lambda i=interp, x=inputs: i.run(x), "ort": lambda s=sess, f=feed: s.run(None, f)}, rounds=6
+        )
         t_interp, t_ort = ms["interp"], ms["ort"]
         lines.append(
             f"| {exporter} opset {opset} | {size / 1e6:.0f} | {statistics.median(times):.2f} | "
@@ -82,7 +84,7 @@ def run(lines: list[str]) -> None:
     lines.append("")
     lines.append("Interpreter: numpy kernels from the op registry (BLAS matmuls, buffer reuse, malloc tuned as "
                  "`accelopt/interpreter.py` says); onnxruntime: CPU execution provider, default threads, default graph "
-                 "optimizations. Medians of 20 runs each, timed in alternating blocks of 5 with a 0.3 s pause before "
+                 "optimizations. Medians of 30 runs each, timed in alternating blocks of 5 with a 0.3 s pause before "
                  "each block so that neither runtime's spinning worker threads slow the other.")
 
 
