@@ -12,8 +12,9 @@ view of it, the same array under another live value, a constant or a graph
 input all keep a reference, which the reference count shows.
 
 Allocator: numpy takes every array over 128 KiB from a fresh ``mmap``, so each
-new activation (BERT-base: ~9,300 pages per run) is page-faulted in and unmapped
-again, a sixth of the run time. Like onnxruntime's arena, the first Interpreter
+new activation is page-faulted in and unmapped again (BERT-base: ~9,300 faults
+per run; 20 back-to-back runs took 158-170 ms at best with the tuning below and
+182-210 ms without, on 2 Zen 4 cores). Like onnxruntime's arena, the first Interpreter
 asks glibc (``mallopt``) to serve blocks up to 64 MiB from its heap and to keep
 up to 128 MiB of freed heap, so a run reuses the previous run's pages. This is
 process-wide and glibc-only; ``ACCELOPT_MALLOC_TUNING=0`` leaves malloc alone.
