@@ -9,7 +9,8 @@ Case (``layout-pack-weights{tile_k=0,tile_n=0}``):
    blocking such as 1 x 16), else 16 x 16.
 
 The packed ``PackedLinear`` unpacks its weight, so outputs are unchanged bit for
-bit. Weights that are not constant are left alone; a shared weight is packed
+bit. Quantized layers (``QLinear``, ``QAttention``) are named as near misses and
+left alone. Weights that are not constant are left alone; a shared weight is packed
 once and the packed initializer shared.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from accelopt.errors import PassError
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
-from accelopt.passes.layout_transpose_weights import _linear_parts, _Rewriter
+from accelopt.passes.layout_transpose_weights import _linear_parts, _Rewriter, layout_result
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,4 @@ class PackWeights(Pass):
             w, transposed, _, act = parts
             rw.replace(node, w, act, transposed, tile, "pack")  # case 1
             count += 1
-        return PassResult(graph, count > 0, stats={"pack": {"candidates": count, "matched": count}})
+        return layout_result(graph, count, "pack")

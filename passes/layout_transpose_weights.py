@@ -15,6 +15,10 @@ op unpacks it, so outputs are unchanged bit for bit.
 
 Weights that are not constant, and Linear nodes already in the requested layout,
 are left alone. A shared weight is converted once and the result shared.
+
+4. Quantized layers (``QLinear``, ``QAttention``: int8 ran first) keep their int8
+   weights as they are; both layout passes name them as near misses with a note
+   (int8 weights are not packed yet).
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ def _linear_parts(graph: Graph, node: Node) -> tuple[np.ndarray, bool, tuple[int
         k, n = int(node.attrs["k"]), int(node.attrs["n"])
         return unpack_weight(wp, k=k, n=n, transposed=t, tile=tile), t, tile, str(node.attr("activation", "none"))
     return None
+
+
+_QUANTIZED_LAYERS = ("QLinear", "QAttention")
+_QUANTIZED_REASON = "int8 weight left as it is: the layout passes rewrite float weights only"
+
+
+def layout_result(graph: Graph, count: int, stat: str) -> PassResult:
+    """The result of a layout pass that rewrote ``count`` layers; quantized layers are named (case 4)."""
+    quantized = [n.name for n in graph.nodes if n.op in _QUANTIZED_LAYERS]
+    notes = [f"{len(quantized)} quantized layer(s) not rewritten: {_QUANTIZED_REASON}"] if quantized else []
+    return PassResult(
+        graph,
+        count > 0,
+        stats={stat: {"candidates": count, "matched": count}},
+        near_misses=[f"{name}: {_QUANTIZED_REASON}" for name in quantized],
+        notes=notes,
+    )
 
 
 class _Rewriter:
@@ -127,4 +148,4 @@ class TransposeWeights(Pass):
                 continue  # tiled weights belong to layout-pack-weights; a plain MatMul is already KN
             rw.replace(node, w, act, want, tile, "transpose")  # cases 1, 2
             count += 1
-        return PassResult(graph, count > 0, stats={"transpose": {"candidates": count, "matched": count}})
+        return layout_result(graph, count, "transpose")

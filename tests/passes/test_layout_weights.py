@@ -85,3 +85,24 @@ def test_no_match_non_constant_weight() -> None:
     check_fusion("layout-transpose-weights", before, None, expect_modified=False)
     check_fusion("layout-pack-weights", before, None, expect_modified=False)
     assert print_graph(parse(before)) == before
+
+
+@pytest.mark.parametrize("spec", ["layout-transpose-weights", "layout-pack-weights"])
+def test_quantized_layers_are_named_and_left_alone(spec: str) -> None:
+    """After int8, QLinear keeps its int8 [K, N] weight; the float MatMul beside it is still rewritten."""
+    quantized = build_pipeline("quantize-int8{ops=Linear},lower-quantized")
+    g = parse(BEFORE)
+    for p in quantized:
+        g = p.run(g, PassContext()).graph
+    assert [n.op for n in g.nodes if n.op.startswith("Q")] == ["QLinear"]
+    qname = next(n.name for n in g.nodes if n.op == "QLinear")
+    (p,) = build_pipeline(spec)
+    before = print_graph(g)
+    res = p.run(g, PassContext())
+    assert res.modified  # the MatMul by the shared float weight
+    assert [n.op for n in res.graph.nodes if n.op in ("QLinear", "PackedLinear")] == ["QLinear", "PackedLinear"]
+    assert res.near_misses == [f"{qname}: int8 weight left as it is: the layout passes rewrite float weights only"]
+    assert res.notes == ["1 quantized layer(s) not rewritten: int8 weight left as it is: the layout passes rewrite "
+                         "float weights only"]
+    qline = next(line for line in before.splitlines() if "QLinear" in line)
+    assert qline in print_graph(res.graph)
