@@ -12,18 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-def median_ms(fn: Callable[[], Any], *, repeat: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def interleaved_ms(
     fns: dict[str, Callable[[], Any]],
     *,

@@ -67,10 +67,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from accelopt.errors import PassError
+from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.quant_calibration import METHODS, choose_range, observe, qparams, sample_batches
 from accelopt.passes.quant_fallback import Sensitivity, measure_sensitivity, search
+from accelopt.passes.quant_lowprec import target_lacks_dtype
 from accelopt.passes.quant_qdq import PASS_NAME, QdqPlan, Scheme, Target, apply, select_targets, smoothing_factors
 from accelopt.validation import TOLERANCE_KEYS, violations
 
@@ -169,10 +171,9 @@ class QuantizeInt8(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o: Int8Options = self.options
         target = ctx.target
-        dtypes = getattr(target, "dtypes", None)
-        if target is not None and dtypes and "int8" not in dtypes and "uint8" not in dtypes:
-            name = getattr(target, "name", "the target")
-            return PassResult(graph, False, notes=[f"target {name} does not compute in int8; nothing quantized"])
+        lacks = target_lacks_dtype(target, DType.INT8)
+        if lacks and target_lacks_dtype(target, DType.UINT8):
+            return PassResult(graph, False, notes=[f"{lacks}; nothing quantized"])
         scheme = scheme_for(o, target)
         targets, skipped = select_targets(graph, o.ops, o.exclude, o.nodes)
         packed = _packed_layers(graph)

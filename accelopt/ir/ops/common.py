@@ -83,6 +83,13 @@ def same_as_input(i: int = 0) -> InferFn:
     return infer
 
 
+def fits_into(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """An array of ``shape`` broadcasts to ``target`` without growing it (concrete shapes)."""
+    if shape == target:
+        return True
+    return len(shape) <= len(target) and all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))
+
+
 def broadcast_infer(
     out_dtype: DType | None = None,
     inputs: int | None = None,

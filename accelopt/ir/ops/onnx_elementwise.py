@@ -38,6 +38,7 @@ from accelopt.ir.ops.common import (
     check_dtype_in,
     check_same_dtype,
     fast_erf,
+    fits_into,
     float_compute,
 )
 from accelopt.ir.registry import AttrSpec, InferContext, InferFn, InplaceFn, KernelFn, define_op
@@ -83,17 +84,21 @@ def unary_inplace(ufunc) -> InplaceFn:
     return inplace
 
 
-def binary_inplace(ufunc) -> InplaceFn:
-    """Inplace kernel: ``ufunc(a, b, out=<input i>)`` when input i has the broadcast shape (floats)."""
+def binary_inplace(ufunc, quiet: bool = False) -> InplaceFn:
+    """Inplace kernel: ``ufunc(a, b, out=<input i>)`` when input i has the broadcast shape (floats).
+
+    ``quiet``: divide-by-zero and invalid-value warnings are silenced, as the op's plain kernel does.
+    """
 
     def inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] | None:
         a, b = ins
-        d, other = ins[i], ins[1 - i]
-        if d.dtype not in _FULL_FLOATS or a.dtype != b.dtype:
+        d = ins[i]
+        if d.dtype not in _FULL_FLOATS or a.dtype != b.dtype or not fits_into(ins[1 - i].shape, d.shape):
             return None
-        if other.shape != d.shape and (other.ndim > d.ndim or np.broadcast_shapes(other.shape, d.shape) != d.shape):
-            return None
-        with np.errstate(divide="ignore", invalid="ignore"):
+        if quiet:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ufunc(a, b, out=d)
+        else:
             ufunc(a, b, out=d)
         return [d]
 
@@ -370,7 +375,7 @@ define_op(
     inputs=2,
     infer=broadcast_infer(allowed=NUMERIC_TYPES),
     kernel=binary_kernel(_div),
-    inplace=binary_inplace(np.true_divide),
+    inplace=binary_inplace(np.true_divide, quiet=True),
 )
 
 
@@ -526,7 +531,7 @@ def _where_inplace(ins: Ins, attrs: Attrs, n: int, i: int) -> list[np.ndarray] |
     """Where into input 1 or 2 when it already has the result's shape (any dtype)."""
     cond, a, b = ins
     d = ins[i]
-    if i == 0 or a.dtype != b.dtype or np.broadcast_shapes(cond.shape, a.shape, b.shape) != d.shape:
+    if i == 0 or a.dtype != b.dtype or not all(fits_into(x.shape, d.shape) for x in ins):
         return None
     if i == 2:
         np.copyto(d, a, where=cond)
