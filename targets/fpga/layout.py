@@ -211,6 +211,12 @@ def pack_weights(w: np.ndarray, config: VTAConfig) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(kb, bi, nb, bo).transpose(2, 0, 3, 1))
 
 
+def unpack_weights(tiles: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Inverse of ``pack_weights``: tiles (Nb, Kb, BO, BI) -> int8 [k, n]."""
+    nb, kb, bo, bi = tiles.shape
+    return np.ascontiguousarray(tiles.transpose(1, 3, 0, 2).reshape(kb * bi, nb * bo)[:k, :n])
+
+
 def pack_inputs(x: np.ndarray, config: VTAConfig, rows: int | None = None) -> np.ndarray:
     """``x`` int8 [M, K] -> (rows, Kb, BI) vectors (K and rows zero-padded)."""
     m, k = x.shape
@@ -261,4 +267,5 @@ __all__ = [
     "pack_weights",
     "plan_tiles",
     "unpack_outputs",
+    "unpack_weights",
 ]

@@ -29,7 +29,11 @@ scales ``w_scale[n]``, and the layer's int8 output has per-channel scales
    rounding term;
 3. at run time ``e[m] = log2(S / x_scale[m])`` must be an integer in
    -15..15 (``row_shifts``); ``SHR`` by ``e[m]`` brings every row's
-   accumulator to the base unit before the bias is added.
+   accumulator to the base unit before the bias is added;
+4. a zero point per row (asymmetric rows, ``z[m]`` in the row's unit) is
+   subtracted by the GEMM itself: ``zero_point_rows`` appends J int8 weight
+   rows summing to ``-colsum(W_q)``, and the host fills J extra input
+   columns of each row with ``z[m]``.
 """
 
 from __future__ import annotations
@@ -146,6 +150,22 @@ def from_scales(
     return DenseLayer(name, np.ascontiguousarray(w_q, np.int8), b.astype(np.int32), shift.astype(np.int32), row_shift)
 
 
+def zero_point_rows(w_q: np.ndarray) -> np.ndarray:
+    """int8 rows ``[J, N]`` whose column sums are ``-colsum(W_q)``, J as small as int8 allows (at least 1).
+
+    Appended to the weights, with every input row's zero point ``z[m]`` in the J matching input columns,
+    the GEMM itself subtracts ``z[m] * colsum(W_q)[n]``: a per-row zero point costs J extra K columns.
+    """
+    rest = -w_q.astype(np.int64).sum(axis=0)
+    j = max(1, -(-int(np.abs(rest).max(initial=0)) // 127))
+    rows = np.zeros((j, w_q.shape[1]), np.int8)
+    for i in range(j):
+        part = np.clip(rest, -127, 127)
+        rows[i] = part
+        rest = rest - part
+    return rows
+
+
 def row_shifts(x_scale: np.ndarray, base_scale: float, name: str) -> np.ndarray:
     """Per-row shifts ``log2(S / x_scale[m])`` (case 3); ``TargetError`` if not integers in -15..15."""
     e = power_of_two(float(base_scale) / np.asarray(x_scale, np.float64).reshape(-1), f"layer {name}: row scale")
@@ -154,4 +174,14 @@ def row_shifts(x_scale: np.ndarray, base_scale: float, name: str) -> np.ndarray:
     return e.astype(np.int32)
 
 
-__all__ = ["SHIFT_MAX", "SHIFT_MIN", "DenseLayer", "from_scales", "power_of_two", "reference", "row_shifts", "shr"]
+__all__ = [
+    "SHIFT_MAX",
+    "SHIFT_MIN",
+    "DenseLayer",
+    "from_scales",
+    "power_of_two",
+    "reference",
+    "row_shifts",
+    "shr",
+    "zero_point_rows",
+]

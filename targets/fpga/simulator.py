@@ -102,10 +102,34 @@ class Counters:
         return self
 
 
+@dataclass(frozen=True)
+class _LoopPlan:
+    """A GEMM/ALU instruction's flattened destinations, its sources, and how it runs."""
+
+    dst: np.ndarray
+    src: np.ndarray | None
+    wgt: np.ndarray | None
+    vector: bool  # destinations distinct (and, for the ALU, sources safe to read first)
+    mode: str = ""  # GEMM: matmul | sum | gather
+
+
+def _distinct(a: np.ndarray) -> bool:
+    if a.size < 2:
+        return True
+    s = np.sort(a)
+    return bool((s[1:] != s[:-1]).all())
+
+
+def _disjoint(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.max() < b.min() or b.max() < a.min():
+        return True
+    return not np.isin(a, b).any()
+
+
 class Simulator:
     """The on-chip state of one VTA and the DRAM it sees (``dram``: a uint8 array indexed by byte address)."""
 
-    def __init__(self, config: VTAConfig, dram: np.ndarray) -> None:
+    def __init__(self, config: VTAConfig, dram: np.ndarray, plans: dict | None = None) -> None:
         if dram.dtype != np.uint8 or dram.ndim != 1:
             raise TargetError("the simulator's DRAM is a 1-D uint8 array indexed by byte address")
         self.config = c = config
@@ -117,6 +141,9 @@ class Simulator:
         #: per ACC vector: last written by a non-reset GEMM or an ALU op (a portable STORE source)
         self.storable = np.zeros(c.acc_depth, bool)
         self.counters = Counters()
+        #: per-instruction loop plans, keyed by the instruction and its micro-ops; pass the same dict to
+        #: simulators that run the same program again to skip rebuilding them
+        self.plans: dict = plans if plans is not None else {}
         self._index = 0
         self._insn: Insn | None = None
 
@@ -348,67 +375,84 @@ class Simulator:
         if hi >= depth:
             raise self._fail(f"{what} index {hi} is past the buffer ({depth} elements)")
 
-    def _gemm(self, insn: GemmInsn) -> None:
+    def _plan(self, insn: GemmInsn | AluInsn) -> _LoopPlan:
+        """The instruction's index arrays and how to run it, cached by instruction and micro-op contents."""
+        key = (insn, self.uop[:, insn.uop_bgn : insn.uop_end].tobytes())
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self._make_plan(insn)
+            self.plans[key] = plan
+        return plan
+
+    def _make_plan(self, insn: GemmInsn | AluInsn) -> _LoopPlan:
         c = self.config
-        if not self._check_loops(insn):
-            return
         dst = self._indices(insn, 0, insn.dst_factor_out, insn.dst_factor_in)
+        if isinstance(insn, AluInsn):
+            self._check_range(dst, c.acc_depth, "ACC destination")
+            flat = dst.reshape(-1)
+            src = None
+            if not insn.use_imm:
+                src = self._indices(insn, 1, insn.src_factor_out, insn.src_factor_in).reshape(-1)
+                self._check_range(src, c.acc_depth, "ACC source")
+            vector = _distinct(flat) and (src is None or bool((src == flat).all()) or _disjoint(src, flat))
+            return _LoopPlan(flat, src, None, vector)
         self._check_range(dst, c.acc_depth, "ACC")
         if insn.reset:
-            flat = dst.reshape(-1)
-            self.acc[flat] = 0
-            self.storable[flat] = False
-            return
+            return _LoopPlan(dst.reshape(-1), None, None, True)
         src = self._indices(insn, 1, insn.src_factor_out, insn.src_factor_in)
         wgt = self._indices(insn, 2, insn.wgt_factor_out, insn.wgt_factor_in)
         self._check_range(src, c.inp_depth, "INP")
         self._check_range(wgt, c.wgt_depth, "WGT")
+        one_dst = bool((dst[:, :, :1] == dst).all())
+        if one_dst and insn.wgt_factor_in == 0 and insn.src_factor_out == 0:
+            targets = dst[:, :, 0].reshape(-1)
+            return _LoopPlan(targets, src[0], wgt[:, 0], _distinct(targets), "matmul")
+        targets = (dst[:, :, 0] if one_dst else dst).reshape(-1)
+        return _LoopPlan(targets, src, wgt, _distinct(targets), "sum" if one_dst else "gather")
+
+    def _gemm(self, insn: GemmInsn) -> None:
+        c = self.config
+        if not self._check_loops(insn):
+            return
+        plan = self._plan(insn)
+        if insn.reset:
+            self.acc[plan.dst] = 0
+            self.storable[plan.dst] = False
+            return
         n_uops = insn.uop_end - insn.uop_bgn
         self.counters.gemm_counter += insn.iter_out * insn.iter_in * n_uops
         exact = n_uops * c.block_in * 128 * 128 < _FLOAT32_EXACT
         ft = np.float32 if exact else np.float64
-        one_dst = bool((dst[:, :, :1] == dst).all())
-        if one_dst and insn.wgt_factor_in == 0 and insn.src_factor_out == 0:
+        assert plan.src is not None and plan.wgt is not None
+        if plan.mode == "matmul":
             # one matrix product: X (iter_in, U*BI) @ W (U*BI, iter_out*BO)
-            x = self.inp[src[0]].astype(ft).reshape(insn.iter_in, -1)
-            w = self.wgt[wgt[:, 0]]  # (O, U, BO, BI)
+            x = self.inp[plan.src].astype(ft).reshape(insn.iter_in, -1)
+            w = self.wgt[plan.wgt]  # (O, U, BO, BI)
             w = w.transpose(1, 3, 0, 2).astype(ft).reshape(n_uops * c.block_in, -1)
             res = (x @ w).reshape(insn.iter_in, insn.iter_out, c.block_out).transpose(1, 0, 2)
-            targets = dst[:, :, 0]
         else:
-            x = self.inp[src].astype(ft)  # (O, I, U, BI)
-            w = self.wgt[wgt].astype(ft)  # (O, I, U, BO, BI)
+            x = self.inp[plan.src].astype(ft)  # (O, I, U, BI)
+            w = self.wgt[plan.wgt].astype(ft)  # (O, I, U, BO, BI)
             prod = np.einsum("oiuk,oiujk->oiuj", x, w)
-            if one_dst:
-                res, targets = prod.sum(axis=2), dst[:, :, 0]
-            else:
-                res, targets = prod, dst
+            res = prod.sum(axis=2) if plan.mode == "sum" else prod
         add = np.rint(res).astype(np.int64).astype(np.int32).reshape(-1, c.block_out)
-        flat = targets.reshape(-1)
-        if np.unique(flat).size == flat.size:
-            self.acc[flat] += add
+        if plan.vector:
+            self.acc[plan.dst] += add
         else:
-            np.add.at(self.acc, flat, add)
-        self.storable[flat] = True
+            np.add.at(self.acc, plan.dst, add)
+        self.storable[plan.dst] = True
 
     def _alu(self, insn: AluInsn) -> None:
-        c = self.config
         if insn.alu_op == AluOp.MUL:
             raise self._fail("ALU MUL exists only in fsim (not portable)")
         if insn.alu_op == AluOp.SHR and insn.use_imm and not SHIFT_RANGE[0] <= insn.imm <= SHIFT_RANGE[1]:
             raise self._fail(f"shift by {insn.imm}: portable shifts are {SHIFT_RANGE[0]}..{SHIFT_RANGE[1]}")
         if not self._check_loops(insn):
             return
-        dst = self._indices(insn, 0, insn.dst_factor_out, insn.dst_factor_in).reshape(-1)
-        self._check_range(dst, c.acc_depth, "ACC destination")
-        src = None
-        if not insn.use_imm:
-            src = self._indices(insn, 1, insn.src_factor_out, insn.src_factor_in).reshape(-1)
-            self._check_range(src, c.acc_depth, "ACC source")
+        plan = self._plan(insn)
+        dst, src = plan.dst, plan.src
         self.counters.alu_counter += dst.size
-        distinct = np.unique(dst).size == dst.size
-        vector = distinct and (src is None or bool((src == dst).all()) or not np.isin(src, dst).any())
-        if vector:
+        if plan.vector:
             b = np.int64(insn.imm) if src is None else self.acc[src].astype(np.int64)
             self._check_shift(insn, b)
             self.acc[dst] = self._apply(insn.alu_op, self.acc[dst].astype(np.int64), b)
@@ -443,4 +487,38 @@ class Simulator:
         return np.asarray(r, np.int64).astype(np.int32)
 
 
-__all__ = ["MIN_DRAM_ADDRESS", "QUEUE_DEPTH", "SHIFT_RANGE", "Counters", "Simulator", "SimulatorError"]
+def static_counters(insns: Sequence[Insn], config: VTAConfig) -> Counters:
+    """The counters a run of ``insns`` reports, read off the instructions (they do not depend on the data)."""
+    c = config
+    out = Counters()
+    for insn in insns:
+        if isinstance(insn, MemInsn):
+            n = insn.x_size * insn.y_size
+            if insn.opcode == Opcode.STORE:
+                out.out_store_nbytes += n * c.out_elem_bytes
+            elif insn.memory_type == MemType.INP:
+                out.inp_load_nbytes += n * c.inp_elem_bytes
+            elif insn.memory_type == MemType.WGT:
+                out.wgt_load_nbytes += n * c.wgt_elem_bytes
+            elif insn.memory_type == MemType.ACC:
+                out.acc_load_nbytes += n * c.acc_elem_bytes
+            elif insn.memory_type == MemType.UOP and n:
+                out.uop_load_nbytes += insn.x_size * UOP_BYTES
+        elif isinstance(insn, (GemmInsn, AluInsn)):
+            loops = insn.iter_out * insn.iter_in * max(0, insn.uop_end - insn.uop_bgn)
+            if isinstance(insn, AluInsn):
+                out.alu_counter += loops
+            elif not insn.reset:
+                out.gemm_counter += loops
+    return out
+
+
+__all__ = [
+    "MIN_DRAM_ADDRESS",
+    "QUEUE_DEPTH",
+    "SHIFT_RANGE",
+    "Counters",
+    "Simulator",
+    "SimulatorError",
+    "static_counters",
+]
