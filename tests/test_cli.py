@@ -320,6 +320,19 @@ def test_list_passes_and_targets(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == EXIT_OK and "onnx" in out and "built" in out and "not built yet" in out
 
 
+def test_test_only_passes_are_not_shown_to_users() -> None:
+    """Issue 14 item 5: ``damage`` and ``break-graph`` are registered by the tests, not by accelopt."""
+    code = "import json; from accelopt.passes.base import registered_passes; print(json.dumps(sorted(registered_passes())))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    names = json.loads(proc.stdout)
+    assert "constant-fold" in names and "fuse-attention" in names
+    assert "damage" not in names and "break-graph" not in names
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelopt.cli.main", "--list-passes"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == EXIT_OK and "constant-fold" in proc.stdout and "damage" not in proc.stdout
+
+
 def test_diff_two_reports(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     assert run([tiny_bert, "--passes", "cleanup", "-o", a, "--report", "json", *FAST], capsys)[0] == 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from planted_passes import Damage
 
 from accelopt.cost import estimate_macs
 from accelopt.errors import InterpreterError, PassError
@@ -15,7 +16,6 @@ from accelopt.interpreter import Interpreter
 from accelopt.ir import parse, print_graph
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, build_pipeline
-from accelopt.passes.testing import Damage
 from accelopt.passmanager import PassGroup, PassManager
 from accelopt.records import AccuracyRecord, Localization
 

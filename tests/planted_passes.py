@@ -1,8 +1,8 @@
-"""Test-only passes. **Never use these to optimize a model.**
+"""Passes planted by the tests; ``tests/conftest.py`` registers them, so users never see them.
 
-``damage`` deliberately breaks accuracy so that tests (and the CLI's own
-end-to-end check) can see the pass manager roll a pass back, the report name
-the failing metric, and localization find the first diverging node.
+``damage`` deliberately breaks accuracy so that tests can see the pass manager
+roll a pass back, the report name the failing metric, and localization find
+the first diverging node.
 
 Cases:
 
@@ -75,3 +75,4 @@ class Damage(Pass):
             stats={"damaged_node": node.name, "scale": self.options.scale},
             notes=[f"TEST PASS: perturbed the weight of {node.name} by {self.options.scale} x std"],
         )
+
