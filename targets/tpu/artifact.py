@@ -34,7 +34,7 @@ import numpy as np
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
-from accelopt.targets.base import Artifact
+from accelopt.targets.base import Artifact, register_artifact
 from accelopt.targets.tpu.export import deserialize, serialize
 
 log = logging.getLogger(__name__)
@@ -349,3 +349,6 @@ def _read_params(path: Path, tensors: list[dict[str, Any]]) -> dict[str, np.ndar
         raw = np.asarray(data[t["offset"] : end])
         out[t["key"]] = raw.view(_dtype(t["dtype"])).reshape(t["shape"])
     return out
+
+
+register_artifact(FORMAT, TpuArtifact)
