@@ -258,6 +258,29 @@ def unfit(spec: Mapping[str, Any], parts: list[np.ndarray], batch: int, sizes: M
     return out.astype(want) if out.dtype != want else out
 
 
+def sample_seq_len(graph: Graph, samples: Any, notes: list[str], default: int) -> tuple[int, ...]:
+    """The bucket when none is given: axis 1 of the samples' arrays (a ``SampleSet``), else ``default``."""
+    arrays = getattr(samples, "arrays", None) or {}
+    for v in graph.inputs:
+        a = arrays.get(v.name)
+        if a is not None and getattr(a, "ndim", 0) >= 2 and v.shape is not None and not isinstance(v.shape[1], int):
+            notes.append(f"sequence bucket {a.shape[1]} taken from the validation samples")
+            return (int(a.shape[1]),)
+    return (default,)
+
+
+def int_tuple(v: Any, what: str) -> tuple[int, ...]:
+    """``128``, ``"128,256"`` / ``"128+256"`` (the spec form) or a sequence, as a tuple of ints."""
+    try:
+        if isinstance(v, str):
+            return tuple(int(x) for x in v.replace("+", ",").split(",") if x.strip())
+        if isinstance(v, int):
+            return (v,)
+        return tuple(int(x) for x in v)
+    except (TypeError, ValueError):
+        raise TargetError(f"{what}: expected integers, got {v!r}") from None
+
+
 def convert_input(spec: Mapping[str, Any], value: Any) -> np.ndarray:
     """Case 5: the array in the program's dtype; integers must fit."""
     a = np.asarray(value)

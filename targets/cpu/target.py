@@ -111,7 +111,7 @@ class CpuTarget(Target):
     def __init__(self, options: CpuOptions | None = None, **kwargs: Any) -> None:
         if options is None:
             if "seq_lens" in kwargs:
-                kwargs["seq_lens"] = _int_tuple(kwargs["seq_lens"])
+                kwargs["seq_lens"] = bk.int_tuple(kwargs["seq_lens"], "seq_lens")
             if "dims" in kwargs and isinstance(kwargs["dims"], str):
                 kwargs["dims"] = tuple(kwargs["dims"].replace("+", ",").split(","))
             try:
@@ -145,7 +145,7 @@ class CpuTarget(Target):
         )
 
     def with_seq_lens(self, seq_lens: Sequence[int]) -> CpuTarget:
-        buckets = _int_tuple(tuple(seq_lens))
+        buckets = bk.int_tuple(tuple(seq_lens), "seq_lens")
         if len(set(buckets)) <= 1 or buckets == self.options.seq_lens:
             return self
         if self.options.seq_lens:
@@ -172,7 +172,7 @@ class CpuTarget(Target):
         features = sorted(host.llvm_features(mcpu))
         binding = bk.bind_symbols(graph, batch=opts.batch, dims=opts.dim_sizes(), target="cpu")  # case 3
         notes = list(binding.notes)
-        seq_lens = opts.seq_lens or _sample_seq_len(graph, samples, notes)
+        seq_lens = opts.seq_lens or bk.sample_seq_len(graph, samples, notes, DEFAULT_SEQ_LEN)
         buckets = []
         for seq in dict.fromkeys(seq_lens):
             buckets.append(Bucket(binding.bucket_name(seq), binding.dims(seq)))
@@ -233,28 +233,3 @@ def _refusals(graph: Graph) -> list[str]:
     if bf16:
         out.append(f"{len(bf16)} bfloat16 value(s) (e.g. %{bf16[0]}): {BF16_REASON}")
     return out
-
-
-def _sample_seq_len(graph: Graph, samples: Any, notes: list[str]) -> tuple[int, ...]:
-    """The bucket when ``seq_lens`` is not set: axis 1 of the samples' arrays (a ``SampleSet``), else 128."""
-    arrays = getattr(samples, "arrays", None) or {}
-    for v in graph.inputs:
-        a = arrays.get(v.name)
-        if a is not None and getattr(a, "ndim", 0) >= 2 and v.shape is not None and not isinstance(v.shape[1], int):
-            notes.append(f"sequence bucket {a.shape[1]} taken from the validation samples")
-            return (int(a.shape[1]),)
-    return (DEFAULT_SEQ_LEN,)
-
-
-def _int_tuple(v: Any) -> tuple[int, ...]:
-    try:
-        if isinstance(v, str):
-            return tuple(int(x) for x in v.replace("+", ",").split(",") if x.strip())
-        if isinstance(v, int):
-            return (v,)
-        return tuple(int(x) for x in v)
-    except (TypeError, ValueError):
-        raise TargetError(f"seq_lens: expected integers, got {v!r}") from None
-
-
-
