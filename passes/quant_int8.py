@@ -29,8 +29,8 @@ ops for targets that run them). Options (``int8{mode=static,calibration=entropy}
   ``power2`` (scales an integer accelerator applies with shifts: per-row
   activation scales that are power-of-two fractions of a calibrated base,
   outputs requantized to int8 per channel with power-of-two multiples of the
-  accumulator's unit, the bias on the accumulator's grid; symmetric
-  activations; needs calibration data; see ``quant_power2``) or ``auto``
+  accumulator's unit, the bias on the accumulator's grid; asymmetric rows
+  keep an int8 zero point each; needs calibration data; see ``quant_power2``) or ``auto``
   (default: the target's ``quantization["scales"]``, float without one).
 - ``smoothquant``: SmoothQuant's alpha (0 = off, typical 0.5): activation
   outliers migrate into the weights before quantizing (needs calibration data).
@@ -229,7 +229,7 @@ class QuantizeInt8(Pass):
         graph_in = graph
         if power2:
             if not batches:
-                raise PassError(
+                raise PassOptionError(
                     "scales=power2 needs calibration data (PassContext.calibration) for its base scales and output "
                     "shifts: pass --calibration, or use scales=float"
                 )

@@ -41,7 +41,7 @@ from accelopt.interpreter import Interpreter
 from accelopt.ir.graph import Graph
 from accelopt.ir.parser import parse
 from accelopt.ir.printer import print_graph
-from accelopt.targets.base import Artifact
+from accelopt.targets.base import Artifact, register_artifact
 from accelopt.targets.fpga.config import VTAConfig
 from accelopt.targets.fpga.isa import Insn, decode_program, encode_program
 from accelopt.targets.fpga.layout import TilePlan, pack_inputs, pack_row_shifts, unpack_outputs, unpack_weights
@@ -370,3 +370,5 @@ def _json_default(o: Any) -> Any:
 
 
 __all__ = ["FORMAT", "VERSION", "FpgaArtifact", "Layer"]
+
+register_artifact(FORMAT, FpgaArtifact)

@@ -40,6 +40,7 @@ from typing import Any
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.buckets import input_spec
 from accelopt.targets.fpga.artifact import FpgaArtifact, Layer
 from accelopt.targets.fpga.config import DEFAULT_BOARD, PRESETS, VTAConfig, get_config
 from accelopt.targets.fpga.cycles import ESTIMATE_NOTE, CycleEstimate, combine, estimate_cycles
@@ -148,8 +149,15 @@ class FpgaTarget(Target):
             "host": "interpreter",
             "compile_seconds": compile_s,
             "dram_bytes": int(image.data.size),
-            "inputs": {v.name: str(v.type) for v in graph.inputs},
-            "outputs": {v.name: str(v.type) for v in graph.outputs},
+            "inputs": [input_spec(v, str(v.dtype), graph) for v in graph.inputs],
+            "outputs": [{"name": v.name, "dtype": str(v.dtype), "shape": list(v.shape or ())} for v in graph.outputs],
+            "buckets": [
+                {
+                    "name": f"b{bindings['batch']}_s{bindings['seq']}",
+                    "batch": bindings["batch"],
+                    "seq_len": bindings["seq"],
+                }
+            ],
             "macs": {
                 "vta": on_vta,
                 "host": on_host,

@@ -193,3 +193,42 @@ def test_html_report_shows_the_details(built) -> None:
     assert '<td class="num">' in html and "<td>att_qkv</td>" in html
     assert "<pre>    0  LOAD  UOP  sram=0x0000" in html
     assert "[pop l2g, push g2l]" in html  # the GEMMs' tokens, disassembled
+
+
+def test_cli_optimize_run_and_dump(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``optimize MODEL --target fpga --passes fuse,int8 -o OUT``, then ``optimize run OUT --dump-programs DIR``."""
+    import accelopt as ao
+    from accelopt.cli.main import main
+
+    out = tmp_path / "out"
+    rc = main(
+        [
+            str(tiny_bert),
+            "--target",
+            "fpga",
+            "--passes",
+            "fuse,int8",
+            "-o",
+            str(out),
+            "--seq-len",
+            "16",
+            "--samples",
+            "8",
+            "--report",
+            "json,html",
+        ]
+    )
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    art = ao.Artifact.load(out)
+    assert isinstance(art, FpgaArtifact) and art.layers
+    report = json.loads((out / "report.json").read_text())
+    assert report["artifact"]["target"] == "fpga" and report["artifact"]["macs"]["vta_share"] > 0.5
+    assert "<summary>VTA programs" in (out / "report.html").read_text()
+    feeds = {s["name"]: np.ones((1, 16), np.int64) for s in art.metadata["inputs"]}
+    np.savez(tmp_path / "in.npz", **feeds)
+    dump = tmp_path / "dump"
+    rc = main(["run", str(out), "--inputs", str(tmp_path / "in.npz"), "--dump-programs", str(dump)])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in dump.iterdir()) == sorted(layer.name for layer in art.layers)
+    assert (dump / art.layers[0].name / "call0" / "dram_in.bin").is_file()
