@@ -348,6 +348,10 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     except TargetError as e:
         raise UsageError(str(e), f"give --seq-len one length for --target {target.name}") from None
     try:
+        target.with_batch(args.batch)
+    except TargetError as e:
+        raise UsageError(str(e), "give the batch once: --batch N") from None
+    try:
         build_pipeline(args.passes if args.passes is not None else target.default_passes)
     except PassError as e:
         raise UsageError(str(e), "optimize --list-passes shows every pass and its options") from None
