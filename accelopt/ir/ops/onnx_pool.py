@@ -80,7 +80,7 @@ class PoolGeometry:
             widths.append((self.begin[i], max(need, 0)))
         xp = np.pad(x, widths, constant_values=fill)
         win = np.lib.stride_tricks.sliding_window_view(xp, self.window, axis=tuple(range(2, 2 + sp)))
-        index = (slice(None), slice(None))
+        index: tuple[slice, ...] = (slice(None), slice(None))
         index += tuple(slice(0, (n - 1) * s + 1, s) for n, s in zip(self.out, self.strides))
         index += tuple(slice(None, None, d) for d in self.dilations)
         return win[index]

@@ -84,20 +84,20 @@ def output_plan(
             raise ValueError(f"unknown keep_aspect_ratio_policy {policy!r}")
         if policy != "stretch":
             pick = min if policy == "not_larger" else max
-            s = pick(scale[a] for a in axes)
+            common = pick(scale[a] for a in axes)
             for a in axes:
-                scale[a] = s
-                out[a] = int(s * shape[a] + 0.5)
+                scale[a] = common
+                out[a] = int(common * shape[a] + 0.5)
     else:
         assert scales is not None
         given = [float(s) for s in scales.reshape(-1)]
         if len(given) != len(axes):
             raise ValueError(f"scales {given} do not match the {len(axes)} resized axes")
-        for a, s in zip(axes, given):
-            if s <= 0:
+        for a, factor in zip(axes, given):
+            if factor <= 0:
                 raise ValueError(f"scales must be positive, got {given}")
-            scale[a] = s
-            out[a] = int(math.floor(s * shape[a]))
+            scale[a] = factor
+            out[a] = int(math.floor(factor * shape[a]))
     return out, scale
 
 
@@ -260,9 +260,9 @@ def _resize_infer(ctx: InferContext) -> list[TensorType]:
         given = [float(s) for s in scales.reshape(-1)]
         if len(given) != len(axes):
             raise ctx.error(f"scales {given} do not match the {len(axes)} resized axes")
-        for a, s in zip(axes, given):
+        for a, factor in zip(axes, given):
             d = x.shape[a]
-            dims[a] = int(math.floor(s * d)) if isinstance(d, int) else (d if s == 1.0 else None)
+            dims[a] = int(math.floor(factor * d)) if isinstance(d, int) else (d if factor == 1.0 else None)
     elif all(isinstance(d, int) for d in x.shape) and (_given(sizes) or _given(scales)):
         out, _ = output_plan([int(d) for d in x.shape], ctx.attrs, scales, sizes)  # type: ignore[arg-type]
         dims = list(out)
