@@ -29,7 +29,7 @@ import numpy as np
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Node
 from accelopt.ir.ops.onnx_pool import PoolGeometry
-from accelopt.ir.ops.onnx_resize import _source_coords, axis_weights, output_plan
+from accelopt.ir.ops.onnx_resize import axis_weights, output_plan, source_coords
 from accelopt.targets.tpu.lowering import LowerCtx, lower
 from accelopt.targets.tpu.ops_std import _emit, _f32
 
@@ -146,7 +146,7 @@ def _resize(ctx: LowerCtx, node: Node, ins: list[Any], attrs: dict[str, Any]) ->
     for a in axes:
         if out_shape[a] == x.shape[a] and scale[a] == 1.0 and box[a] == (0.0, 1.0):
             continue
-        coords, outside = _source_coords(ctm, out_shape[a], x.shape[a], scale[a], box[a])
+        coords, outside = source_coords(ctm, out_shape[a], x.shape[a], scale[a], box[a])
         w = axis_weights(coords, x.shape[a], scale[a], attrs)
         one_hot = bool(np.all((w == 0) | (w == 1)) and np.all(w.sum(axis=1) == 1))
         if one_hot:

@@ -102,7 +102,7 @@ def output_plan(
 
 
 # ------------------------------------------------------------- weights (cases 2-4)
-def _source_coords(
+def source_coords(
     mode: str, n_out: int, n_in: int, scale: float, roi: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Source coordinate of every output position, and the extrapolated ones (case 2)."""
@@ -204,7 +204,7 @@ def resize(ins: Ins, attrs: Attrs, n_out: int) -> list[np.ndarray]:
     for a in axes:
         if out_shape[a] == x.shape[a] and scale[a] == 1.0 and box[a] == (0.0, 1.0):
             continue
-        coords, outside = _source_coords(ctm, out_shape[a], x.shape[a], scale[a], box[a])
+        coords, outside = source_coords(ctm, out_shape[a], x.shape[a], scale[a], box[a])
         w = axis_weights(coords, x.shape[a], scale[a], attrs) if x.shape[a] else np.zeros((out_shape[a], 0))
         y = np.moveaxis(np.tensordot(w, y, axes=([1], [a])), 0, a)
         if outside is not None and outside.any():
