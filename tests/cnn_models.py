@@ -12,10 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from modelzoo import _quiet as quiet  # the exporters' and transformers' chatter
 
 
 class TinyResNet(nn.Module):
@@ -142,17 +140,3 @@ def export_onnx(model: nn.Module, inputs: dict[str, np.ndarray], path: Path, *, 
     with quiet(), torch.no_grad():
         torch.onnx.export(wrapped, args, str(path), input_names=names, output_names=["y"], **how)
     return path
-
-
-@contextlib.contextmanager
-def quiet() -> Any:
-    """Silence the exporters' and transformers' prints, warnings and log records."""
-    sink = io.StringIO()
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)

@@ -95,6 +95,19 @@ def _convolution(
     return imp.emit("Conv", inputs, attrs)
 
 
+def _pool_attrs(imp: Importer, x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool) -> dict[str, Any]:
+    """ONNX pool attributes from torch's (an empty ``stride`` means the kernel size; pads are symmetric)."""
+    sp = imp.rank(x) - 2
+    kernel = _spatial_list(kernel_size, sp)
+    pads = _spatial_list(padding, sp, 0)
+    return {
+        "kernel_shape": kernel,
+        "strides": _spatial_list(stride, sp) if stride not in (None, [], ()) else kernel,
+        "pads": pads + pads,
+        "ceil_mode": int(bool(ceil_mode)),
+    }
+
+
 # --------------------------------------------------------------- 2. max pool
 @converter(
     "aten.max_pool1d_with_indices.default",
@@ -114,16 +127,8 @@ def _max_pool(
     dilation: Any = 1,
     ceil_mode: bool = False,
 ) -> Any:
-    sp = imp.rank(x) - 2
-    kernel = _spatial_list(kernel_size, sp)
-    pads = _spatial_list(padding, sp, 0)
-    attrs = {
-        "kernel_shape": kernel,
-        "strides": _spatial_list(stride, sp) if stride not in (None, [], ()) else kernel,
-        "pads": pads + pads,
-        "dilations": _spatial_list(dilation, sp, 1),
-        "ceil_mode": int(bool(ceil_mode)),
-    }
+    attrs = _pool_attrs(imp, x, kernel_size, stride, padding, ceil_mode)
+    attrs["dilations"] = _spatial_list(dilation, imp.rank(x) - 2, 1)
     if not target_name(node.target).endswith("_with_indices.default"):
         return imp.emit("MaxPool", [imp.tensor(x)], attrs)
     used = {u.args[1] for u in node.users if len(u.args) > 1 and isinstance(u.args[1], int)}
@@ -151,16 +156,8 @@ def _avg_pool(
 ) -> Value:
     if divisor_override is not None:
         raise _fail(imp, node, f"divisor_override={divisor_override} has no ONNX AveragePool equivalent")
-    sp = imp.rank(x) - 2
-    kernel = _spatial_list(kernel_size, sp)
-    pads = _spatial_list(padding, sp, 0)
-    attrs = {
-        "kernel_shape": kernel,
-        "strides": _spatial_list(stride, sp) if stride not in (None, [], ()) else kernel,
-        "pads": pads + pads,
-        "ceil_mode": int(bool(ceil_mode)),
-        "count_include_pad": int(bool(count_include_pad)),
-    }
+    attrs = _pool_attrs(imp, x, kernel_size, stride, padding, ceil_mode)
+    attrs["count_include_pad"] = int(bool(count_include_pad))
     return imp.emit("AveragePool", [imp.tensor(x)], attrs)
 
 

@@ -67,21 +67,13 @@ def _pool(ctx: LowerCtx, x: relax.Expr, geo: PoolGeometry, kind: str, fill: floa
 
 def _indices(ctx: LowerCtx, x: relax.Expr, geo: PoolGeometry, column_major: bool) -> relax.Expr:
     """Case 2: int64 flat input positions of each window's first maximum."""
-    sp = len(geo.kernel)
-    full = np.meshgrid(*[np.arange(n) for n in geo.out], *[np.arange(k) for k in geo.kernel], indexing="ij")
-    coords = [full[i] * geo.strides[i] - geo.begin[i] + full[sp + i] * geo.dilations[i] for i in range(sp)]
-    mask = np.ones(coords[0].shape, dtype=bool)
-    for c, s in zip(coords, geo.spatial):
-        mask &= (c >= 0) & (c < s)
-    clipped = [np.clip(c, 0, s - 1) for c, s in zip(coords, geo.spatial)]
-    n_out, n_k = math.prod(geo.out), math.prod(geo.kernel)
-    gather = np.ravel_multi_index(clipped, geo.spatial).reshape(-1).astype(np.int64)
-    stored = np.ravel_multi_index(clipped, geo.spatial, order="F" if column_major else "C").astype(np.int64)
+    row, inside, stored = geo.window_table(column_major)
+    n_out, n_k = row.shape
     n, c = ctx.shape(x)[:2]
     flat = ctx.emit(R.reshape(x, [n, c, math.prod(geo.spatial)]))
-    win = ctx.emit(R.reshape(R.take(flat, ctx.expr(gather), axis=2), [n, c, n_out, n_k]))
+    win = ctx.emit(R.reshape(R.take(flat, ctx.expr(row.reshape(-1)), axis=2), [n, c, n_out, n_k]))
     lowest = ctx.const(np.asarray(-np.inf, dtype=np.float32), ctx.dtype(win))
-    win = ctx.emit(R.where(ctx.expr(mask.reshape(n_out, n_k)), win, lowest))
+    win = ctx.emit(R.where(ctx.expr(inside), win, lowest))
     arg = ctx.emit(R.astype(R.argmax(win, axis=3), "int64"))  # [n, c, n_out]
     arg = ctx.emit(R.add(arg, ctx.expr(np.arange(n_out, dtype=np.int64) * n_k)))
     pos = ctx.emit(R.take(ctx.expr(stored.reshape(-1)), arg))  # [n, c, n_out]

@@ -62,28 +62,14 @@ def _reduce_window(x: Any, geo: PoolGeometry, init: Any, op: Any) -> Any:
 
 def _max_indices(x: Any, geo: PoolGeometry, column_major: bool) -> Any:
     """Case 2: int64 flat input positions of each window's first maximum."""
-    sp = len(geo.kernel)
-    grids = []
-    for i in range(sp):
-        starts = np.arange(geo.out[i]) * geo.strides[i] - geo.begin[i]
-        grids.append(starts[:, None] + np.arange(geo.kernel[i])[None, :] * geo.dilations[i])  # [out_i, k_i]
-    # positions as [*out, *kernel] per axis, then [prod(out), prod(kernel)]
-    full = np.meshgrid(*[np.arange(n) for n in geo.out], *[np.arange(k) for k in geo.kernel], indexing="ij")
-    coords = [grids[i][full[i], full[sp + i]] for i in range(sp)]
-    mask = np.ones(coords[0].shape, dtype=bool)
-    for i in range(sp):
-        mask &= (coords[i] >= 0) & (coords[i] < geo.spatial[i])
-    clipped = [np.clip(c, 0, s - 1) for c, s in zip(coords, geo.spatial)]
-    row_major = np.ravel_multi_index(clipped, geo.spatial)
-    stored = np.ravel_multi_index(clipped, geo.spatial, order="F") if column_major else row_major
-    n_out, n_k = math.prod(geo.out), math.prod(geo.kernel)
-    gather = row_major.reshape(n_out, n_k)
+    row, inside, stored = geo.window_table(column_major)
+    n_out, n_k = row.shape
     n, c = x.shape[:2]
     flat = x.reshape(n, c, -1)
-    win = jnp.take(flat, jnp.asarray(gather.reshape(-1)), axis=2).reshape(n, c, n_out, n_k)
-    win = jnp.where(jnp.asarray(mask.reshape(n_out, n_k)), win, -jnp.inf)
+    win = jnp.take(flat, jnp.asarray(row.reshape(-1)), axis=2).reshape(n, c, n_out, n_k)
+    win = jnp.where(jnp.asarray(inside), win, -jnp.inf)
     arg = jnp.argmax(win, axis=-1)  # first maximum
-    pos = jnp.take_along_axis(jnp.asarray(stored.reshape(n_out, n_k))[None, None], arg[..., None], axis=-1)[..., 0]
+    pos = jnp.take_along_axis(jnp.asarray(stored)[None, None], arg[..., None], axis=-1)[..., 0]
     plane = math.prod(geo.spatial)
     channel = (jnp.arange(n)[:, None] * c + jnp.arange(c)[None, :])[..., None] * plane
     return (channel + pos).reshape(n, c, *geo.out)
@@ -153,8 +139,12 @@ def _resize(ctx: LowerCtx, node: Node, ins: list[Any], attrs: dict[str, Any]) ->
             y = jnp.take(y, jnp.asarray(w.argmax(axis=1)), axis=a)
         else:
             y = jnp.moveaxis(
-                jnp.tensordot(jnp.asarray(w, jnp.float32), y.astype(jnp.float32), axes=([1], [a]),
-                              precision=jax.lax.Precision.HIGHEST),
+                jnp.tensordot(
+                    jnp.asarray(w, jnp.float32),
+                    y.astype(jnp.float32),
+                    axes=([1], [a]),
+                    precision=jax.lax.Precision.HIGHEST,
+                ),
                 0,
                 a,
             )

@@ -85,6 +85,22 @@ class PoolGeometry:
         index += tuple(slice(None, None, d) for d in self.dilations)
         return win[index]
 
+    def window_table(self, column_major: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For lowerings that gather windows (case 4): ``[prod(out), prod(kernel)]`` tables of each tap's
+        row-major position in the ``[*spatial]`` plane (clipped into it), whether the tap is inside the
+        input, and its position in storage order."""
+        sp = len(self.kernel)
+        grid = np.meshgrid(*[np.arange(n) for n in self.out], *[np.arange(k) for k in self.kernel], indexing="ij")
+        coords = [grid[i] * self.strides[i] - self.begin[i] + grid[sp + i] * self.dilations[i] for i in range(sp)]
+        inside = np.ones(coords[0].shape, dtype=bool)
+        for pos, size in zip(coords, self.spatial):
+            inside &= (pos >= 0) & (pos < size)
+        clipped = [np.clip(pos, 0, size - 1) for pos, size in zip(coords, self.spatial)]
+        shape = (math.prod(self.out), math.prod(self.kernel))
+        row = np.ravel_multi_index(clipped, self.spatial).reshape(shape).astype(np.int64)
+        stored = np.ravel_multi_index(clipped, self.spatial, order="F" if column_major else "C")
+        return row, inside.reshape(shape), stored.reshape(shape).astype(np.int64)
+
     def counts(self, include_pad: bool) -> np.ndarray:
         """Elements counted per output position (``[*out]``): input only, or with explicit pads (case 3)."""
         total = np.ones((), dtype=np.float64)
