@@ -31,6 +31,7 @@ Default pipeline: ``cleanup,fuse,int8``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ from typing import Any
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
-from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.base import Capabilities, Target, bound_batch, register_target
 from accelopt.targets.buckets import input_spec
 from accelopt.targets.fpga.artifact import FpgaArtifact, Layer
 from accelopt.targets.fpga.config import DEFAULT_BOARD, PRESETS, VTAConfig, get_config
@@ -79,6 +80,11 @@ class FpgaTarget(Target):
     summary = LABEL
     default_passes = "cleanup,fuse,int8"
     Options = FpgaOptions
+
+    def with_batch(self, batch: int) -> FpgaTarget:
+        """``--batch N``: the batch the programs are compiled for (their rows are batch x sequence)."""
+        b = bound_batch("fpga", self.options.batch, batch)
+        return self if b == self.options.batch else FpgaTarget(dataclasses.replace(self.options, batch=b))
 
     @property
     def vta_config(self) -> VTAConfig:
@@ -151,6 +157,12 @@ class FpgaTarget(Target):
             "dram_bytes": int(image.data.size),
             "inputs": [input_spec(v, str(v.dtype), graph) for v in graph.inputs],
             "outputs": [{"name": v.name, "dtype": str(v.dtype), "shape": list(v.shape or ())} for v in graph.outputs],
+            "batch": {
+                "requested": self.options.batch,
+                "export": self.options.batch,
+                "padded": False,
+                "note": "another batch runs in chunks of the compiled rows",
+            },
             "buckets": [
                 {
                     "name": f"b{bindings['batch']}_s{bindings['seq']}",
