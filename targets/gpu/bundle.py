@@ -165,7 +165,7 @@ def write_bundle(
 
         shutil.copy2(typing_extensions.__file__, py / "typing_extensions.py")
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": "accelopt-gpu-runtime-bundle",
             "version": 1,
             "pythons": bundle_pythons(tmp),

@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 typedef int CUresult;
+
+/* Marks this library as the stand-in (toolchain.driver_available tells it from the real driver). */
+int accelopt_cuda_driver_stub = 1;
 #define CUDA_SUCCESS 0
 #define CUDA_ERROR_NO_DEVICE 100
 

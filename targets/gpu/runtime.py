@@ -217,12 +217,13 @@ class Model:
         self._to_dev = rt.func("runtime.TVMTensorCopyFromBytes")
         self._to_host = rt.func("runtime.TVMTensorCopyToBytes")
         self._sync = rt.func("runtime.Device_StreamSync")
+        self.functions = {f["name"]: f for f in self.meta["functions"]}
+        wanted = sorted({n for f in self.functions.values() for n in f["params"]})
         with np.load(self.directory / self.meta["params_file"]) as params:
-            missing = [n for n in self.meta["params"] if n not in params.files]
+            missing = [n for n in wanted if n not in params.files]
             if missing:
                 raise GpuRuntimeError(f"{self.meta['params_file']} lacks parameter(s) {', '.join(missing[:5])}")
-            self.params = [self.upload(params[n]) for n in self.meta["params"]]
-        self.functions = {f["name"]: f for f in self.meta["functions"]}
+            self.params = {n: self.upload(params[n]) for n in wanted}
         self._fns = {name: self.vm[name] for name in self.functions}
 
     # data movement
@@ -252,7 +253,7 @@ class Model:
 
     def call(self, function: str, args: Sequence[Any]) -> list[Any]:
         """Call ``function`` on device tensors (inputs in order); device tensors out."""
-        res = self._fns[function](*args, *self.params)
+        res = self._fns[function](*args, *(self.params[n] for n in self.functions[function]["params"]))
         return list(res) if not hasattr(res, "shape") else [res]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

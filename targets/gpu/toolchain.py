@@ -106,12 +106,12 @@ def find_toolkit(nvcc: str | os.PathLike[str] | None = None) -> CudaToolkit:
 
 
 def driver_available() -> bool:
-    """True when the NVIDIA driver library ``libcuda.so.1`` loads (a GPU may or may not be present)."""
+    """True when the NVIDIA driver library ``libcuda.so.1`` loads and is not the stand-in (a GPU may be absent)."""
     try:
-        ctypes.CDLL("libcuda.so.1")
+        lib = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return False
-    return True
+    return not hasattr(lib, "accelopt_cuda_driver_stub")
 
 
 def _cache_dir() -> Path:
@@ -138,6 +138,35 @@ def build_driver_stub(directory: Path | None = None) -> Path:
             raise TargetError(f"compiling the CUDA driver stand-in failed: {proc.stderr.strip()}")
         os.replace(tmp_lib, lib)
     return lib
+
+
+def prime_source_lookup() -> None:
+    """Make TVMScript's parsing fast in a process that has imported much (torch, jax, transformers).
+
+    TVM's CUDA tensor-core schedules import ``tvm.s_tir.tensor_intrin.cuda``,
+    which parses about 250 TVMScript functions; each parse calls
+    ``inspect.stack()``, and for every frame without a file on disk
+    (``<frozen importlib._bootstrap>``, ``<frozen runpy>`` under ``python -m``,
+    ``<ast>``) ``inspect.getmodule`` misses its cache and scans all of
+    ``sys.modules`` only to find nothing. With accelopt's 2,600 modules loaded
+    that import took 350 s on this machine under load; with these names cached
+    as "no module" (the scan's own answer, now without the scan) 17-48 s.
+    """
+    import inspect
+
+    for pseudo in _PSEUDO_FILES:
+        inspect.modulesbyfile.setdefault(pseudo, _NO_MODULE)
+
+
+#: frame file names that are no file (inspect.getmodule finds no module for them)
+_PSEUDO_FILES = (
+    "<frozen importlib._bootstrap>",
+    "<frozen importlib._bootstrap_external>",
+    "<frozen runpy>",
+    "<ast>",
+    "<string>",
+)
+_NO_MODULE = "<accelopt: no module>"
 
 
 def load_cuda_codegen_runtime(toolkit: CudaToolkit) -> None:
@@ -227,6 +256,7 @@ def cuda_build_scope(arch: str, toolkit: CudaToolkit) -> Iterator[CompileLog]:
     """Inside: CUDA modules that TVM builds are compiled to ``arch`` machine code by nvcc (case 4)."""
     import tvm_ffi
 
+    prime_source_lookup()
     load_cuda_codegen_runtime(toolkit)
     gencode_flags(arch)  # a bad arch fails here, before any codegen
     stats = CompileLog()
