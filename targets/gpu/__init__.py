@@ -5,3 +5,8 @@
 loads and runs an artifact with TVM's runtime only, and ``bundle.py`` packs
 that runtime for a GPU machine that has no TVM.
 """
+
+from accelopt.targets.gpu.artifact import GpuArtifact
+from accelopt.targets.gpu.target import GpuOptions, GpuTarget
+
+__all__ = ["GpuArtifact", "GpuOptions", "GpuTarget"]
