@@ -136,7 +136,7 @@ class _Runtime:
             where = f"the bundle {self.bundle}" if self.bundle else "this Python"
             raise GpuRuntimeError(
                 f"tvm_ffi does not import from {where} (Python {sys.version_info[0]}.{sys.version_info[1]}): {e}; "
-                "make the bundle for this Python version (optimize bundle-runtime DIR --python X.Y)"
+                "make the bundle for this Python version (accelopt.targets.gpu.bundle.write_bundle(DIR, pythons=['X.Y']))"
             ) from e
         self.ffi = tvm_ffi
         self._libs = [self._load(self.libdir / "libtvm_runtime.so")]
