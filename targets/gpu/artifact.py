@@ -12,8 +12,8 @@ On disk::
 ``run`` goes through ``runtime.py`` (TVM's runtime only): on a machine
 without a usable GPU it raises ``TargetError`` ("no CUDA GPU found ...");
 ``cannot_run_here`` says so without raising (``optimize`` then skips the
-final run of the artifact and notes why). A batch other than the compiled
-one runs in chunks of the compiled batch, the last chunk zero-padded.
+final run of the artifact and notes why). A batch no function was compiled
+for runs in chunks of the largest compiled batch that fits, the last chunk zero-padded.
 """
 
 from __future__ import annotations
@@ -86,14 +86,15 @@ class GpuArtifact(Artifact):
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         model = self.model()
         fn = model.functions[self.metadata["functions"][0]["name"]]
-        batch = int(fn["batch"])
         arrays = {i["name"]: np.asarray(inputs[i["name"]]) for i in fn["inputs"] if i["name"] in inputs}
         missing = [i["name"] for i in fn["inputs"] if i["name"] not in arrays]
         if missing:
             raise TargetError(f"gpu artifact: missing input(s) {', '.join(missing)}")
         n = int(next(iter(arrays.values())).shape[0])
-        if n == batch:
+        batches = sorted({int(f["batch"]) for f in model.functions.values()})
+        if n in batches:
             return model.run(arrays)
+        batch = max((b for b in batches if b <= n), default=batches[0])  # the largest that fits, else pad
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, batch):
             chunk = {}

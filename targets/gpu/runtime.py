@@ -199,7 +199,7 @@ class Model:
     """A loaded artifact on GPU ``device``: ``run`` (numpy in and out), ``upload``/``call``/``sync`` for timing."""
 
     def __init__(self, directory: str | os.PathLike[str], *, bundle: str | os.PathLike[str] | None = None,
-                 device: int = 0) -> None:
+                 device: int = 0, params: Mapping[str, np.ndarray] | None = None) -> None:
         self.directory = Path(directory)
         self.meta = read_metadata(self.directory)
         self.arch = str(self.meta["arch"])
@@ -219,12 +219,18 @@ class Model:
         self._sync = rt.func("runtime.Device_StreamSync")
         self.functions = {f["name"]: f for f in self.meta["functions"]}
         wanted = sorted({n for f in self.functions.values() for n in f["params"]})
-        with np.load(self.directory / self.meta["params_file"]) as params:
-            missing = [n for n in wanted if n not in params.files]
-            if missing:
-                raise GpuRuntimeError(f"{self.meta['params_file']} lacks parameter(s) {', '.join(missing[:5])}")
-            self.params = {n: self.upload(params[n]) for n in wanted}
+        if params is None:
+            with np.load(self.directory / self.meta["params_file"]) as stored:
+                self.params = self._upload_params(stored, list(stored.files), wanted, self.meta["params_file"])
+        else:
+            self.params = self._upload_params(params, list(params), wanted, "the given parameters")
         self._fns = {name: self.vm[name] for name in self.functions}
+
+    def _upload_params(self, source: Any, names: list[str], wanted: list[str], what: str) -> dict[str, Any]:
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise GpuRuntimeError(f"{what} lack(s) parameter(s) {', '.join(missing[:5])}")
+        return {n: self.upload(source[n]) for n in wanted}
 
     # data movement
     def upload(self, array: np.ndarray) -> Any:
@@ -267,6 +273,9 @@ class Model:
 
 
 def load(directory: str | os.PathLike[str], *, bundle: str | os.PathLike[str] | None = None,
-         device: int = 0) -> Model:
-    """Load the artifact in ``directory`` on GPU ``device`` (steps 1-5 of the module docstring)."""
-    return Model(directory, bundle=bundle, device=device)
+         device: int = 0, params: Mapping[str, np.ndarray] | None = None) -> Model:
+    """Load the artifact in ``directory`` on GPU ``device`` (steps 1-5 of the module docstring).
+
+    ``params``: the parameters by name instead of the folder's ``params.npz``.
+    """
+    return Model(directory, bundle=bundle, device=device, params=params)

@@ -56,6 +56,7 @@ class GpuOptions:
 
     arch: str = DEFAULT_ARCH
     batch: int = 1
+    batches: tuple[int, ...] = ()  # more batch sizes compiled into the same library (one function each)
     seq_lens: tuple[int, ...] = ()  # () -> the samples' sequence length, else 128
     cuda_graphs: bool = True
     schedules: str = "accelopt"  # accelopt (own rules first, then dlight) | dlight
@@ -68,7 +69,8 @@ class GpuOptions:
     def __post_init__(self) -> None:
         if self.schedules not in SCHEDULE_SETS:
             raise TargetError(f"gpu: schedules must be one of {', '.join(SCHEDULE_SETS)}, got {self.schedules!r}")
-        if int(self.batch) < 1 or any(int(s) < 1 for s in self.seq_lens):
+        object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
+        if int(self.batch) < 1 or any(int(s) < 1 for s in (*self.seq_lens, *self.batches)):
             raise TargetError(f"gpu: batch and seq_lens must be positive, got {self.batch} / {self.seq_lens}")
         if not (self.arch.startswith("sm_") and self.arch[3:5].isdigit()):
             raise TargetError(f"gpu: bad arch {self.arch!r}: expected sm_<major><minor>, e.g. sm_90")
@@ -167,7 +169,8 @@ class GpuTarget(Target):
         binding = bind(graph)  # case 1
         notes: list[str] = []
         seq_lens = opts.seq_lens or ((_sample_seq(samples) or DEFAULT_SEQ_LEN),)
-        buckets = [binding.bucket(opts.batch, s) for s in dict.fromkeys(seq_lens)]
+        batches = dict.fromkeys((opts.batch, *opts.batches))
+        buckets = [binding.bucket(b, s) for b in batches for s in dict.fromkeys(seq_lens)]
         lowered = build_module(graph, buckets, CudaKernels())  # case 2
         notes.extend(lowered.notes)
         lowering_s = time.perf_counter() - t0
@@ -205,12 +208,13 @@ class GpuTarget(Target):
     ) -> dict[str, Any]:
         functions = []
         for b in buckets:
+            batch = int(b.name[1:].split("_")[0])
             ins = lowered.input_shapes[b.name]
             outs = lowered.output_shapes[b.name]
             functions.append(
                 {
                     "name": b.name,
-                    "batch": self.options.batch,
+                    "batch": batch,
                     "dims": dict(b.dims),
                     "inputs": [
                         {"name": v.name, "dtype": str(v.dtype), "shape": list(ins[v.name])} for v in graph.inputs
