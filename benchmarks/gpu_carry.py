@@ -35,7 +35,6 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+from benchmarks.gpu_h100 import recipe_array  # noqa: E402 - one recipe for both sides
 
 SEQ = 128
 N_SENTENCES = 32
@@ -52,15 +53,6 @@ MODELS = {"minilm": "all-MiniLM-L6-v2 (real weights)", "bert-base": "BERT-base (
 
 
 # ------------------------------------------------------------------ weights
-def recipe_array(seed: int, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """BERT-base's seeded weights, fp16-exact; ``gpu_h100.py`` has the same function (numpy only)."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    a = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-    if len(shape) == 1 and ("LayerNorm.weight" in name or "layer_norm.weight" in name):
-        a += np.float32(1.0)
-    return a.astype(np.float16).astype(np.float32)
-
-
 def _fp16_exact_model(src: Path, dst: Path, seed: int | None) -> dict[str, np.ndarray]:
     """Write ``src`` with fp16-exact float weights to ``dst`` (seeded ones when ``seed``); returns them."""
     import onnx

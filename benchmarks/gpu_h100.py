@@ -52,7 +52,7 @@ CONFIGS = {  # Hugging Face BertConfig fields of the carried models
 
 
 def recipe_array(seed: int, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The seeded weights of ``gpu_carry.recipe_array`` (kept identical: numpy only)."""
+    """BERT-base's seeded weights, fp16-exact (numpy only: ``gpu_carry.py`` builds the carried artifacts with them)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     a = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
     if len(shape) == 1 and ("LayerNorm.weight" in name or "layer_norm.weight" in name):

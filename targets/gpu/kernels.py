@@ -27,7 +27,7 @@ from tvm import relax
 
 from accelopt.ir.graph import Node
 from accelopt.targets.relax import emit
-from accelopt.targets.relax.kernels import Kernels
+from accelopt.targets.relax.kernels import Kernels, head_scale, merge_heads, scale_and_mask, split_heads
 from accelopt.targets.relax.lowering import LowerCtx
 
 R = relax.op
@@ -52,25 +52,12 @@ class CudaKernels(Kernels):
         in_dt = ctx.dtype(qkv)
         if in_dt not in _HALF:
             return super().attention(ctx, node, qkv, mask, num_heads, scale, mask_filter_value)
-        b, s, n3 = ctx.shape(qkv)
-        hidden = n3 // 3
-        d = hidden // num_heads
-        parts = ctx.emit(R.permute_dims(R.reshape(qkv, (b, s, 3, num_heads, d)), [2, 0, 3, 1, 4]))  # [3,B,N,S,D]
-        q, k, v = (ctx.emit(R.squeeze(R.strided_slice(parts, [0], [i], [i + 1]), [0])) for i in range(3))
+        q, k, v = split_heads(ctx, qkv, num_heads)
         scores = ctx.emit(R.matmul(q, R.permute_dims(k, [0, 1, 3, 2]), out_dtype="float32"))
-        sc = scale if scale else 1.0 / float(np.sqrt(d))
-        scores = ctx.emit(R.multiply(scores, emit.scalar(ctx, sc, scores)))
-        if mask is not None:
-            m = ctx.expr(mask)
-            pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
-            bias = ctx.emit(
-                R.where(pad, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
-            )
-            scores = ctx.emit(R.add(scores, R.reshape(bias, (b, 1, 1, s))))
+        scores = scale_and_mask(ctx, scores, mask, head_scale(ctx, q, scale), mask_filter_value)
         probs = ctx.emit(R.astype(R.nn.softmax(scores, axis=-1), in_dt))
-        out = ctx.emit(R.matmul(probs, v, out_dtype="float32"))  # [B, N, S, D]
-        out = ctx.emit(R.reshape(R.permute_dims(R.astype(out, in_dt), [0, 2, 1, 3]), (b, s, hidden)))
-        return out
+        out = ctx.emit(R.astype(R.matmul(probs, v, out_dtype="float32"), in_dt))  # [B, N, S, D]
+        return merge_heads(ctx, out)
 
     def sdpa(
         self, ctx: LowerCtx, node: Node, q: Any, k: Any, v: Any, mask: Any, scale: float, is_causal: bool

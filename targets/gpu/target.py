@@ -2,10 +2,11 @@
 
 ``GpuTarget.lower`` does, in order:
 
-1. bind the graph's symbolic dims (axis 0 of an input: the batch, from the
-   ``batch`` option; axis 1: the sequence, one function per ``seq_lens``
-   entry, else the validation samples' length, else 128; any other symbol is
-   a ``TargetError`` naming it);
+1. bind the graph's symbolic dims as the cpu and tpu targets do
+   (``accelopt.targets.buckets``: axis 0 of an input is the batch, from the
+   ``batch`` option plus one function per extra ``batches`` entry; axis 1 the
+   sequence, one function per ``seq_lens`` entry, else the validation
+   samples' length, else 128; any other symbol is a ``TargetError``);
 2. lower the graph with the shared Relax lowering (``accelopt.targets.relax``)
    through ``CudaKernels``; parameters stay outside the library;
 3. build for CUDA (``build.py``: legalize, fuse, optional MetaSchedule
@@ -37,6 +38,7 @@ import numpy as np
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.buckets import bind_symbols
 from accelopt.targets.gpu import machine_code, runtime
 from accelopt.targets.gpu.artifact import BUNDLE_DIR, GpuArtifact, write_metadata
 from accelopt.targets.gpu.build import DEFAULT_ARCH, build_library
@@ -78,37 +80,12 @@ class GpuOptions:
         object.__setattr__(self, "batch", int(self.batch))
 
 
-@dataclass
-class _Binding:
-    batch_keys: set[str]
-    seq_keys: set[str]
+def _bucket(binding: Any, batch: int, seq: int) -> Any:
+    """The Relax lowering's bucket for one batch size and sequence length."""
+    from accelopt.targets.relax import Bucket
 
-    def bucket(self, batch: int, seq: int) -> Any:
-        from accelopt.targets.relax import Bucket
-
-        dims = {k: batch for k in self.batch_keys} | {k: seq for k in self.seq_keys}
-        name = f"b{batch}_s{seq}" if self.seq_keys else f"b{batch}"
-        return Bucket(name, dims)
-
-
-def bind(graph: Graph) -> _Binding:
-    """Case 1: which symbols are batch and sequence; any other symbolic dim is an error."""
-    batch: set[str] = set()
-    seq: set[str] = set()
-    other: list[str] = []
-    for v in graph.inputs:
-        for axis, d in enumerate(v.shape or ()):
-            if isinstance(d, int):
-                continue
-            if axis == 0:
-                batch.add(d)
-            elif axis == 1:
-                seq.add(d)
-            else:
-                other.append(f"%{v.name} axis {axis} ({d})")
-    if other:
-        raise TargetError(f"gpu target: symbolic dims other than batch (axis 0) and sequence (axis 1): {other}")
-    return _Binding(batch, seq)
+    b = dataclasses.replace(binding, export_batch=batch)
+    return Bucket(b.bucket_name(seq), b.dims(seq))
 
 
 def _sample_seq(samples: Any) -> int | None:
@@ -166,11 +143,11 @@ class GpuTarget(Target):
 
         opts = self.options
         t0 = time.perf_counter()
-        binding = bind(graph)  # case 1
-        notes: list[str] = []
+        binding = bind_symbols(graph, batch=opts.batch, target=self.name)  # case 1
+        notes: list[str] = list(binding.notes)
         seq_lens = opts.seq_lens or ((_sample_seq(samples) or DEFAULT_SEQ_LEN),)
         batches = dict.fromkeys((opts.batch, *opts.batches))
-        buckets = [binding.bucket(b, s) for b in batches for s in dict.fromkeys(seq_lens)]
+        buckets = [_bucket(binding, b, s) for b in batches for s in dict.fromkeys(seq_lens)]
         lowered = build_module(graph, buckets, CudaKernels())  # case 2
         notes.extend(lowered.notes)
         lowering_s = time.perf_counter() - t0
