@@ -106,10 +106,6 @@ class GpuArtifact(Artifact):
             parts.append(model.run(chunk))
         return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 
-    def describe(self) -> dict[str, Any]:
-        keep = ("arch", "functions", "machine_code", "schedules", "build_seconds", "cuda_graphs", "notes")
-        return {"target": self.target, "files": list(self.files), **{k: self.metadata.get(k) for k in keep}}
-
     def __repr__(self) -> str:
         return f"<GpuArtifact {self.metadata.get('arch')} {self.directory}>"
 

@@ -164,6 +164,13 @@ class GpuTarget(Target):
         params: dict[str, Any] = dict(lowered.params)
         np.savez(out / PARAMS, **params)  # case 5
         metadata = self._metadata(graph, lowered, buckets, built, entries, notes, lowering_s)
+        metadata["batch"] = {
+            "keys": sorted(binding.batch_keys),
+            "requested": opts.batch,
+            "export": opts.batch,
+            "padded": False,
+            "also": list(opts.batches),
+        }
         write_metadata(out, metadata)
         if opts.bundle:
             from accelopt.targets.gpu.bundle import write_bundle
