@@ -226,6 +226,60 @@ def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> Non
     vectorize_inner(sch, kt)
 
 
+def broadcast_reader(t: te.Tensor, rank: int) -> Callable[..., object]:
+    """``(i0, ..., i{rank-1}) -> t[...]`` with ``t`` right-aligned to ``rank`` dims and size-1 dims broadcast."""
+    dims = [int(d) for d in t.shape]
+    lead = rank - len(dims)
+    if lead < 0:
+        raise ValueError(f"tensor of shape {tuple(dims)} has more than {rank} dims")
+
+    def read(*idx: object) -> object:
+        return t[tuple(0 if d == 1 else idx[lead + a] for a, d in enumerate(dims))]
+
+    return read
+
+
+def sdpa_primfunc(
+    shape: AttentionShape, scale: float, *, mask: tuple[str, tuple[int, ...]] | None = None, causal: bool = False
+) -> tirx.PrimFunc:
+    """``ScaledDotProductAttention``'s core: ``(q[B,NH,L,E], k[B,NH,S,E], v[B,NH,S,Ev][, mask], out[B,NH,L,Ev])``.
+
+    ``mask`` is ``(dtype, shape)``: ``bool`` (True takes part) or ``float32`` (added), broadcastable to
+    ``[B, NH, L, S]``; ``causal`` lets query ``i`` see keys ``j <= i``.
+    """
+    bsz, nh, nq, nk = shape.batch, shape.heads, shape.queries, shape.keys
+    q = te.placeholder((bsz, nh, nq, shape.head_dim), "float32", name="q")
+    k = te.placeholder((bsz, nh, nk, shape.head_dim), "float32", name="k")
+    v = te.placeholder((bsz, nh, nk, shape.value_dim), "float32", name="v")
+    m = te.placeholder(mask[1], mask[0], name="mask") if mask is not None else None
+    bias: PairFn | None = None
+    allowed: PairFn | None = None
+    if m is not None and mask is not None and mask[0] != "bool":
+        bias = broadcast_reader(m, 4)
+    if causal or (m is not None and mask is not None and mask[0] == "bool"):
+        read = broadcast_reader(m, 4) if m is not None and mask is not None and mask[0] == "bool" else None
+
+        def allowed(b: object, h: object, i: object, j: object) -> object:
+            ok = read(b, h, i, j) if read is not None else None
+            if causal:
+                tri = j <= i
+                return tri if ok is None else tirx.all(ok, tri)
+            return ok
+
+    out = attention_compute(
+        shape,
+        lambda b, h, i, c: q[b, h, i, c],
+        lambda b, h, j, c: k[b, h, j, c],
+        lambda b, h, j, c: v[b, h, j, c],
+        scale,
+        bias=bias,
+        allowed=allowed,
+        layout="bhsd",
+    )
+    args = [q, k, v] + ([m] if m is not None else []) + [out]
+    return te.create_prim_func(args).with_attr(KERNEL_ATTR, ATTENTION_FP32)
+
+
 def attention_primfunc(
     shape: AttentionShape, scale: float, mask_filter_value: float | None
 ) -> tirx.PrimFunc:

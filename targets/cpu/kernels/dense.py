@@ -135,7 +135,7 @@ def schedule_dense(sch: Schedule, tile: DenseTile | None = None) -> None:
     ib, io, ii = sch.split(i, [None, mc // tile.mr, tile.mr])
     jo, jv, jl = sch.split(j, [None, tile.nv, LANES])
     sch.reorder(ib, jo, io, k, ii, jv, jl)  # case 1
-    sch.reverse_compute_at(epilogue, io)  # case 2
+    sch.reverse_compute_at(epilogue, io, preserve_unit_loops=True)  # case 2
     sch.set_scope(block, 0, "local")
     sch.parallel(sch.fuse(ib, jo))  # case 3
     sch.unroll(ii)
@@ -149,6 +149,8 @@ def schedule_dense(sch: Schedule, tile: DenseTile | None = None) -> None:
 def vectorize_inner(sch: Schedule, block: object) -> None:
     """Split the innermost loop of ``block`` by 16 lanes and vectorize it (a shorter loop as a whole)."""
     inner = sch.get_loops(block)[-1]
+    if _extent(sch, inner) == 1:
+        return
     if _extent(sch, inner) > LANES:
         inner = sch.split(inner, [None, LANES])[1]
     sch.vectorize(inner)
