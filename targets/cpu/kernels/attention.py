@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tvm import te, tirx
 from tvm.s_tir import Schedule
@@ -41,12 +42,15 @@ from tvm.s_tir import Schedule
 from accelopt.targets.cpu.kernels import fastmath
 from accelopt.targets.cpu.kernels.dense import KERNEL_ATTR, LANES, vectorize_inner
 
+#: a TIR expression (TVM has no type stubs)
+Expr = Any
+
 ATTENTION_FP32 = "attention_fp32"
 
 #: ``(b, h, i, j) -> PrimExpr``
-PairFn = Callable[..., object]
+PairFn = Callable[..., Expr]
 #: ``(b, h, row, col) -> PrimExpr`` reading q (row = query, col = d), k (key, d) or v (key, dv)
-Accessor = Callable[..., object]
+Accessor = Callable[..., Expr]
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class AttentionShape:
     value_dim: int
 
 
-def _neg_inf() -> object:
+def _neg_inf() -> Expr:
     return tirx.const(float("-inf"), "float32")
 
 
@@ -85,7 +89,7 @@ def attention_compute(
         (bsz, nh, nq, nk), lambda b, h, i, j: te.sum(q(b, h, i, rd) * kt[b, h, rd, j], axis=rd), name="attn_qk"
     )
 
-    def score(b: object, h: object, i: object, j: object) -> object:
+    def score(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
         s = qk[b, h, i, j] * tirx.const(scale, f32)
         if bias is not None:
             s = s + bias(b, h, i, j)
@@ -97,7 +101,7 @@ def attention_compute(
     chunks = -(-nk // LANES)
     rc = te.reduce_axis((0, chunks), name="jc")
 
-    def lane(b: object, h: object, i: object, c: object, lane_: object, fill: object) -> object:
+    def lane(b: Expr, h: Expr, i: Expr, c: Expr, lane_: Expr, fill: Expr) -> Expr:
         j = c * LANES + lane_
         return tirx.if_then_else(j < nk, scores[b, h, i, tirx.min(j, nk - 1)], fill) if nk % LANES else scores[
             b, h, i, j
@@ -111,7 +115,7 @@ def attention_compute(
     rl = te.reduce_axis((0, LANES), name="lane")
     rowmax = te.compute((bsz, nh, nq), lambda b, h, i: te.max(max16[b, h, i, rl], axis=rl), name="attn_max")
 
-    def weight(b: object, h: object, i: object, j: object) -> object:
+    def weight(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
         m = rowmax[b, h, i]
         if allowed is None:
             return fastmath.exp(scores[b, h, i, j] - m)
@@ -121,7 +125,7 @@ def attention_compute(
     ex = te.compute((bsz, nh, nq, nk), weight, name="attn_exp")
     rc2 = te.reduce_axis((0, chunks), name="jc")
 
-    def ex_lane(b: object, h: object, i: object, ln: object) -> object:
+    def ex_lane(b: Expr, h: Expr, i: Expr, ln: Expr) -> Expr:
         j = rc2 * LANES + ln
         if nk % LANES:
             return tirx.if_then_else(j < nk, ex[b, h, i, tirx.min(j, nk - 1)], tirx.const(0.0, f32))
@@ -135,7 +139,7 @@ def attention_compute(
         (bsz, nh, nq, dv), lambda b, h, i, c: te.sum(ex[b, h, i, rj] * v(b, h, rj, c), axis=rj), name="attn_pv"
     )
 
-    def out(b: object, h: object, i: object, c: object) -> object:
+    def out(b: Expr, h: Expr, i: Expr, c: Expr) -> Expr:
         z = rowsum[b, h, i]
         if allowed is None:
             return pv[b, h, i, c] / z
@@ -226,17 +230,43 @@ def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> Non
     vectorize_inner(sch, kt)
 
 
-def broadcast_reader(t: te.Tensor, rank: int) -> Callable[..., object]:
+def broadcast_reader(t: te.Tensor, rank: int) -> Callable[..., Expr]:
     """``(i0, ..., i{rank-1}) -> t[...]`` with ``t`` right-aligned to ``rank`` dims and size-1 dims broadcast."""
     dims = [int(d) for d in t.shape]
     lead = rank - len(dims)
     if lead < 0:
         raise ValueError(f"tensor of shape {tuple(dims)} has more than {rank} dims")
 
-    def read(*idx: object) -> object:
+    def read(*idx: Expr) -> Expr:
         return t[tuple(0 if d == 1 else idx[lead + a] for a, d in enumerate(dims))]
 
     return read
+
+
+def padding_bias(mask: te.Tensor, fill: float) -> PairFn:
+    """``Attention``'s key-padding mask ``[B, S]`` (0 = padded) as an additive bias: ``fill`` on padded keys."""
+    zero = tirx.const(0, str(mask.dtype))
+    value = tirx.const(fill, "float32")
+
+    def bias(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
+        return tirx.if_then_else(mask[b, j] == zero, value, tirx.const(0.0, "float32"))
+
+    return bias
+
+
+def allowed_pairs(read: PairFn | None, causal: bool) -> PairFn | None:
+    """The ``allowed`` predicate of SDPA: a bool mask reader and/or the causal triangle ``j <= i``."""
+    if read is None and not causal:
+        return None
+
+    def allowed(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
+        ok = read(b, h, i, j) if read is not None else None
+        if not causal:
+            return ok
+        tri = j <= i
+        return tri if ok is None else tirx.all(ok, tri)
+
+    return allowed
 
 
 def sdpa_primfunc(
@@ -252,28 +282,16 @@ def sdpa_primfunc(
     k = te.placeholder((bsz, nh, nk, shape.head_dim), "float32", name="k")
     v = te.placeholder((bsz, nh, nk, shape.value_dim), "float32", name="v")
     m = te.placeholder(mask[1], mask[0], name="mask") if mask is not None else None
-    bias: PairFn | None = None
-    allowed: PairFn | None = None
-    if m is not None and mask is not None and mask[0] != "bool":
-        bias = broadcast_reader(m, 4)
-    if causal or (m is not None and mask is not None and mask[0] == "bool"):
-        read = broadcast_reader(m, 4) if m is not None and mask is not None and mask[0] == "bool" else None
-
-        def allowed(b: object, h: object, i: object, j: object) -> object:
-            ok = read(b, h, i, j) if read is not None else None
-            if causal:
-                tri = j <= i
-                return tri if ok is None else tirx.all(ok, tri)
-            return ok
-
+    read = broadcast_reader(m, 4) if m is not None else None
+    is_bool = mask is not None and mask[0] == "bool"
     out = attention_compute(
         shape,
         lambda b, h, i, c: q[b, h, i, c],
         lambda b, h, j, c: k[b, h, j, c],
         lambda b, h, j, c: v[b, h, j, c],
         scale,
-        bias=bias,
-        allowed=allowed,
+        bias=None if is_bool else read,
+        allowed=allowed_pairs(read if is_bool else None, causal),
         layout="bhsd",
     )
     args = [q, k, v] + ([m] if m is not None else []) + [out]
@@ -287,20 +305,13 @@ def attention_primfunc(
     bsz, nh, s, d = shape.batch, shape.heads, shape.queries, shape.head_dim
     qkv = te.placeholder((bsz, s, 3, nh, d), "float32", name="qkv")
     mask = te.placeholder((bsz, s), "int64", name="mask") if mask_filter_value is not None else None
-    bias = None
-    if mask is not None:
-        fill = tirx.const(mask_filter_value, "float32")
-
-        def bias(b: object, h: object, i: object, j: object) -> object:
-            return tirx.if_then_else(mask[b, j] == tirx.const(0, "int64"), fill, tirx.const(0.0, "float32"))
-
     out = attention_compute(
         shape,
         lambda b, h, i, c: qkv[b, i, 0, h, c],
         lambda b, h, j, c: qkv[b, j, 1, h, c],
         lambda b, h, j, c: qkv[b, j, 2, h, c],
         scale,
-        bias=bias,
+        bias=padding_bias(mask, mask_filter_value) if mask is not None and mask_filter_value is not None else None,
     )
     args = [qkv] + ([mask] if mask is not None else []) + [out]
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, ATTENTION_FP32)

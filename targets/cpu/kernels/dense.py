@@ -29,12 +29,17 @@ on Zen 4, 2 cores, BERT's shapes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tvm import te, tirx
 from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 from accelopt.targets.cpu.kernels import fastmath
+
+#: a TIR expression (TVM has no type stubs)
+Expr = Any
 
 #: PrimFunc attribute naming the kernel, read by the schedule-rule dispatcher
 KERNEL_ATTR = "accelopt.kernel"
@@ -146,7 +151,7 @@ def schedule_dense(sch: Schedule, tile: DenseTile | None = None) -> None:
     vectorize_inner(sch, epilogue)
 
 
-def vectorize_inner(sch: Schedule, block: object) -> None:
+def vectorize_inner(sch: Schedule, block: SBlockRV) -> None:
     """Split the innermost loop of ``block`` by 16 lanes and vectorize it (a shorter loop as a whole)."""
     inner = sch.get_loops(block)[-1]
     if _extent(sch, inner) == 1:
@@ -156,11 +161,11 @@ def vectorize_inner(sch: Schedule, block: object) -> None:
     sch.vectorize(inner)
 
 
-def _extent(sch: Schedule, loop: object) -> int:
+def _extent(sch: Schedule, loop: LoopRV) -> int:
     return int(sch.get(loop).extent)
 
 
-def _packed_width(sch: Schedule, block: object) -> int:
+def _packed_width(sch: Schedule, block: SBlockRV) -> int:
     """``NR``: the last dim of the packed weight, the block's read with three indices."""
     for region in sch.get(block).reads:
         shape = region.source.shape

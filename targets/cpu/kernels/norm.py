@@ -20,23 +20,30 @@ The row loop is split in two chunks per core and run in parallel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tvm import te, tirx
 from tvm.s_tir import Schedule
+from tvm.target import Target
 
 from accelopt.targets.cpu.kernels.dense import KERNEL_ATTR, LANES, vectorize_inner
+
+#: a TIR expression (TVM has no type stubs)
+Expr = Any
 
 LAYER_NORM_FP32 = "layer_norm_fp32"
 _F32 = "float32"
 
 
-def _lanes(src: te.Tensor, n: int, fn: object, name: str) -> te.Tensor:
+def _lanes(src: te.Tensor, n: int, fn: Callable[[Expr, Expr], Expr], name: str) -> te.Tensor:
     """``out[m, l] = sum_c fn(src, m, c * 16 + l)`` over the row's 16-lane chunks (a ragged tail reads 0)."""
     m = int(src.shape[0])
     rc = te.reduce_axis((0, -(-n // LANES)), name="c")
 
-    def body(i: object, ln: object) -> object:
+    def body(i: Expr, ln: Expr) -> Expr:
         j = rc * LANES + ln
-        val = fn(i, tirx.min(j, n - 1) if n % LANES else j)  # type: ignore[operator]
+        val = fn(i, tirx.min(j, n - 1) if n % LANES else j)
         return te.sum(tirx.if_then_else(j < n, val, tirx.const(0.0, _F32)) if n % LANES else val, axis=rc)
 
     return te.compute((m, LANES), body, name=name)
@@ -57,7 +64,7 @@ def layer_norm_compute(
     total: te.Tensor | None = None
     if skip is not None:
 
-        def add(i: object, j: object) -> object:
+        def add(i: Expr, j: Expr) -> Expr:
             s = x[i, j] + skip[i, j]
             return s + bias[j] if bias is not None else s
 
@@ -68,10 +75,10 @@ def layer_norm_compute(
     rl = te.reduce_axis((0, LANES), name="lane")
     total_sum = te.compute((m,), lambda i: te.sum(mean16[i, rl], axis=rl), name="ln_mean")
 
-    def mean(i: object) -> object:
+    def mean(i: Expr) -> Expr:
         return total_sum[i] * inv_n
 
-    def dev2(i: object, j: object) -> object:
+    def dev2(i: Expr, j: Expr) -> Expr:
         d = src[i, j] - mean(i)
         return d * d
 
@@ -82,14 +89,14 @@ def layer_norm_compute(
         (m,), lambda i: tirx.const(1.0, _F32) / tirx.sqrt(var[i] * inv_n + tirx.const(epsilon, _F32)), name="ln_rstd"
     )
 
-    def out(i: object, j: object) -> object:
+    def out(i: Expr, j: Expr) -> Expr:
         y = (src[i, j] - mean(i)) * rstd[i] * gamma[j]
         return y + beta[j] if beta is not None else y
 
     return te.compute((m, n), out, name="ln_out"), total
 
 
-def schedule_norm(sch: Schedule, target: object = None) -> Schedule:
+def schedule_norm(sch: Schedule, target: Target | None = None) -> Schedule:
     """Schedule the blocks of ``layer_norm_compute`` (cases 1-4 of the module docstring)."""
     out = sch.get_sblock("ln_out")
     rows = int(sch.get(sch.get_loops(out)[0]).extent)

@@ -26,6 +26,7 @@ the kernel applies; the caller falls back to the generic lowering otherwise).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tvm import te, tirx
@@ -33,6 +34,9 @@ from tvm.s_tir import Schedule
 
 from accelopt.targets.cpu.kernels import fastmath, vnni
 from accelopt.targets.cpu.kernels.dense import DEFAULT_NV, KERNEL_ATTR, LANES, DenseTile, choose_rows, vectorize_inner
+
+#: a TIR expression (TVM has no type stubs)
+Expr = Any
 
 DENSE_INT8 = "dense_int8"
 _F32 = "float32"
@@ -87,7 +91,7 @@ class QDenseOperands:
     bias: te.Tensor | None = None  # [N] float32
 
 
-def _at(t: te.Tensor, i: object) -> object:
+def _at(t: te.Tensor, i: Expr) -> Expr:
     return t[i] if len(t.shape) else t()
 
 
@@ -101,7 +105,7 @@ def qdense_compute(ops: QDenseOperands, n: int, activation: str = "none", requan
     signed = x.dtype == "int8"
     rk = te.reduce_axis((0, k), name="k")
 
-    def a(i: object) -> object:
+    def a(i: Expr) -> Expr:
         v = x[i, rk].astype(_I32)
         return v + tirx.const(128, _I32) if signed else v
 
@@ -112,7 +116,7 @@ def qdense_compute(ops: QDenseOperands, n: int, activation: str = "none", requan
     )
     shift = 128 if signed else 0
 
-    def epilogue(i: object, j: object) -> object:
+    def epilogue(i: Expr, j: Expr) -> Expr:
         offset = tirx.const(shift, _I32)
         if ops.x_zp is not None:
             offset = offset + _at(ops.x_zp, i).astype(_I32)

@@ -20,12 +20,18 @@ bit-identical to ``accelopt.ir.ops.quantized.dynamic_quantize``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from tvm import te, tirx
 from tvm.s_tir import Schedule
+from tvm.target import Target
 
 from accelopt.ir.ops.quantized import ZERO_RANGE_SCALE, qrange, symmetric_zero_point
 from accelopt.targets.cpu.kernels.dense import KERNEL_ATTR, LANES, vectorize_inner
+
+#: a TIR expression (TVM has no type stubs)
+Expr = Any
 
 QUANTIZE_ROW = "quantize_row"
 _F32 = "float32"
@@ -35,13 +41,13 @@ def _f(v: float) -> tirx.PrimExpr:
     return tirx.const(v, _F32)
 
 
-def _minmax() -> object:
+def _minmax() -> Expr:
     """A reducer of ``(min, max)`` pairs (one pass over the row for both)."""
 
-    def combine(a: tuple[object, object], b: tuple[object, object]) -> tuple[object, object]:
+    def combine(a: tuple[Expr, Expr], b: tuple[Expr, Expr]) -> tuple[Expr, Expr]:
         return tirx.min(a[0], b[0]), tirx.max(a[1], b[1])
 
-    def identity(t0: str, t1: str) -> tuple[object, object]:
+    def identity(t0: str, t1: str) -> tuple[Expr, Expr]:
         return tirx.max_value(t0), tirx.min_value(t1)
 
     return te.comm_reducer(combine, identity, name="minmax")
@@ -55,7 +61,7 @@ def _row_reduce(x: te.Tensor, symmetric: bool) -> list[te.Tensor]:
     m, k = (int(d) for d in x.shape)
     rc = te.reduce_axis((0, -(-k // LANES)), name="c")
 
-    def value(i: object, ln: object) -> object:
+    def value(i: Expr, ln: Expr) -> Expr:
         j = rc * LANES + ln
         v = x[i, tirx.min(j, k - 1)] if k % LANES else x[i, j]
         v = tirx.abs(v) if symmetric else v
@@ -86,24 +92,24 @@ def quantize_compute(x: te.Tensor, to: str, symmetric: bool) -> tuple[te.Tensor,
     else:
         lo_x, hi_x = _row_reduce(x, symmetric)
 
-        def lo(i: object) -> object:
+        def lo(i: Expr) -> Expr:
             return tirx.min(lo_x[i], _f(0.0))
 
-        def hi(i: object) -> object:
+        def hi(i: Expr) -> Expr:
             return tirx.max(hi_x[i], _f(0.0))
 
         scale = te.compute(
             (m,), lambda i: tirx.max((hi(i) - lo(i)) / _f(float(qmax - qmin)), tiny), name="q_scale"
         )
 
-        def zero_point(i: object) -> object:
+        def zero_point(i: Expr) -> Expr:
             z = _f(float(qmin)) - lo(i) / scale[i]
             return tirx.nearbyint(tirx.max(tirx.min(z, _f(float(qmax))), _f(float(qmin)))).astype(to)
 
         zp = te.compute((m,), zero_point, name="q_zero_point")
     info = np.iinfo(to)
 
-    def quant(i: object, j: object) -> object:
+    def quant(i: Expr, j: Expr) -> Expr:
         z = _f(float(symmetric_zero_point(np.dtype(to)))) if symmetric else zp[i].astype(_F32)
         q = tirx.nearbyint(x[i, j] / scale[i]) + z
         return tirx.max(tirx.min(q, _f(float(info.max))), _f(float(info.min))).astype(to)
@@ -111,7 +117,7 @@ def quantize_compute(x: te.Tensor, to: str, symmetric: bool) -> tuple[te.Tensor,
     return te.compute((m, k), quant, name="q_out"), scale, zp
 
 
-def schedule_quantize(sch: Schedule, target: object = None) -> Schedule:
+def schedule_quantize(sch: Schedule, target: Target | None = None) -> Schedule:
     """Rows in parallel; each row's range, scale, zero point and integers computed under its loop.
 
     The 16-lane partial reduction anchors the row loop and every later block is moved under it in
@@ -138,7 +144,7 @@ def schedule_quantize(sch: Schedule, target: object = None) -> Schedule:
     return sch
 
 
-def _ragged(sch: Schedule, block: object) -> bool:
+def _ragged(sch: Schedule, block: Expr) -> bool:
     """Whether the row length is not a multiple of 16 (the partial reduction reads a guarded tail)."""
     x = next(r.source for r in sch.get(block).reads if len(r.source.shape) == 2)
     return int(x.shape[1]) % LANES != 0
