@@ -32,6 +32,7 @@ maximum is taken over every key, as onnxruntime's Attention does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from tvm import te, tirx
 from tvm.s_tir import Schedule
 
 from accelopt.targets.cpu.kernels import fastmath
-from accelopt.targets.cpu.kernels.dense import KERNEL_ATTR, LANES, vectorize_inner
+from accelopt.targets.cpu.kernels.dense import KERNEL_ATTR, LANES, finish_accumulators, vectorize_inner
 
 #: a TIR expression (TVM has no type stubs)
 Expr = Any
@@ -187,11 +188,8 @@ def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> Non
     pco, pcl = sch.split(pc, [None, LANES])
     sch.reorder(pj, pi, pco, pcl)
     sch.set_scope(pv, 0, "local")
-    sch.unroll(pi)
-    sch.unroll(pco)
     sch.vectorize(pcl)
-    init = sch.decompose_reduction(pv, pj)
-    vectorize_inner(sch, init)
+    finish_accumulators(sch, pv, [pi, pco], pj)
     # 3: softmax of the row block
     for name in ("attn_sum", "attn_sum16", "attn_exp", "attn_max", "attn_max16"):
         sch.compute_at(sch.get_sblock(name), io, preserve_unit_loops=True)
@@ -218,11 +216,8 @@ def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> Non
     sch.reorder(qjo, qd, qi, qjv, qjl)
     sch.reverse_compute_at(scores, qjo, preserve_unit_loops=True)
     sch.set_scope(qk, 0, "local")
-    sch.unroll(qi)
-    sch.unroll(qjv)
     sch.vectorize(qjl)
-    init = sch.decompose_reduction(qk, qd)
-    vectorize_inner(sch, init)
+    finish_accumulators(sch, qk, [qi, qjv], qd)
     vectorize_inner(sch, scores)
     # 1: transposed keys once per (batch, head)
     kt = sch.get_sblock("attn_kt")
@@ -269,49 +264,62 @@ def allowed_pairs(read: PairFn | None, causal: bool) -> PairFn | None:
     return allowed
 
 
+def qkv_attention(qkv: te.Tensor, mask: te.Tensor | None, scale: float, mask_filter_value: float) -> te.Tensor:
+    """``Attention``'s core on ``qkv [B, S, 3, NH, D]`` with a key-padding ``mask [B, S]``: ``[B, S, NH, D]``."""
+    bsz, s, _, nh, d = (int(x) for x in qkv.shape)
+    return attention_compute(
+        AttentionShape(bsz, nh, s, s, d, d),
+        lambda b, h, i, c: qkv[b, i, 0, h, c],
+        lambda b, h, j, c: qkv[b, j, 1, h, c],
+        lambda b, h, j, c: qkv[b, j, 2, h, c],
+        scale if scale else 1.0 / math.sqrt(d),
+        bias=padding_bias(mask, mask_filter_value) if mask is not None else None,
+    )
+
+
+def sdpa_attention(
+    q: te.Tensor, k: te.Tensor, v: te.Tensor, mask: te.Tensor | None, scale: float, causal: bool
+) -> te.Tensor:
+    """``ScaledDotProductAttention``'s core on ``[B, NH, L|S, E|Ev]`` tensors: ``[B, NH, L, Ev]``.
+
+    ``mask``: bool (True takes part) or float (added), broadcastable to ``[B, NH, L, S]``; ``causal`` lets
+    query ``i`` see keys ``j <= i``.
+    """
+    bsz, nh, nq, e = (int(x) for x in q.shape)
+    nk, ev = int(k.shape[2]), int(v.shape[3])
+    read = broadcast_reader(mask, 4) if mask is not None else None
+    is_bool = mask is not None and str(mask.dtype) == "bool"
+    return attention_compute(
+        AttentionShape(bsz, nh, nq, nk, e, ev),
+        lambda b, h, i, c: q[b, h, i, c],
+        lambda b, h, j, c: k[b, h, j, c],
+        lambda b, h, j, c: v[b, h, j, c],
+        scale if scale else 1.0 / math.sqrt(e),
+        bias=None if is_bool else read,
+        allowed=allowed_pairs(read if is_bool else None, causal),
+        layout="bhsd",
+    )
+
+
 def sdpa_primfunc(
     shape: AttentionShape, scale: float, *, mask: tuple[str, tuple[int, ...]] | None = None, causal: bool = False
 ) -> tirx.PrimFunc:
-    """``ScaledDotProductAttention``'s core: ``(q[B,NH,L,E], k[B,NH,S,E], v[B,NH,S,Ev][, mask], out[B,NH,L,Ev])``.
-
-    ``mask`` is ``(dtype, shape)``: ``bool`` (True takes part) or ``float32`` (added), broadcastable to
-    ``[B, NH, L, S]``; ``causal`` lets query ``i`` see keys ``j <= i``.
-    """
+    """``(q[B,NH,L,E], k[B,NH,S,E], v[B,NH,S,Ev][, mask], out[B,NH,L,Ev])`` (``mask``: its dtype and shape)."""
     bsz, nh, nq, nk = shape.batch, shape.heads, shape.queries, shape.keys
     q = te.placeholder((bsz, nh, nq, shape.head_dim), "float32", name="q")
     k = te.placeholder((bsz, nh, nk, shape.head_dim), "float32", name="k")
     v = te.placeholder((bsz, nh, nk, shape.value_dim), "float32", name="v")
     m = te.placeholder(mask[1], mask[0], name="mask") if mask is not None else None
-    read = broadcast_reader(m, 4) if m is not None else None
-    is_bool = mask is not None and mask[0] == "bool"
-    out = attention_compute(
-        shape,
-        lambda b, h, i, c: q[b, h, i, c],
-        lambda b, h, j, c: k[b, h, j, c],
-        lambda b, h, j, c: v[b, h, j, c],
-        scale,
-        bias=None if is_bool else read,
-        allowed=allowed_pairs(read if is_bool else None, causal),
-        layout="bhsd",
-    )
+    out = sdpa_attention(q, k, v, m, scale, causal)
     args = [q, k, v] + ([m] if m is not None else []) + [out]
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, ATTENTION_FP32)
 
 
-def attention_primfunc(
-    shape: AttentionShape, scale: float, mask_filter_value: float | None
-) -> tirx.PrimFunc:
-    """``Attention``'s core: ``(qkv[B, S, 3, NH, D][, mask[B, S] int64], out[B, S, NH, D])``."""
+def attention_primfunc(shape: AttentionShape, scale: float, mask_filter_value: float | None) -> tirx.PrimFunc:
+    """``(qkv[B, S, 3, NH, D][, mask[B, S] int64], out[B, S, NH, D])``; no mask when ``mask_filter_value`` is None."""
     bsz, nh, s, d = shape.batch, shape.heads, shape.queries, shape.head_dim
     qkv = te.placeholder((bsz, s, 3, nh, d), "float32", name="qkv")
     mask = te.placeholder((bsz, s), "int64", name="mask") if mask_filter_value is not None else None
-    out = attention_compute(
-        shape,
-        lambda b, h, i, c: qkv[b, i, 0, h, c],
-        lambda b, h, j, c: qkv[b, j, 1, h, c],
-        lambda b, h, j, c: qkv[b, j, 2, h, c],
-        scale,
-        bias=padding_bias(mask, mask_filter_value) if mask is not None and mask_filter_value is not None else None,
-    )
+    out = qkv_attention(qkv, mask, scale, mask_filter_value or 0.0)
     args = [qkv] + ([mask] if mask is not None else []) + [out]
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, ATTENTION_FP32)

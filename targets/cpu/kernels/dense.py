@@ -128,27 +128,49 @@ def dense_primfunc(
 def schedule_dense(sch: Schedule, tile: DenseTile | None = None) -> None:
     """Schedule the ``dense`` / ``dense_epilogue`` blocks of the function ``sch`` works on (cases 1-4)."""
     block = sch.get_sblock("dense")
-    epilogue = sch.get_sblock("dense_epilogue")
     i, j, k = sch.get_loops(block)
-    m, width = _extent(sch, i), _extent(sch, j)
     nr = _packed_width(sch, block)
-    if tile is None:
-        tile = DenseTile(choose_rows(m, nr // LANES), nr // LANES)
-    if tile.nr != nr or width % nr:
-        raise ValueError(f"tile {tile} does not match the packed weight's panel width {nr}")
+    _, jv, jl = tile_gemm(sch, block, sch.get_sblock("dense_epilogue"), fit_tile(sch, i, j, nr, tile), [k])
+    sch.vectorize(jl)  # case 4
+    finish_accumulators(sch, block, [*jv, jl], k)
+
+
+def tile_gemm(
+    sch: Schedule, block: SBlockRV, epilogue: SBlockRV, tile: DenseTile, k_loops: list[LoopRV]
+) -> tuple[LoopRV, list[LoopRV], LoopRV]:
+    """Cases 1-3 for a GEMM block with loops ``(i, j, *k_loops)``: returns the tile's loops ``(ii, [ii, jv], jl)``.
+
+    ``k_loops[0]`` runs outside the register tile, the others (a tensor intrinsic's k) inside it.
+    """
+    i, j = sch.get_loops(block)[:2]
+    m = _extent(sch, i)
     mc = tile.mc if tile.mc and m % tile.mc == 0 else m
     ib, io, ii = sch.split(i, [None, mc // tile.mr, tile.mr])
     jo, jv, jl = sch.split(j, [None, tile.nv, LANES])
-    sch.reorder(ib, jo, io, k, ii, jv, jl)  # case 1
+    sch.reorder(ib, jo, io, k_loops[0], ii, jv, jl, *k_loops[1:])  # case 1
     sch.reverse_compute_at(epilogue, io, preserve_unit_loops=True)  # case 2
     sch.set_scope(block, 0, "local")
     sch.parallel(sch.fuse(ib, jo))  # case 3
-    sch.unroll(ii)
-    sch.unroll(jv)
-    sch.vectorize(jl)  # case 4
-    init = sch.decompose_reduction(block, k)
-    sch.vectorize(sch.get_loops(init)[-1])
     vectorize_inner(sch, epilogue)
+    return ii, [ii, jv], jl
+
+
+def finish_accumulators(sch: Schedule, block: SBlockRV, unrolled: list[LoopRV], k: LoopRV) -> SBlockRV:
+    """A register tile's last steps: unroll its rows/vectors, give the zero-init its own vectorized loop."""
+    for loop in unrolled:
+        sch.unroll(loop)
+    init = sch.decompose_reduction(block, k)
+    vectorize_inner(sch, init)
+    return init
+
+
+def fit_tile(sch: Schedule, i: LoopRV, j: LoopRV, nr: int, tile: DenseTile | None) -> DenseTile:
+    """``tile``, or the default for this GEMM's rows; checked against the packed width ``nr``."""
+    if tile is None:
+        tile = DenseTile(choose_rows(_extent(sch, i), nr // LANES), nr // LANES)
+    if tile.nr != nr or _extent(sch, j) % nr:
+        raise ValueError(f"tile {tile} does not match the packed weight's panel width {nr}")
+    return tile
 
 
 def vectorize_inner(sch: Schedule, block: SBlockRV) -> None:

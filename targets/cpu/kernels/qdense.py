@@ -33,7 +33,15 @@ from tvm import te, tirx
 from tvm.s_tir import Schedule
 
 from accelopt.targets.cpu.kernels import fastmath, vnni
-from accelopt.targets.cpu.kernels.dense import DEFAULT_NV, KERNEL_ATTR, LANES, DenseTile, choose_rows, vectorize_inner
+from accelopt.targets.cpu.kernels.dense import (
+    DEFAULT_NV,
+    KERNEL_ATTR,
+    LANES,
+    DenseTile,
+    finish_accumulators,
+    fit_tile,
+    tile_gemm,
+)
 
 #: a TIR expression (TVM has no type stubs)
 Expr = Any
@@ -136,31 +144,16 @@ def qdense_compute(ops: QDenseOperands, n: int, activation: str = "none", requan
 
 
 def schedule_qdense(sch: Schedule, tile: DenseTile | None = None) -> Schedule:
-    """Cases 3-4 on the function ``sch`` works on."""
+    """Cases 3-4 on the function ``sch`` works on: ``dense``'s register tile, tensorized over (16 columns, 4 k)."""
     block = sch.get_sblock("qdense")
-    epilogue = sch.get_sblock("qdense_epilogue")
     i, j, k = sch.get_loops(block)
-    m, width = int(sch.get(i).extent), int(sch.get(j).extent)
-    signed = any(str(r.source.dtype) == "int8" and len(r.source.shape) == 2 for r in sch.get(block).reads)
-    nr = next(int(r.source.shape[2]) for r in sch.get(block).reads if len(r.source.shape) == 4)
-    if tile is None:
-        tile = DenseTile(choose_rows(m, nr // LANES), nr // LANES)
-    if tile.nr != nr or width % nr:
-        raise ValueError(f"tile {tile} does not match the packed weight's panel width {nr}")
-    mc = tile.mc if tile.mc and m % tile.mc == 0 else m
-    ib, io, ii = sch.split(i, [None, mc // tile.mr, tile.mr])
-    jo, jv, jl = sch.split(j, [None, tile.nv, LANES])
+    reads = sch.get(block).reads
+    signed = any(str(r.source.dtype) == "int8" and len(r.source.shape) == 2 for r in reads)
+    nr = next(int(r.source.shape[2]) for r in reads if len(r.source.shape) == 4)
     ko, ki = sch.split(k, [None, KGROUP])
-    sch.reorder(ib, jo, io, ko, ii, jv, jl, ki)
-    sch.reverse_compute_at(epilogue, io, preserve_unit_loops=True)
-    sch.set_scope(block, 0, "local")
-    sch.parallel(sch.fuse(ib, jo))
-    init = sch.decompose_reduction(block, ko)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.unroll(ii)
-    sch.unroll(jv)
+    _, unrolled, jl = tile_gemm(sch, block, sch.get_sblock("qdense_epilogue"), fit_tile(sch, i, j, nr, tile), [ko, ki])
+    finish_accumulators(sch, block, unrolled, ko)
     sch.tensorize(jl, vnni.VNNI_S8S8 if signed else vnni.VNNI_U8S8)
-    vectorize_inner(sch, epilogue)
     return sch
 
 

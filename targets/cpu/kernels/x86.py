@@ -121,7 +121,7 @@ class X86Kernels(Kernels):
     ) -> relax.Expr:
         why = self._qlinear_refusal(ctx, x_q, x_scale, x_zp, w, bias, y_scale, y_zp)
         if why is not None:
-            ctx.note(f"QLinear {node.name}: generic int8 kernel ({why})")
+            ctx.note(f"{node.op} {node.name}: generic int8 kernel ({why})")
             return super().qlinear(ctx, node, x_q, x_scale, x_zp, w, bias, y_scale, y_zp, activation)
         x2, lead = self._flat(ctx, x_q)
         wp, colsum = qdense.pack_weight(w.q)
@@ -213,20 +213,10 @@ class X86Kernels(Kernels):
             return super().attention(ctx, node, qkv, mask, num_heads, scale, mask_filter_value)
         b, s, n3 = ctx.shape(qkv)
         d = n3 // 3 // num_heads
-        shape = attn.AttentionShape(b, num_heads, s, s, d, d)
-        sc = scale if scale else 1.0 / math.sqrt(d)
         q5 = ctx.emit(R.reshape(qkv, (b, s, 3, num_heads, d)))
 
         def compute(qt: te.Tensor, *rest: te.Tensor) -> te.Tensor:
-            bias = attn.padding_bias(rest[0], mask_filter_value) if rest else None
-            return attn.attention_compute(
-                shape,
-                lambda bb, h, i, c: qt[bb, i, 0, h, c],
-                lambda bb, h, j, c: qt[bb, j, 1, h, c],
-                lambda bb, h, j, c: qt[bb, j, 2, h, c],
-                sc,
-                bias=bias,
-            )
+            return attn.qkv_attention(qt, rest[0] if rest else None, scale, mask_filter_value)
 
         out = self._emit(ctx, node, attn.ATTENTION_FP32, compute, q5, *([ctx.expr(mask)] if mask is not None else []))
         return ctx.emit(R.reshape(out, (b, s, num_heads * d)))
@@ -246,26 +236,13 @@ class X86Kernels(Kernels):
         ):
             return super().sdpa(ctx, node, q, k, v, mask, scale, is_causal)
         b, h = ((1, 1) + lead)[-2:]
-        shape = attn.AttentionShape(b, h, qs[-2], ks[-2], qs[-1], vs[-1])
-        sc = scale if scale else 1.0 / math.sqrt(qs[-1])
         q4, k4, v4 = (ctx.emit(R.reshape(t, (b, h, *ctx.shape(t)[-2:]))) for t in (q, k, v))
         mexpr = ctx.expr(mask) if mask is not None else None
-        is_bool = mexpr is not None and ctx.dtype(mexpr) == "bool"
-        if mexpr is not None and not is_bool:
+        if mexpr is not None and ctx.dtype(mexpr) != "bool":
             mexpr = ctx.expr(mexpr, _F32)
 
         def compute(qt: te.Tensor, kt: te.Tensor, vt: te.Tensor, *rest: te.Tensor) -> te.Tensor:
-            read = attn.broadcast_reader(rest[0], 4) if rest else None
-            return attn.attention_compute(
-                shape,
-                lambda bb, hh, i, c: qt[bb, hh, i, c],
-                lambda bb, hh, j, c: kt[bb, hh, j, c],
-                lambda bb, hh, j, c: vt[bb, hh, j, c],
-                sc,
-                bias=None if is_bool else read,
-                allowed=attn.allowed_pairs(read if is_bool else None, is_causal),
-                layout="bhsd",
-            )
+            return attn.sdpa_attention(qt, kt, vt, rest[0] if rest else None, scale, is_causal)
 
         out = self._emit(ctx, node, attn.ATTENTION_FP32, compute, q4, k4, v4, *([mexpr] if mexpr is not None else []))
         return ctx.emit(R.reshape(out, (*lead, qs[-2], vs[-1])))
