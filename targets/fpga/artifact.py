@@ -9,9 +9,11 @@ On disk (``save`` / ``load``)::
     programs/<layer>/program.json       each region's address, size, role (constant/input/output) and layout
     host.ir, host.npz                   the host part: the final graph's text form and its constants (the
                                         offloaded layers' int8 weights are read back from dram.bin)
+    host/                               host=cpu: the cpu target's artifact of the host part (model.so...)
 
-``run(inputs, dump_dir=None)`` runs the graph with the interpreter, except
-that each offloaded ``QLinear`` runs its VTA program on the simulator
+``run(inputs, dump_dir=None)`` runs the graph with the interpreter (or, with
+``host=cpu``, the cpu target's compiled host part), except that each
+offloaded ``QLinear`` runs its VTA program on the simulator
 (``Simulator``, bit-exact): the host puts the int8 rows (and their row
 shifts) into the program's input regions, the program runs, the host reads
 the int8 result. A layer whose inputs have more rows than the program was
@@ -61,6 +63,8 @@ FILES = (
     "programs/<layer>/insns.bin",
     "programs/<layer>/program.json",
 )
+#: where ``host=cpu`` keeps the cpu target's artifact of the host part
+HOST_DIR = "host"
 
 
 @dataclass
@@ -126,12 +130,14 @@ class FpgaArtifact(Artifact):
         self._interp: Interpreter | None = None
         self._dump: Path | None = None
         self._calls: dict[str, int] = {}
+        #: the host part compiled by the cpu target (``host=cpu``); None: the interpreter runs it
+        self.host_artifact: Any = None
 
     # ------------------------------------------------------------------ run
     def run(self, inputs: Mapping[str, np.ndarray], dump_dir: str | Path | None = None) -> dict[str, np.ndarray]:
         """Run the model: host ops by the interpreter, offloaded layers on the simulated VTA (see the docstring)."""
         assert self.graph is not None
-        if self._interp is None:
+        if self._interp is None and self.host_artifact is None:
             self._interp = Interpreter(self.graph, {layer.node: self._kernel(layer) for layer in self.layers})
         self.last_counters = {}
         self._calls = {}
@@ -139,6 +145,9 @@ class FpgaArtifact(Artifact):
         if self._dump is not None:
             self._dump.mkdir(parents=True, exist_ok=True)
         try:
+            if self.host_artifact is not None:  # host=cpu: the compiled host part calls the layers back
+                return dict(self.host_artifact.run(inputs))
+            assert self._interp is not None
             return self._interp.run(inputs)
         finally:
             self._dump = None
@@ -260,6 +269,8 @@ class FpgaArtifact(Artifact):
         meta["layers"] = [layer.as_dict() for layer in self.layers]
         (d / "metadata.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         written += [d / "dram.bin", d / "host.ir", d / "host.npz", d / "metadata.json"]
+        if self.host_artifact is not None:
+            written += self.host_artifact.save(d / HOST_DIR)
         return written
 
     @classmethod
@@ -298,7 +309,14 @@ class FpgaArtifact(Artifact):
                 weights[wname] = unpack_weights(tiles, layer.program.k, layer.program.n)[:k]
             pre = parse(text, weights)
         assert pre is not None
-        return cls(pre, config, layers, image, {k: v for k, v in meta.items() if k != "layers"}, source=str(d))
+        art = cls(pre, config, layers, image, {k: v for k, v in meta.items() if k != "layers"}, source=str(d))
+        if meta.get("host") == "cpu":  # the host part compiled by the cpu target; its calls come back here
+            from accelopt.targets.cpu.artifact import CpuArtifact
+            from accelopt.targets.fpga.host_cpu import register_layers
+
+            art.host_artifact = CpuArtifact.load(d / HOST_DIR)
+            register_layers(art, str(meta["host_token"]))
+        return art
 
     # ---------------------------------------------------------------- report
     def describe(self) -> dict[str, Any]:
