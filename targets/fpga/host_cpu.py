@@ -50,7 +50,7 @@ def fpga_kernels(base: Kernels, calls: Mapping[str, str]) -> Kernels:
             args = [ctx.expr(x_q), ctx.expr(x_scale, "float32")]
             if x_zp is not None:
                 args.append(ctx.expr(x_zp))
-            shape = [*ctx.shape(x_q)[:-1], int(node.outputs[0].shape[-1])]
+            shape = [*ctx.shape(x_q)[:-1], rest[0].n]  # rest[0]: the QWeight [K, N]
             out = relax.TensorType(shape, "int8")
             return ctx.emit(relax.call_dps_packed(fn, relax.Tuple(args), out))
 
