@@ -45,11 +45,12 @@ from accelopt.ir.parser import parse
 from accelopt.ir.printer import print_graph
 from accelopt.targets.base import Artifact, register_artifact
 from accelopt.targets.fpga.config import VTAConfig
+from accelopt.targets.fpga.counters import Counters
 from accelopt.targets.fpga.isa import Insn, decode_program, encode_program
 from accelopt.targets.fpga.layout import TilePlan, pack_inputs, pack_row_shifts, unpack_outputs, unpack_weights
 from accelopt.targets.fpga.program import DramImage, Program, Region
 from accelopt.targets.fpga.requant import row_shifts
-from accelopt.targets.fpga.simulator import Counters, Simulator
+from accelopt.targets.fpga.simulator import Simulator
 
 log = logging.getLogger(__name__)
 

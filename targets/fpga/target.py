@@ -48,11 +48,12 @@ from accelopt.targets.base import Capabilities, Target, bound_batch, register_ta
 from accelopt.targets.buckets import input_spec
 from accelopt.targets.fpga.artifact import FpgaArtifact, Layer
 from accelopt.targets.fpga.config import DEFAULT_BOARD, PRESETS, VTAConfig, get_config
+from accelopt.targets.fpga.counters import static_counters
 from accelopt.targets.fpga.cycles import ESTIMATE_NOTE, CycleEstimate, combine, estimate_cycles
 from accelopt.targets.fpga.emit import compile_layer
 from accelopt.targets.fpga.offload import analyze, host_macs, safe_name
 from accelopt.targets.fpga.program import ALIGN, DramImage
-from accelopt.targets.fpga.simulator import MIN_DRAM_ADDRESS, static_counters
+from accelopt.targets.fpga.simulator import MIN_DRAM_ADDRESS
 
 log = logging.getLogger(__name__)
 
