@@ -244,6 +244,7 @@ class FpgaArtifact(Artifact):
         return data
 
     def save(self, directory: str | Path) -> list[Path]:
+        """Write the artifact (see the module docstring); returns the files and folders written at the top."""
         assert self.graph is not None
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -254,7 +255,6 @@ class FpgaArtifact(Artifact):
             pd.mkdir(parents=True, exist_ok=True)
             (pd / "insns.bin").write_bytes(encode_program(layer.insns, self.config))
             (pd / "program.json").write_text(json.dumps(layer.program.describe(), indent=2))
-            written += [pd / "insns.bin", pd / "program.json"]
         self.initial_image().tofile(d / "dram.bin")
         offloaded_weights = {_weight_name(self.graph, layer.node) for layer in self.layers}
         (d / "host.ir").write_text(print_graph(self.graph))
@@ -270,8 +270,11 @@ class FpgaArtifact(Artifact):
         meta["layers"] = [layer.as_dict() for layer in self.layers]
         (d / "metadata.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         written += [d / "dram.bin", d / "host.ir", d / "host.npz", d / "metadata.json"]
+        if self.layers:
+            written.append(progs)
         if self.host_artifact is not None:
-            written += self.host_artifact.save(d / HOST_DIR)
+            self.host_artifact.save(d / HOST_DIR)
+            written.append(d / HOST_DIR)
         return written
 
     @classmethod
