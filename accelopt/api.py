@@ -278,7 +278,7 @@ def optimize(
     final = artifact_check = None
     final_tol: dict[str, float] = {}
     status = "not-validated"
-    notes: list[str] = []
+    notes: list[str] = [f"{r.pass_error}; rolled back (status pass-error)" for r in records if r.pass_error]
     if validator is not None:
         kept = [r.family for r in records if r.modified and not r.rolled_back]
         final_tol = validator.final_tolerance(kept)
