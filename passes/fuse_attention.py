@@ -93,18 +93,21 @@ class AttentionRule(Rule):
 
     # ............................................................. match
     def match(self, graph: Graph, node: Node) -> Match | MatchResult:
-        progress = 0
+        blk = Block(node)
         try:
-            blk = structure_softmax(graph, node) if node.op == "Softmax" else structure_sdpa(graph, node)
-            progress = blk.progress
+            if node.op == "Softmax":
+                structure_softmax(graph, node, blk)
+            else:
+                structure_sdpa(graph, node, blk)
             assert blk.q_end is not None and blk.k_end is not None and blk.v_end is not None
             paths = [walk_path(graph, v, w) for v, w in ((blk.q_end, "Q"), (blk.k_end, "K"), (blk.v_end, "V"))]
-            progress = 3
+            blk.progress = 3
             cand = self._prove(graph, blk, paths)
         except AttentionMiss as f:
-            return MatchResult.fail(f.reason, node=(f.node or node).name, where=f.where, progress=max(progress, 1))
+            return MatchResult.fail(f.reason, node=(f.node or node).name, where=f.where, progress=max(blk.progress, 1))
         except AccelOptError as e:  # a probe could not be evaluated
-            return MatchResult.fail(f"probe evaluation failed: {e}", node=node.name, where="probe", progress=progress)
+            return MatchResult.fail(f"probe evaluation failed: {e}", node=node.name, where="probe",
+                                    progress=blk.progress)
         root = cand.out.producer
         assert root is not None
         m = Match(self.name, graph, root)
@@ -125,7 +128,7 @@ class AttentionRule(Rule):
                 if mha_why is not None or miss.where != "escape":
                     raise
         if mha_why is not None:
-            raise AttentionMiss(packed_why or mha_why, blk.anchor, "projections")
+            raise AttentionMiss(mha_why, blk.anchor, "projections")
         return prove_form(graph, blk, paths, "mha")
 
     # ........................................................... rewrite

@@ -1,6 +1,7 @@
 """fuse-attention, the block's structure: the scores path, the context and the merge back to hidden.
 
-1. **Scores** (case 1 of ``fuse_attention``): back from the softmax input to
+1. **Scores** (case 1 of ``fuse_attention``), once case 3 found the context
+   matmul (from then on a failure is reported as a near miss): back from the softmax input to
    the ``MatMul(Q', K')`` of the scores through ``Identity``, ``Mul``/``Div``
    by scalar constants (the scale, wherever it sits; the product is the
    block's scale; scalars computed from shapes count too, next to the matmul),
@@ -101,14 +102,18 @@ def _reaches_matmul(graph: Graph, v: Value | None, limit: int = 64) -> bool:
     return False
 
 
-def structure_softmax(graph: Graph, sm: Node) -> Block:
-    """Cases 1 and 3 from a Softmax."""
-    blk = Block(sm)
+def structure_softmax(graph: Graph, sm: Node, blk: Block) -> None:
+    """Cases 1 and 3 from a Softmax: the context matmul first (after it the candidate counts as an attention
+    block, and a failure is a near miss), then the scores."""
     axis = int(sm.attr("axis", -1))
     rank = sm.inputs[0].type.rank if sm.inputs[0] is not None else None
     if axis != -1 and (rank is None or axis != rank - 1):
         raise AttentionMiss(f"softmax axis is {axis}, expected the last axis", sm, "Softmax")
     blk.core.append(sm)
+    ctx_mm = _context_matmul(graph, sm, blk)
+    blk.v_end = ctx_mm.inputs[1]
+    blk.ctx_chain = merge_chain(graph, ctx_mm.outputs[0])
+    blk.progress = 2
     blk.scores = sm.inputs[0]
     cur = sm.inputs[0]
     factor = 1.0
@@ -162,13 +167,7 @@ def structure_softmax(graph: Graph, sm: Node) -> Block:
             "scores",
         )
     blk.score_factor = factor
-    blk.progress = 1
     blk.q_end, blk.k_end = node.inputs[0], node.inputs[1]
-    ctx_mm = _context_matmul(graph, sm, blk)
-    blk.v_end = ctx_mm.inputs[1]
-    blk.ctx_chain = merge_chain(graph, ctx_mm.outputs[0])
-    blk.progress = 2
-    return blk
 
 
 def _additive_term(graph: Graph, node: Node, blk: Block, factor: float) -> Value:
@@ -236,9 +235,10 @@ def _context_matmul(graph: Graph, sm: Node, blk: Block) -> Node:
     return users[0]
 
 
-def structure_sdpa(graph: Graph, node: Node) -> Block:
+def structure_sdpa(graph: Graph, node: Node, blk: Block) -> None:
     """Case 2."""
-    blk = Block(node, k_transposed=False, progress=2)
+    blk.k_transposed = False
+    blk.progress = 2
     blk.core.append(node)
     blk.sdpa_scale = float(node.attr("scale", 0.0))
     blk.causal = bool(int(node.attr("is_causal", 0)))
@@ -252,7 +252,6 @@ def structure_sdpa(graph: Graph, node: Node) -> Block:
         else:
             blk.terms.append(Term("add", node, m, q))
     blk.ctx_chain = merge_chain(graph, node.outputs[0])
-    return blk
 
 
 def merge_chain(graph: Graph, ctx: Value) -> list[Value]:

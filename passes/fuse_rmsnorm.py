@@ -10,8 +10,8 @@ Rules (rewrite cases):
    1d ``x * Pow(ms + eps, -0.5)``
    (any operand order) -> ``RMSNorm(x, ones){axis, epsilon}``. The mean
    reduces trailing axes with ``keepdims=1``; ``eps`` is a non-negative scalar
-   constant. There is no mean subtraction: with one (``x - mean``) it is a
-   LayerNorm, which ``fuse-layernorm`` takes.
+   constant. There is no mean subtraction: with one (``x = a - mean(a)``) it
+   is a LayerNorm, which ``fuse-layernorm`` takes (this pass leaves it).
 2. ``rmsnorm-scale``: ``RMSNorm(x, s) * c`` with a constant ``c`` that
    broadcasts over the normalized axes only -> ``RMSNorm(x, s*c)`` (T5's
    ``weight * hidden_states``).
@@ -52,10 +52,21 @@ def _core_patterns() -> list[tuple[str, Pattern]]:
     ]
 
 
+def _centered(x: Value) -> bool:
+    """``x = a - ReduceMean(a)``: then the norm is a LayerNorm's."""
+    node = x.producer
+    if node is None or node.op != "Sub" or node.inputs[1] is None:
+        return False
+    mean = node.inputs[1].producer
+    return mean is not None and mean.op == "ReduceMean" and mean.inputs[0] is node.inputs[0]
+
+
 def _core_check(m: Match) -> MatchResult | None:
     x = m["x"]
     if not x.dtype.is_float:
         return MatchResult.fail(f"%{x.name} is {x.type}, expected a float tensor", progress=1)
+    if _centered(x):
+        return MatchResult.fail(f"%{x.name} has its mean subtracted: a LayerNorm (fuse-layernorm)", progress=1)
     if norm_axes(m, "axes") is None:
         return MatchResult.fail("the mean does not reduce trailing axes", node=m.node("ms").name, where="ReduceMean")
     if int(m.attr("ms", "keepdims")) != 1:
