@@ -118,14 +118,21 @@ def _core_check(m: Match) -> MatchResult | None:
     return None
 
 
+def param_shape(x: Value, first_axis: int) -> tuple[int, ...]:
+    """The shape of a norm's scale/shift over ``x``'s axes ``first_axis..``: those dims, or all 1 when one is
+    not a number (the parameter then broadcasts)."""
+    assert x.shape is not None
+    trailing = x.shape[first_axis:]
+    if any(not isinstance(d, int) for d in trailing):
+        return (1,) * len(trailing)
+    return tuple(int(d) for d in trailing)  # type: ignore[arg-type]
+
+
 def _core_rewrite(rw: Rewriter, m: Match) -> Value:
     x = m["x"]
     axes = norm_axes(m, "axes1")
     assert axes is not None and x.shape is not None
-    trailing = x.shape[axes[0] :]
-    shape = tuple(d if isinstance(d, int) else 1 for d in trailing)
-    if any(not isinstance(d, int) for d in trailing):
-        shape = (1,) * len(trailing)
+    shape = param_shape(x, axes[0])
     name = f"{m.root.name}_layernorm"
     gamma = rw.const(f"{name}_gamma", np.ones(shape, dtype=x.dtype.np))
     beta = rw.const(f"{name}_beta", np.zeros(shape, dtype=x.dtype.np))

@@ -28,7 +28,7 @@ import numpy as np
 from accelopt.ir.graph import Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
-from accelopt.passes.fuse_layernorm import affine_check, affine_operand, fold_in_place, norm_axes
+from accelopt.passes.fuse_layernorm import affine_check, affine_operand, fold_in_place, norm_axes, param_shape
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.pattern import P, Pattern
@@ -81,12 +81,8 @@ def _core_rewrite(rw: Rewriter, m: Match) -> Value:
     x = m["x"]
     axes = norm_axes(m, "axes")
     assert axes is not None and x.shape is not None
-    trailing = x.shape[axes[0] :]
-    shape = tuple(d if isinstance(d, int) else 1 for d in trailing)
-    if any(not isinstance(d, int) for d in trailing):
-        shape = (1,) * len(trailing)
     name = f"{m.root.name}_rmsnorm"
-    scale = rw.const(f"{name}_scale", np.ones(shape, dtype=x.dtype.np))
+    scale = rw.const(f"{name}_scale", np.ones(param_shape(x, axes[0]), dtype=x.dtype.np))
     eps = float(const_of(rw.graph, m["eps"]).reshape(-1)[0])  # type: ignore[union-attr]
     return rw.op("RMSNorm", [x, scale], {"axis": axes[0] - len(x.shape), "epsilon": eps}, name=name)
 

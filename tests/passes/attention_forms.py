@@ -161,6 +161,15 @@ def deberta_graph(*, early_bias: bool = False, seed: int = 0) -> Graph:
     return g
 
 
+def _bert_probs(b: Builder, q: Value, kt: Value, m: Value) -> Value:
+    """BERT's scores: ``QK^T / sqrt(d)`` plus ``(1 - m) * -10000``, then the softmax."""
+    scores = b.op("Div", [b.op("MatMul", [q, kt], name="qk"), b.c("sqrt_d", np.sqrt(D))], name="scale")
+    mf = b.op("Cast", [m], {"to": F32}, name="mask_f")
+    m4 = b.op("Unsqueeze", [mf, b.c("axes12", [1, 2], np.int64)], name="mask_4d")
+    ext = b.op("Mul", [b.op("Sub", [b.c("one", 1.0), m4], name="mask_inv"), b.c("neg", -10000.0)], name="ext")
+    return b.op("Softmax", [b.op("Add", [scores, ext], name="mask_add")], {"axis": -1}, name="softmax")
+
+
 def mobilebert_graph(*, v_scale: float | None = None, seed: int = 0) -> Graph:
     """Q and K from ``x``, V from ``y``; ``v_scale`` multiplies V after its projection (a near miss)."""
     g, b, x, m = _graph("mobilebert", extra=("y",))
@@ -171,12 +180,8 @@ def mobilebert_graph(*, v_scale: float | None = None, seed: int = 0) -> Graph:
     v = _split(b, _proj(b, y, w.wv, w.bv, "v"), HEADS, D, [0, 2, 1, 3], "v")
     if v_scale is not None:
         v = b.op("Mul", [v, b.c("v_scale", v_scale)], name="v_scaled")
-    scores = b.op("Div", [b.op("MatMul", [q, kt], name="qk"), b.c("sqrt_d", np.sqrt(D))], name="scale")
     assert m is not None
-    mf = b.op("Cast", [m], {"to": F32}, name="mask_f")
-    m4 = b.op("Unsqueeze", [mf, b.c("axes12", [1, 2], np.int64)], name="mask_4d")
-    ext = b.op("Mul", [b.op("Sub", [b.c("one", 1.0), m4], name="mask_inv"), b.c("neg", -10000.0)], name="ext")
-    probs = b.op("Softmax", [b.op("Add", [scores, ext], name="mask_add")], {"axis": -1}, name="softmax")
+    probs = _bert_probs(b, q, kt, m)
     g.set_outputs([_merge(b, b.op("MatMul", [probs, v], name="context"), w)])
     return g
 
@@ -190,12 +195,8 @@ def convbert_graph(*, perm: tuple[int, ...] = (0, 2, 1, 3), seed: int = 0) -> Gr
     q = _split(b, qp, HEADS, D, [0, 2, 1, 3], "q")
     kt = _split(b, _proj(b, x, w.wk, w.bk, "k"), HEADS, D, [0, 2, 3, 1], "k")
     v = _split(b, _proj(b, x, w.wv, w.bv, "v"), HEADS, D, [0, 2, 1, 3], "v")
-    scores = b.op("Div", [b.op("MatMul", [q, kt], name="qk"), b.c("sqrt_d", np.sqrt(D))], name="scale")
     assert m is not None
-    mf = b.op("Cast", [m], {"to": F32}, name="mask_f")
-    m4 = b.op("Unsqueeze", [mf, b.c("axes12", [1, 2], np.int64)], name="mask_4d")
-    ext = b.op("Mul", [b.op("Sub", [b.c("one", 1.0), m4], name="mask_inv"), b.c("neg", -10000.0)], name="ext")
-    probs = b.op("Softmax", [b.op("Add", [scores, ext], name="mask_add")], {"axis": -1}, name="softmax")
+    probs = _bert_probs(b, q, kt, m)
     ctx = b.op("Transpose", [b.op("MatMul", [probs, v], name="context")], {"perm": list(perm)}, name="context_t")
     conv = b.op("Mul", [b.op("Tanh", [qp], name="conv_branch"), x], name="conv_mix")  # stands for the conv half
     last = [HEADS, D] if perm[2:] == (1, 3) else [D, HEADS]
