@@ -216,7 +216,7 @@ def optimize(
             raise ValidationError(f"{name} must be a positive integer, got {value!r}")
     overrides = parse_tolerance(tolerance)
     tgt = target if isinstance(target, Target) else get_target(str(target))
-    tgt = tgt.with_seq_lens(seq_lens)
+    tgt = tgt.with_seq_lens(seq_lens).with_batch(int(batch))
     tgt.capabilities  # noqa: B018 - options that depend on others (a tpu chip) fail here, before the model loads
     spec = tgt.default_passes if passes is None else passes
     if isinstance(spec, str):
@@ -291,6 +291,8 @@ def optimize(
     if progress is not None:
         progress.status(f"lowering for {tgt.spec}")
     artifact = tgt.lower(graph, model=model, samples=validator.samples if validator is not None else calib)
+    if artifact is not None:
+        artifact.metadata.setdefault("pipeline", pipeline_str)
     if validator is not None and artifact is not None:
         if progress is not None:
             progress.status("running the artifact")

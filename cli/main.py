@@ -4,6 +4,8 @@
 
     optimize MODEL --target onnx --passes cleanup -o OUTDIR [options]
     optimize diff A.json B.json
+    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz]      (artifact_commands.py)
+    optimize bench OUTDIR [--batch N --seq-len N]
     optimize --list-passes | --list-targets
 
 Exit codes (``EXIT_*``):
@@ -465,6 +467,11 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     if argv and argv[0] == "diff" and not Path("diff").exists():
         out, err = _consoles(False)
         return _diff(argv[1:], out, err)
+    if argv and argv[0] in ("run", "bench") and not Path(argv[0]).exists():
+        from accelopt.cli import artifact_commands
+
+        out, err = _consoles(False)
+        return artifact_commands.main(argv, out, err, _error)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

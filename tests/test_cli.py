@@ -38,7 +38,7 @@ def test_end_to_end_writes_model_and_reports(
     assert leftovers(tmp_path) == []
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "ok" and report["pipeline"] == "cleanup"
-    assert report["artifact"]["files"] == ["model.onnx"]
+    assert report["artifact"]["files"] == ["model.onnx", "metadata.json"]
     assert report["validation"]["artifact"]["ok"] is True
     assert report["result"]["nodes"] < report["model"]["nodes"]
     assert "wrote" in stdout and "Traceback" not in stdout + stderr
@@ -141,7 +141,7 @@ def test_existing_accelopt_output_is_replaced(
     (out / "stale.txt").write_text("from an older run")
     rc, _, err = run([tiny_bert, "--passes", "cleanup", "-o", out, "--report", "md", "--no-validate", *FAST], capsys)
     assert rc == EXIT_OK, err
-    assert {p.name for p in out.iterdir()} == {"model.onnx", "report.md", MARKER}
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "metadata.json", "report.md", MARKER}
     assert leftovers(tmp_path) == []
 
 
