@@ -125,7 +125,7 @@ def param_shape(x: Value, first_axis: int) -> tuple[int, ...]:
     trailing = x.shape[first_axis:]
     if any(not isinstance(d, int) for d in trailing):
         return (1,) * len(trailing)
-    return tuple(int(d) for d in trailing)  # type: ignore[arg-type]
+    return tuple(int(d) for d in trailing)
 
 
 def _core_rewrite(rw: Rewriter, m: Match) -> Value:
