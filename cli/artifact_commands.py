@@ -4,6 +4,7 @@
 
     optimize run OUTDIR --inputs FILE.npz [-o OUT.npz] [--threads N]
     optimize bench OUTDIR [--batch N] [--seq-len N] [--inputs FILE.npz] [--warmup W] [--repeat R] [--threads N]
+                          [--profile]
 
 ``run`` loads the artifact (``accelopt.Artifact.load``: the target is read
 from its metadata.json), runs it on the arrays of FILE.npz (keyed by input
@@ -12,7 +13,9 @@ name) and writes the outputs to OUT.npz, or prints their shapes and ranges.
 ``--repeat`` runs, with a progress bar; inputs come from ``--inputs`` or are
 generated from the artifact's input specs (``--batch`` x ``--seq-len``:
 attention masks all ones, token types zeros, positions ``0..S-1``, other
-ids below the vocabulary size recorded in the metadata, floats normal).
+ids below the vocabulary size recorded in the metadata, floats normal);
+``--profile`` adds a table of the time each compiled kernel takes
+(``accelopt.targets.relax.profile``).
 
 Exit codes follow ``optimize``'s: 2 for a folder that is not an artifact,
 an unreadable or mismatched inputs file (the message lists the inputs the
@@ -61,6 +64,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--seq-len", type=int, default=None, metavar="N", help="sequence length (default: the first bucket's)")
         p.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
         p.add_argument("--repeat", type=int, default=20, metavar="R", help="timed runs (default 20)")
+        p.add_argument(
+            "--profile", action="store_true", help="also time every kernel the run calls (TVM artifacts), slowest first"
+        )
     return p
 
 
@@ -215,7 +221,28 @@ def cmd_bench(args: argparse.Namespace, out: Any, err: Any) -> int:
         markup=False,
         soft_wrap=True,
     )
+    if args.profile:
+        _print_profile(art, inputs, args.repeat, out)
     return EXIT_OK
+
+
+def _print_profile(art: Any, inputs: Mapping[str, np.ndarray], repeat: int, out: Any) -> None:
+    from rich.table import Table
+
+    from accelopt.targets.relax.artifact import RelaxArtifact
+    from accelopt.targets.relax.profile import profile
+
+    if not isinstance(art, RelaxArtifact):
+        raise CommandError(f"--profile needs a TVM artifact (cpu, gpu); this one is {art.target!r}")
+    rows, total = profile(art, inputs, repeat=max(1, min(repeat, 10)))
+    t = Table(title=f"where the time goes (one run: {total:.2f} ms with the per-call timer)")
+    for col in ("function", "calls", "ms", "share"):
+        t.add_column(col, justify="left" if col == "function" else "right")
+    for r in rows:
+        if r.share < 0.001 and len(rows) > 25:
+            continue
+        t.add_row(r.name, f"{r.calls:g}", f"{r.ms:.3f}", f"{r.share * 100:.1f}%")
+    out.print(t)
 
 
 def main(argv: Sequence[str], out: Any, err: Any, report_error: Any) -> int:

@@ -80,7 +80,7 @@ class AttentionRule(Rule):
 
     name = "attention"
     root_ops = frozenset({"Softmax", "ScaledDotProductAttention"})
-    near_miss_min = 2
+    near_miss_min = 1  # every softmax is a candidate: one that is not fused always says why
     allow_escapes = True
 
     def __init__(self) -> None:
