@@ -269,6 +269,20 @@ def merge_chain(graph: Graph, ctx: Value) -> list[Value]:
     return chain
 
 
+def is_attention(graph: Graph, node: Node) -> bool:
+    """Whether ``node`` anchors an attention block: an SDPA, or a softmax over the last axis whose
+    probabilities reach ``MatMul(probs, V)`` (case 3); counts the blocks a model has, fused or not."""
+    if node.op == "ScaledDotProductAttention":
+        return True
+    if node.op != "Softmax":
+        return False
+    try:
+        structure_softmax(graph, node, Block(node))
+    except AttentionMiss as miss:
+        return miss.where not in ("Softmax", "MatMul(probs, V)")
+    return True
+
+
 def nan_guard(graph: Graph, p: Value) -> tuple[Node, Node] | None:
     """``Where(IsNaN(p), 0, p)``: returns (IsNaN, Where) when ``p``'s users are exactly that."""
     users = p.consumers
