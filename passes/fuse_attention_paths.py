@@ -4,7 +4,7 @@ A path starts at an operand of the scores matmul (Q, K) or of the context
 matmul (V) and walks back (cases 2 and 3 of ``fuse_attention``):
 
 1. through layout ops (Reshape, Transpose, Squeeze, Unsqueeze, Flatten,
-   Identity: any split-heads form) and ``Mul``/``Div`` by scalar constants
+   Identity, Expand: any split-heads form) and ``Mul``/``Div`` by scalar constants
    (a scale on Q or K, as in DistilBERT, GPT-2 and dynamo's SDPA
    decomposition), collecting the factors, or by scalars computed from shapes
    only (DeBERTa's ``sqrt(head_size * 3)`` where a dim is unknown to the IR:
@@ -33,8 +33,9 @@ from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
 from accelopt.passes.fuse_common import const_of, data_sources, describe, looked_through, scalar_of
 
-#: ops that only move data around (splitting or merging heads)
-LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+#: ops that only move data around (splitting or merging heads; torch.export's matmul decomposition expands its
+#: operands to the shape they already have before viewing them 3-D: the proof checks what any of them does)
+LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Expand"})
 
 
 class AttentionMiss(Exception):
