@@ -45,7 +45,9 @@ Cases handled (comments cite the numbers):
    5f TopK-1 ``k`` becomes an input;
    5g Constant ``value_float(s)``/``value_int(s)``/``sparse_value`` become ``value``;
    5h attributes typed ``dtype`` in the registry (Cast ``to``...) become ``DType``;
-   5i Resize/Upsample before opset 11 are rejected (different defaults).
+   5i Resize/Upsample before opset 11 are rejected (different defaults);
+   5j BatchNormalization's ``spatial`` attribute (opsets 7-8) is dropped when 1,
+      an error when 0 (per-activation statistics).
    Any attribute the registry does not declare is an error naming the node, so
    an unhandled old form can never be imported with silently wrong semantics.
 6. Graph inputs that are also initializers (old exporters) are initializers:

@@ -48,8 +48,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> dict[str, 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     nodes = [
-        helper.make_node("MaxPool", ["x"], ["a"], name="pool_1", kernel_shape=[2, 2]),
-        helper.make_node("MaxPool", ["a"], ["b"], name="pool_2", kernel_shape=[1, 1]),
+        helper.make_node("LpPool", ["x"], ["a"], name="pool_1", kernel_shape=[2, 2]),
+        helper.make_node("LpPool", ["a"], ["b"], name="pool_2", kernel_shape=[1, 1]),
         helper.make_node("Det", ["b"], ["y"], name="det_0"),
     ]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
@@ -110,7 +110,7 @@ def assert_clean_error(stderr: str, rc: int, want_rc: int, *fragments: str) -> N
         (
             "unsupported",
             EXIT_UNSUPPORTED,
-            ["unsupported.onnx", "3 unsupported op(s)", "MaxPool (nodes pool_1, pool_2)", "Det (node det_0)"],
+            ["unsupported.onnx", "3 unsupported op(s)", "LpPool (nodes pool_1, pool_2)", "Det (node det_0)"],
         ),
     ],
 )
@@ -294,7 +294,7 @@ def test_real_process_stderr_has_no_traceback(bad: dict[str, Path], tmp_path: Pa
         check=False,
     )
     assert res.returncode == EXIT_UNSUPPORTED and "Traceback" not in res.stderr
-    assert re.search(r"^error: .*MaxPool \(nodes pool_1, pool_2\), Det \(node det_0\)$", res.stderr, re.M)
+    assert re.search(r"^error: .*LpPool \(nodes pool_1, pool_2\), Det \(node det_0\)$", res.stderr, re.M)
     assert not (tmp_path / "out").exists()
 
 
@@ -307,7 +307,7 @@ def test_real_process_stderr_has_no_traceback(bad: dict[str, Path], tmp_path: Pa
         ("text_file", r"cannot tell the format of .*notes\.txt"),
         ("fake_onnx", r"fake\.onnx: not an ONNX model, or truncated"),
         ("truncated", r"truncated\.onnx: not an ONNX model, or truncated"),
-        ("unsupported", r"3 unsupported op\(s\): MaxPool \(nodes pool_1, pool_2\), Det \(node det_0\)"),
+        ("unsupported", r"3 unsupported op\(s\): LpPool \(nodes pool_1, pool_2\), Det \(node det_0\)"),
     ],
 )
 def test_load_bad_models(bad: dict[str, Path], tmp_path: Path, key: str | None, match: str) -> None:

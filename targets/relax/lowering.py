@@ -104,6 +104,7 @@ def _ensure_loaded() -> None:
     import accelopt.targets.relax.ops_fused  # noqa: F401
     import accelopt.targets.relax.ops_index  # noqa: F401
     import accelopt.targets.relax.ops_matmul  # noqa: F401
+    import accelopt.targets.relax.ops_pool  # noqa: F401
     import accelopt.targets.relax.ops_quant  # noqa: F401
     import accelopt.targets.relax.ops_reduce  # noqa: F401
     import accelopt.targets.relax.ops_shape  # noqa: F401

@@ -129,6 +129,7 @@ def lower(
 def _ensure_loaded() -> None:
     import accelopt.targets.tpu.ops_conv  # noqa: F401
     import accelopt.targets.tpu.ops_fused  # noqa: F401
+    import accelopt.targets.tpu.ops_pool  # noqa: F401
     import accelopt.targets.tpu.ops_quant  # noqa: F401
     import accelopt.targets.tpu.ops_std  # noqa: F401
 
