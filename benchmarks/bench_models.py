@@ -73,7 +73,8 @@ def _attention_misses(res: Any) -> str:
     m = re.search(r"stopped at (.*)$", rec.near_misses[0])
     stats = rec.stats.get("attention", {}) if isinstance(rec.stats, dict) else {}
     count = stats.get("near_misses", len(rec.near_misses))
-    return f"{count}: " + _short(m.group(1) if m else rec.near_misses[0], 90)
+    why = re.sub(r" in node \S+?:", ":", m.group(1) if m else rec.near_misses[0])  # the node names say little here
+    return f"{count}: " + _short(why, 100)
 
 
 def _int8_layers(res: Any) -> str:

@@ -19,7 +19,8 @@
    is_causal}`` stands for case 1's matmul/softmax/matmul; a bool mask is a
    ``Where`` term (True keeps), a float mask an additive term.
 3. **Context** (case 5): forward from the softmax through ``Identity``, a NaN
-   guard ``Where(IsNaN(p), 0, p)`` and layout ops to ``MatMul(p, V')``, then
+   guard ``Where(IsNaN(p), 0, p)``, casts to the same type and layout ops to
+   ``MatMul(p, V')`` (an ``Einsum`` there is attention that is not fused), then
    through layout ops (merge heads) as far as each value has one user.
 """
 
@@ -216,7 +217,8 @@ def _context_matmul(graph: Graph, sm: Node, blk: Block) -> Node:
     p = sm.outputs[0]
     while True:
         users = [u for u in p.consumers if u.op not in SHAPE_ONLY_OPS]
-        if len(users) == 1 and users[0].op in LAYOUT_OPS and users[0].inputs[0] is p:
+        same_cast = len(users) == 1 and users[0].op == "Cast" and users[0].outputs[0].dtype == p.dtype
+        if len(users) == 1 and (users[0].op in LAYOUT_OPS or same_cast) and users[0].inputs[0] is p:
             blk.core.append(users[0])
             p = users[0].outputs[0]
             continue
@@ -227,6 +229,9 @@ def _context_matmul(graph: Graph, sm: Node, blk: Block) -> Node:
             continue
         break
     users = [u for u in p.consumers if u.op not in SHAPE_ONLY_OPS]
+    if len(users) == 1 and users[0].op == "Einsum":
+        raise AttentionMiss(f"the probabilities meet V in Einsum (node {users[0].name}), not in a MatMul; einsum "
+                            "attention (Funnel's) is not fused", sm, "Einsum(probs, V)")
     if len(users) != 1 or users[0].op != "MatMul" or users[0].inputs[0] is not p:
         found = ", ".join(f"{u.op} (node {u.name})" for u in users) or "nothing"
         raise AttentionMiss(f"the probabilities are used by {found}, expected one MatMul(probs, V)", sm,

@@ -22,6 +22,8 @@ Deviations from a family's defaults, each for a reason:
 2. T5's dynamo export uses ``attn_implementation="eager"``: with SDPA, torch 2.13's decompositions fail on
    its ``attn_output.reshape(*input_shape, -1)`` of a transposed tensor ("Cannot view a tensor with shape
    ... as a tensor with shape ...", the exporter's step 2/3). The legacy export and the torch path keep SDPA.
+3. Models are traced at batch 2, sequence 16 (``EXAMPLE``). Funnel's exports run only at that length: the
+   dynamo exporter specializes its sequence dim, and the TorchScript export bakes in shapes of its pooling.
 
 Exports are cached like ``modelzoo``'s (``$ACCELOPT_TEST_CACHE``, keyed by family, exporter, config and the
 torch/transformers versions).
@@ -43,6 +45,9 @@ PATHS = ("legacy", "dynamo", "torch")
 OPSETS = {"legacy": 17, "dynamo": 18}
 VOCAB = 1000
 IMAGE = (3, 32, 32)
+#: the example batch and sequence length the models are exported and traced with (Funnel's exports only run at
+#: the length they were traced with: the dynamo exporter specializes it, the TorchScript one bakes in shapes)
+EXAMPLE = (2, 16)
 
 _TEXT = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 128}
@@ -152,7 +157,7 @@ def input_names(family: str) -> list[str]:
     return ["pixel_values"] if FAMILIES[family].image else ["input_ids", "attention_mask"]
 
 
-def inputs(family: str, batch: int = 2, seq: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+def inputs(family: str, batch: int = EXAMPLE[0], seq: int = EXAMPLE[1], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: token ids (never the pad id) with a right-padded mask (row 0 full; padded ids are the
     pad id), or normal pixel values."""
     rng = np.random.default_rng(seed)
@@ -178,7 +183,7 @@ def export(family: str, exporter: str, *, seed: int = 0, cache_dir: str | os.Pat
     def write(path: Path) -> None:
         _export(build(family, exporter=exporter, seed=seed), family, path, exporter, opset)
 
-    key = [family, exporter, opset, seed, fam.model, fam.params, fam.dynamo_params, fam.model_kwargs]
+    key = [family, exporter, opset, seed, fam.model, fam.params, fam.dynamo_params, fam.model_kwargs, EXAMPLE]
     return cached_export(f"family-{family}-{exporter}{opset}-s{seed}", key, write, cache_dir=cache_dir)
 
 
@@ -186,7 +191,7 @@ def _export(model: Any, family: str, path: Path, exporter: str, opset: int) -> N
     import torch
 
     names = input_names(family)
-    example = inputs(family, 2, 8)
+    example = inputs(family)
     args = tuple(torch.from_numpy(example[n]) for n in names)
     text = not FAMILIES[family].image
     if exporter == "dynamo":
@@ -213,7 +218,7 @@ def load(family: str, path: str, *, seed: int = 0) -> Any:
     import accelopt
 
     if path == "torch":
-        example = inputs(family, 2, 8)
+        example = inputs(family)
         args = tuple(torch.from_numpy(example[n]) for n in input_names(family))
         with quiet():
             return accelopt.load(build(family, seed=seed), example_inputs=args)
