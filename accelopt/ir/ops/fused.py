@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.dtypes import DType
+from accelopt.ir.ops.attention import attention, attention_from_qkv  # noqa: F401 (they lived here: still importable)
 from accelopt.ir.ops.common import dims_compatible_k, infer_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, infer_conv_dims
 from accelopt.ir.ops.onnx_elementwise import gelu
