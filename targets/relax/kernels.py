@@ -217,8 +217,7 @@ class Kernels:
         qh = ctx.emit(R.permute_dims(R.reshape(q, (b, s, num_heads, d)), [0, 2, 1, 3]))
         kt = ctx.emit(R.permute_dims(R.reshape(k, (b, t, num_heads, d)), [0, 2, 3, 1]))
         vh = ctx.emit(R.permute_dims(R.reshape(v, (b, t, num_heads, dv)), [0, 2, 1, 3]))
-        sc = scale if scale else 1.0 / float(np.sqrt(d))
-        scores = ctx.emit(R.multiply(R.matmul(qh, kt), emit.scalar(ctx, sc, qh)))  # [B, N, S, T]
+        scores = ctx.emit(R.multiply(R.matmul(qh, kt), emit.scalar(ctx, head_scale(ctx, qh, scale), qh)))
         if bias is not None:
             scores = ctx.emit(R.add(scores, ctx.expr(bias, ct)))
         blocked: Any = None
@@ -233,9 +232,7 @@ class Kernels:
             shift = R.where(blocked, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
             scores = ctx.emit(R.add(scores, shift))
         probs = ctx.emit(R.nn.softmax(scores, axis=-1))
-        out = ctx.emit(R.matmul(probs, vh))  # [B, N, S, Dv]
-        out = ctx.emit(R.reshape(R.permute_dims(out, [0, 2, 1, 3]), (b, s, hv)))
-        return ctx.astype(out, in_dt)
+        return ctx.astype(merge_heads(ctx, ctx.emit(R.matmul(probs, vh))), in_dt)
 
     def sdpa(
         self, ctx: LowerCtx, node: Node, q: Any, k: Any, v: Any, mask: Any, scale: float, is_causal: bool
