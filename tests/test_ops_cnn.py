@@ -190,3 +190,18 @@ def test_opset8_batchnorm_spatial_attribute(spatial: int) -> None:
     s, b, m, v = (numpy_helper.to_array(t) for t in stats)
     want = (x - m[:, None]) / np.sqrt(v[:, None] + 1e-5) * s[:, None] + b[:, None]
     np.testing.assert_allclose(run(g, {"x": x})["y"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_batchnorm_is_refused_by_the_lowerings() -> None:
+    """Batch statistics in training mode: the reference computes them; the targets lower inference graphs only."""
+    from accelopt.errors import TargetError
+    from accelopt.targets.tpu import TpuTarget
+
+    x, stats = f32(2, 3, 4), [f32(3), f32(3), f32(3), f32(3, lo=0.5, hi=1.5)]
+    g, feed = one_op_graph("BatchNormalization", [x, *stats], {"training_mode": 1}, 1, consts={1, 2, 3, 4})
+    y = run(g, feed)[g.outputs[0].name]
+    mean, var = x.mean(axis=(0, 2), keepdims=True), x.var(axis=(0, 2), keepdims=True)
+    want = (x - mean) / np.sqrt(var + 1e-5) * stats[0][:, None] + stats[1][:, None]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TargetError, match=r"training_mode=1 has no TPU lowering"):
+        TpuTarget(precision="fp32").lower(g)
