@@ -655,16 +655,33 @@ def artifact_summary(r: Report) -> tuple[list[str], bool]:
     lines = [str(x) for x in a.get("summary") or []]
     if not lines:
         for k, v in a.items():
-            if k in ("target", "files", "summary"):
+            if k in ("target", "files", "summary", "batch"):
                 continue
             if isinstance(v, (str, int, float, bool)):
                 lines.append(f"{k}: {v}")
             elif isinstance(v, Mapping) and v and all(isinstance(x, (str, int, float, bool)) for x in v.values()):
                 lines.append(f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items()))
+    batch = batch_line(a.get("batch"))
+    if batch:
+        lines.append(batch)
     estimate = bool((r.target.get("capabilities") or {}).get("estimate_only")) or any(
         "estimate" in x.lower() for x in lines
     )
     return lines, estimate
+
+
+def batch_line(b: Any) -> str:
+    """``--batch`` as the artifact took it: ``{"requested", "export", "padded"}`` in its metadata."""
+    if not isinstance(b, Mapping) or "requested" not in b:
+        return ""
+    req, exp = b.get("requested"), b.get("export")
+    if exp == "any":
+        text = f"batch: --batch {req}; any batch runs (the batch dim stays symbolic)"
+    elif b.get("padded") and exp != req:
+        text = f"batch: --batch {req}, padded to {exp}"
+    else:
+        text = f"batch: --batch {req}, built for {exp}"
+    return text + (f" ({b['note']})" if b.get("note") else "")
 
 
 ESTIMATE_LABEL = "performance figures are estimates from an analytic model, not measurements"

@@ -20,7 +20,8 @@ Exit codes (``EXIT_*``):
 4. a pass's options do not fit the model, the target failed while running
    (the message names it), or an internal error (one line; ``-vv`` logs the
    traceback);
-130. interrupted (Ctrl-C).
+130. interrupted (Ctrl-C);
+143. terminated by SIGTERM (129: SIGHUP), cleaned up like Ctrl-C.
 
 A pass that breaks the graph or crashes is rolled back (status ``pass-error``
 in the report, a ``warning:`` line on stderr) and the run goes on; it does not
@@ -40,17 +41,17 @@ line and a hint, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
+from accelopt.cli.outdir import Staging
+from accelopt.cli.signals import Terminated, unwind_on_signals
+from accelopt.cli.usage import UsageError
 from accelopt.errors import AccelOptError, FrontendError, PassError, TargetError, ValidationError
 
 EXIT_OK = 0
@@ -59,20 +60,12 @@ EXIT_USAGE = 2
 EXIT_UNSUPPORTED = 3
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM; SIGHUP gives 129
 
 REPORT_FORMATS = {"json": "report.json", "md": "report.md", "html": "report.html", "txt": "report.txt"}
-MARKER = ".accelopt"
 TARGET_CHOICES = ("cpu", "gpu", "fpga", "tpu", "onnx")
 
 log = logging.getLogger("accelopt.cli")
-
-
-class UsageError(Exception):
-    """A bad command line (exit code 2), with an optional hint."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 # ------------------------------------------------------------------ parser
@@ -83,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Compare two reports: optimize diff A.json B.json. "
             "Exit codes: 0 ok, 1 final accuracy tolerance not met, 2 usage error, 3 unsupported model, "
-            "4 a pass or the target failed, 130 interrupted."
+            "4 a pass or the target failed, 130 interrupted, 143 terminated (SIGTERM; 129 SIGHUP)."
         ),
     )
     p.add_argument("model", nargs="?", help="a .onnx file, a folder holding one, or a Hugging Face model folder")
@@ -240,74 +233,6 @@ class _Bar:
         self.progress.update(self.task, description=description)
 
 
-# ----------------------------------------------------------------- outdir
-class _Staging:
-    """A temporary folder next to OUTDIR, renamed into place by ``commit``; removed on failure."""
-
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = outdir
-        self.created_parents: list[Path] = []
-        self.tmp: Path | None = None
-
-    def open(self) -> Path:
-        out = self.outdir
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"output {str(out)!r} exists and is not a folder", "choose another -o OUTDIR")
-        if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-            raise UsageError(
-                f"output folder {str(out)!r} is not empty and was not written by optimize",
-                "choose a new or empty folder, or remove it first",
-            )
-        parent = out.parent
-        missing = []
-        p = parent
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        try:
-            for d in reversed(missing):
-                d.mkdir()
-                self.created_parents.append(d)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-        except OSError as e:
-            self.rollback()
-            raise UsageError(
-                f"cannot write to output folder {str(out)!r}: {e.strerror or e}", "choose a writable -o OUTDIR"
-            ) from None
-        return self.tmp
-
-    def commit(self) -> None:
-        assert self.tmp is not None
-        out = self.outdir
-        (self.tmp / MARKER).write_text(json.dumps({"written_by": "accelopt optimize", "time": time.time()}) + "\n")
-        backup = None
-        if out.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            backup.rmdir()
-            os.replace(out, backup)
-        try:
-            os.replace(self.tmp, out)
-        except BaseException:  # an error or Ctrl-C between the two renames: put the old output back
-            if backup is not None:
-                os.replace(backup, out)
-            raise
-        self.tmp = None
-        self.created_parents = []
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-
-    def rollback(self) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-        for d in reversed(self.created_parents):
-            try:
-                d.rmdir()
-            except OSError:
-                break
-        self.created_parents = []
-
-
 # --------------------------------------------------------------------- run
 def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     """Cheap checks before any model is loaded: formats, sizes, tolerance, target, pipeline, files."""
@@ -348,6 +273,10 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     except TargetError as e:
         raise UsageError(str(e), f"give --seq-len one length for --target {target.name}") from None
     try:
+        target.with_batch(args.batch)
+    except TargetError as e:
+        raise UsageError(str(e), "give the batch once: --batch N") from None
+    try:
         build_pipeline(args.passes if args.passes is not None else target.default_passes)
     except PassError as e:
         raise UsageError(str(e), "optimize --list-passes shows every pass and its options") from None
@@ -383,7 +312,7 @@ def _run(args: argparse.Namespace, out: Any, err: Any, instruments: Sequence[Any
     from accelopt.api import optimize
 
     formats, target = _check_usage(args)
-    staging = _Staging(Path(args.output))
+    staging = Staging(Path(args.output))
     tmp = staging.open()
     try:
         dump_ir = None
@@ -461,8 +390,20 @@ def _diff(argv: Sequence[str], out: Any, err: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) -> int:
-    """Run the command; returns the exit code. ``instruments`` are passed to the pass manager (embedding, tests)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the command; returns the exit code. ``instruments`` are passed to the pass manager (embedding, tests).
+
+    SIGTERM and SIGHUP unwind it like Ctrl-C (``accelopt.cli.signals``): nothing is left
+    behind and the exit code is 128 + the signal number (143, 129).
+    """
+    try:
+        with unwind_on_signals():
+            return _main(list(sys.argv[1:] if argv is None else argv), instruments)
+    except Terminated as e:  # arrived outside the optimize run's own handling (parsing, diff, run, bench)
+        _error(_consoles(False)[1], f"{e}; nothing was written")
+        return e.exit_code
+
+
+def _main(argv: list[str], instruments: Sequence[Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if argv and argv[0] == "diff" and not Path("diff").exists():
         out, err = _consoles(False)
@@ -506,10 +447,17 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     except KeyboardInterrupt:
         _error(err, "interrupted; nothing was written")
         return EXIT_INTERRUPTED
+    except Terminated as e:
+        _error(err, f"{e}; nothing was written" + (", the previous output was kept" if _kept(args) else ""))
+        return e.exit_code
     except Exception as e:  # a bug: still one line and no partial output; -vv logs the traceback
         log.debug("internal error", exc_info=True)
         _error(err, f"internal error: {type(e).__name__}: {e}", "please report it; run with -vv for the traceback")
         return EXIT_FAILED
+
+
+def _kept(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "output", None)) and Path(args.output).is_dir()
 
 
 if __name__ == "__main__":  # pragma: no cover

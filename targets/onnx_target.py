@@ -188,4 +188,19 @@ class OnnxTarget(Target):
         except Exception as e:
             raise TargetError(f"cannot write graph {graph.name!r} as ONNX: {type(e).__name__}: {e}") from e
         opsets = {i.domain or "ai.onnx": i.version for i in proto.opset_import}
-        return OnnxArtifact(proto, graph, metadata={"opsets": opsets, "nodes": len(proto.graph.node)})
+        meta = {"opsets": opsets, "nodes": len(proto.graph.node), "batch": _batch_info(graph, self.requested_batch)}
+        return OnnxArtifact(proto, graph, metadata=meta)
+
+
+def _batch_info(graph: Graph, requested: int) -> dict[str, Any]:
+    """What ``--batch`` means for the written model: dim 0 of the inputs stays symbolic (any batch runs),
+    or is static (only that batch runs)."""
+    dims = {v.shape[0] for v in graph.inputs if v.shape}
+    static = sorted(d for d in dims if isinstance(d, int))
+    if not static:
+        keys = sorted(str(d) for d in dims if isinstance(d, str))
+        return {"requested": requested, "export": "any", "keys": keys, "padded": False}
+    info: dict[str, Any] = {"requested": requested, "export": static[0], "keys": [], "padded": False}
+    if requested != static[0]:
+        info["note"] = f"the model's inputs have a static batch of {static[0]}; --batch {requested} is not applied"
+    return info

@@ -407,3 +407,33 @@ def test_minilm_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert final["max_abs"] < 1e-4 and final["pooled_cosine_min"] > 0.99999 and final["similarity_spearman"] > 0.9999
     assert v["artifact"]["ok"]
     assert "<svg" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(tiny_bert: Path, tmp_path: Path, sig: str, code: int) -> None:
+    """Issue 14 item 1: a signal mid-run leaves no ``.partial-*`` folder and keeps the previous OUTDIR."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("{}\n")  # an earlier run's output
+    (out / "model.onnx").write_text("previous")
+    cmd = [sys.executable, "-m", "accelopt.cli.main", str(tiny_bert), "--passes", "cleanup,fuse", "-o", str(out)]
+    proc = subprocess.Popen([*cmd, "--seq-len", "64", "--samples", "64"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(tmp_path), "the run never staged its output"
+        time.sleep(0.5)  # inside the model load or validation
+        proc.send_signal(getattr(signal, sig))
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr
+    assert f"terminated by {sig}; nothing was written, the previous output was kept" in stderr
+    assert "Traceback" not in stderr
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "model.onnx"]
+    assert (out / "model.onnx").read_text() == "previous"
