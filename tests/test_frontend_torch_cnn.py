@@ -47,19 +47,21 @@ class _Convs(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.t1 = nn.ConvTranspose1d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.t2 = nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0), dilation=(1, 2), groups=2)
         self.c1 = nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)
         self.c1same = nn.Conv1d(4, 4, 4, padding="same", bias=False)
         self.c2 = nn.Conv2d(4, 8, (3, 2), stride=(1, 2), padding=(1, 0))
         self.c3 = nn.Conv3d(4, 2, 2, padding=1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.c1(x1), self.c1same(x1), self.c2(x2), self.c3(x3)
+        return self.c1(x1), self.c1same(x1), self.c2(x2), self.c3(x3), self.t1(x1), self.t2(x2)
 
 
 def test_convolutions_match_torch() -> None:
     m = _check(_Convs(), (_r(2, 4, 11), _r(2, 4, 7, 6), _r(2, 4, 3, 4, 5)), (_r(3, 4, 11, seed=1), _r(3, 4, 7, 6),
                                                                              _r(3, 4, 3, 4, 5)))  # fmt: skip
-    assert m.graph.op_counts()["Conv"] == 4
+    assert m.graph.op_counts()["Conv"] == 4 and m.graph.op_counts()["ConvTranspose"] == 2
 
 
 class _Pools(nn.Module):
@@ -154,13 +156,6 @@ def test_cnn_activations_and_norms_match_torch() -> None:
 
 
 def test_unsupported_forms_are_named() -> None:
-    class Transposed(nn.Module):
-        def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            return F.conv_transpose2d(x, w)
-
-    with pytest.raises(FrontendError, match=r"aten.convolution.default\): transposed convolution"):
-        load_torch(Transposed(), (torch.randn(1, 2, 4, 4), torch.randn(2, 3, 2, 2)))
-
     class Divisor(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.avg_pool2d(x, 2, divisor_override=3)

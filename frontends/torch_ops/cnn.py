@@ -2,10 +2,10 @@
 
 Cases:
 
-1. ``convolution`` (what ``conv1d``/``conv2d``/``conv3d`` decompose to) becomes
-   ``Conv`` with torch's symmetric ``padding`` written as ONNX begin/end pads;
-   ``padding="same"`` arrives already resolved. Transposed convolutions are a
-   ``FrontendError``.
+1. ``convolution`` (what ``conv1d``/``conv2d``/``conv3d`` and their transposed
+   forms decompose to) becomes ``Conv`` / ``ConvTranspose`` (with
+   ``output_padding``) with torch's symmetric ``padding`` written as ONNX
+   begin/end pads; ``padding="same"`` arrives already resolved.
 2. ``max_pool{1,2,3}d_with_indices`` become ``MaxPool`` (``ceil_mode`` and
    dilation kept: torch and ONNX drop the same last window). torch's indices
    count within one ``[*spatial]`` plane, ONNX's over the whole input: when the
@@ -84,11 +84,9 @@ def _convolution(
     output_padding: Sequence[int],
     groups: int,
 ) -> Value:
-    if transposed:
-        raise _fail(imp, node, "transposed convolution (ConvTranspose) is not supported")
     sp = imp.rank(x) - 2
     pads = _spatial_list(padding, sp, 0)
-    attrs = {
+    attrs: dict[str, Any] = {
         "strides": _spatial_list(stride, sp, 1),
         "dilations": _spatial_list(dilation, sp, 1),
         "pads": pads + pads,
@@ -96,6 +94,9 @@ def _convolution(
         "kernel_shape": [int(k) for k in imp.meta(w).shape[2:]],
     }
     inputs = [imp.tensor(x), imp.tensor(w)] + ([imp.tensor(b)] if b is not None else [])
+    if transposed:  # torch's weight is [C_in, C_out / groups, *kernel], as ONNX's
+        attrs["output_padding"] = _spatial_list(output_padding, sp, 0)
+        return imp.emit("ConvTranspose", inputs, attrs)
     return imp.emit("Conv", inputs, attrs)
 
 
