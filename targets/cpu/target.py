@@ -16,8 +16,8 @@
    given, the validation samples' length, else 128); other symbols need
    ``dims`` (``accelopt.targets.buckets``).
 4. Lower the graph (``accelopt.targets.relax.build_module``) with the cpu
-   kernels: ``X86Kernels`` from ``accelopt.targets.cpu.kernels`` when that
-   package exists, else the generic ``Kernels``.
+   kernels: ``X86Kernels`` from ``accelopt.targets.cpu.kernels`` for the
+   mcpu's features (``lower(kernels=Kernels())`` forces the generic ones).
 5. Build (``build.py``: legalize, fuse, schedule every PrimFunc with the
    rules of ``schedule_rules.py``, LLVM codegen) and return a ``CpuArtifact``.
 
@@ -89,13 +89,11 @@ class CpuOptions:
         return out
 
 
-def cpu_kernels() -> Kernels:
-    """Case 4: the x86 kernels when ``accelopt.targets.cpu.kernels`` provides them, else the generic ones."""
-    try:
-        from accelopt.targets.cpu.kernels import X86Kernels  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return Kernels()
-    return X86Kernels()  # type: ignore[no-any-return, unused-ignore]
+def cpu_kernels(features: Sequence[str] | None = None) -> Kernels:
+    """Case 4: the x86 kernels for a CPU with LLVM ``features`` (None: the host's)."""
+    from accelopt.targets.cpu.kernels import X86Kernels
+
+    return X86Kernels(features)
 
 
 @register_target
@@ -176,7 +174,7 @@ class CpuTarget(Target):
         buckets = []
         for seq in dict.fromkeys(seq_lens):
             buckets.append(Bucket(binding.bucket_name(seq), binding.dims(seq)))
-        kern = kernels if kernels is not None else cpu_kernels()  # case 4
+        kern = kernels if kernels is not None else cpu_kernels(features)  # case 4
         lowered = build_module(graph, buckets, kern)
         t_lower = time.perf_counter() - t0
         threads = opts.num_threads or len(host.physical_cores())
