@@ -17,7 +17,7 @@ HALF_OPS = {
     "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Exp", "Tanh", "Sigmoid", "Erf", "Relu", "Sqrt", "Pow", "Where",
     "Gelu", "QuickGelu", "Softmax", "LogSoftmax", "LayerNormalization", "LayerNorm", "SkipLayerNorm", "MatMul",
     "Gemm", "Linear", "Attention", "ReduceMean", "ReduceSum", "ReduceMax", "Transpose", "Reshape", "Concat",
-    "Slice", "Gather", "Cast", "Max", "Min", "Clip", "Expand", "Einsum", "SDPA",
+    "Slice", "Gather", "Cast", "Max", "Min", "Clip", "Expand", "Einsum", "ScaledDotProductAttention",
 }  # fmt: skip
 DTYPES = {"float16": (np.float16, 2e-3, 2e-3), "bfloat16": (ml_dtypes.bfloat16, 2e-2, 2e-2)}
 
@@ -25,7 +25,7 @@ DTYPES = {"float16": (np.float16, 2e-3, 2e-3), "bfloat16": (ml_dtypes.bfloat16, 
 def _half_cases() -> list[tuple[str, str, list, dict, int, str]]:
     out = []
     for case_id, op, inputs, attrs, n_out in CASES:
-        if op not in HALF_OPS and not op.startswith("Scaled"):
+        if op not in HALF_OPS:
             continue
         if not any(a is not None and np.asarray(a).dtype == np.float32 for _, a in inputs):
             continue
