@@ -249,6 +249,12 @@ CASES: list[tuple[str, str, list, dict, int]] = [
     ("ConvNHWC-2d", "ConvNHWC", [("in", f32(2, 7, 6, 4)), ("const", f32(3, 2, 2, 6)), ("const", f32(6))],
      {"strides": [2, 1], "pads": [1, 0, 1, 1], "dilations": [1, 2], "group": 2}, 1),
     ("ConvNHWC-1d-valid", "ConvNHWC", [("in", f32(2, 8, 3)), ("const", f32(3, 3, 5))], {"auto_pad": "VALID"}, 1),
+    ("ConvTranspose-2d", "ConvTranspose", [("in", f32(2, 4, 3, 4)), ("const", f32(4, 3, 3, 2)), ("const", f32(6))],
+     {"strides": [2, 1], "pads": [1, 0, 0, 1], "output_padding": [1, 0], "dilations": [1, 2], "group": 2}, 1),
+    ("ConvTranspose-1d-output-shape", "ConvTranspose", [("in", f32(1, 3, 5)), ("const", f32(3, 2, 3))],
+     {"strides": [3], "output_shape": [14]}, 1),
+    ("ConvTranspose-3d-same", "ConvTranspose", [("in", f32(1, 2, 2, 3, 2)), ("const", f32(2, 2, 2, 2, 2))],
+     {"strides": [2, 1, 2], "auto_pad": "SAME_UPPER"}, 1),
     # pooling, batch norm, resize
     ("MaxPool-2d-ceil", "MaxPool", [("in", f32(2, 3, 7, 6))],
      {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1}, 1),
