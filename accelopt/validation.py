@@ -61,7 +61,6 @@ passes were kept (``final_tolerance``).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import math
@@ -79,6 +78,7 @@ from accelopt.ir.graph import Graph, Node, Value
 from accelopt.model import Model
 from accelopt.records import AccuracyRecord, Localization
 from accelopt.samples import SampleSet, default_samples
+from accelopt.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in items:
         if k not in TOLERANCE_KEYS:
-            close = difflib.get_close_matches(str(k), TOLERANCE_KEYS, n=1)
-            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            guess = did_you_mean(str(k), TOLERANCE_KEYS)
             raise ValidationError(f"unknown tolerance {k!r}{guess}; known: {', '.join(TOLERANCE_KEYS)}")
         if k in out:
             raise ValidationError(f"tolerance {k!r} is given twice")

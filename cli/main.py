@@ -53,6 +53,7 @@ from accelopt.cli.outdir import Staging
 from accelopt.cli.signals import Terminated, unwind_on_signals
 from accelopt.cli.usage import UsageError
 from accelopt.errors import AccelOptError, FrontendError, PassError, TargetError, ValidationError
+from accelopt.suggest import did_you_mean
 
 EXIT_OK = 0
 EXIT_TOLERANCE = 1
@@ -250,7 +251,8 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     bad = [f for f in formats if f not in REPORT_FORMATS]
     if bad:
         raise UsageError(
-            f"unknown report format {bad[0]!r}", f"--report takes a comma list of {', '.join(REPORT_FORMATS)}"
+            f"unknown report format {bad[0]!r}{did_you_mean(bad[0], REPORT_FORMATS)}",
+            f"--report takes a comma list of {', '.join(REPORT_FORMATS)}",
         )
     args.seq_len = _parse_seq_len(args.seq_len)
     for flag, value in (("--batch", args.batch), ("--samples", args.samples)):
