@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from accelopt.cli.listing import list_passes, list_targets
 from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
 from accelopt.cli.outdir import Staging
 from accelopt.cli.signals import Terminated, unwind_on_signals
@@ -161,44 +162,6 @@ def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
-
-
-# -------------------------------------------------------------------- lists
-def list_passes(console: Any) -> None:
-    """Every registered pass with its family, what it does and its options (defaults in spec syntax)."""
-    import dataclasses
-
-    from rich.markup import escape
-
-    from accelopt.passes.base import _format_option, registered_groups, registered_passes
-
-    console.print("[bold]passes[/bold]  (options as in --passes 'name{key=value,...}', shown with defaults)")
-    for name, cls in sorted(registered_passes().items()):
-        console.print(f"  [bold]{name}[/bold] [dim]({cls.family})[/dim]  {escape(cls.describe())}")
-        defaults = cls.Options()
-        opts = [f"{f.name}={_format_option(getattr(defaults, f.name))}" for f in dataclasses.fields(cls.Options)]
-        if opts:
-            console.print("      [dim]" + escape(", ".join(opts)) + "[/dim]")
-    console.print("\n[bold]groups[/bold]")
-    for name, members in sorted(registered_groups().items()):
-        console.print(f"  [bold]{name}[/bold] = {', '.join(members)}")
-
-
-def list_targets(console: Any) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from accelopt.targets.base import list_targets as _targets
-
-    t = Table(title="targets")
-    t.add_column("name", style="bold")
-    t.add_column("status")
-    t.add_column("default passes")
-    t.add_column("what it is")
-    for info in _targets():
-        status = Text("built", style="green") if info.built else Text("not built yet", style="yellow")
-        t.add_row(info.name, status, info.default_passes or "-", info.summary)
-    console.print(t)
 
 
 # ------------------------------------------------------------------ progress
