@@ -44,9 +44,10 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from accelopt.cli.listing import list_passes, list_targets
 from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
@@ -361,7 +362,8 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     behind and the exit code is 128 + the signal number (143, 129).
     """
     try:
-        with unwind_on_signals():
+        with unwind_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = _log_warning  # library warnings (numpy's RuntimeWarning...) are not for users
             return _main(list(sys.argv[1:] if argv is None else argv), instruments)
     except Terminated as e:  # arrived outside the optimize run's own handling (parsing, diff, run, bench)
         _error(_consoles(False)[1], f"{e}; nothing was written")
@@ -401,7 +403,7 @@ def _main(argv: list[str], instruments: Sequence[Any]) -> int:
         _error(err, str(e), hint if "calibration" in str(e) else "")
         return EXIT_USAGE
     except FrontendError as e:
-        _error(err, f"unsupported model: {e}", "accelopt reads .onnx files, Hugging Face folders and torch modules")
+        _error(err, f"unsupported model: {e}", e.hint or "accelopt reads .onnx files, Hugging Face folders and torch modules")
         return EXIT_UNSUPPORTED
     except (PassError, TargetError) as e:
         _error(err, str(e), "run with -v for details; the report is not written")
@@ -419,6 +421,17 @@ def _main(argv: list[str], instruments: Sequence[Any]) -> int:
         log.debug("internal error", exc_info=True)
         _error(err, f"internal error: {type(e).__name__}: {e}", "please report it; run with -vv for the traceback")
         return EXIT_FAILED
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    log.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
 def _kept(args: argparse.Namespace) -> bool:
