@@ -315,7 +315,11 @@ def optimize(
     artifact = tgt.lower(graph, model=model, samples=validator.samples if validator is not None else calib)
     if artifact is not None:
         artifact.metadata.setdefault("pipeline", pipeline_str)
-    if validator is not None and artifact is not None:
+    # an artifact built for hardware this machine lacks (gpu without a GPU) says why it cannot run here
+    cannot_run = getattr(artifact, "cannot_run_here", lambda: None)() if artifact is not None else None
+    if cannot_run:
+        notes.append(f"the artifact was not run here: {cannot_run}")
+    if validator is not None and artifact is not None and not cannot_run:
         if progress is not None:
             progress.status("running the artifact")
         artifact_check = _check_artifact(validator, artifact, graph, final_tol, int(batch))

@@ -178,28 +178,14 @@ class Kernels:
         scale: float,
         mask_filter_value: float,
     ) -> relax.Expr:
-        b, s, n3 = ctx.shape(qkv)
-        hidden = n3 // 3
-        d = hidden // num_heads
         in_dt = ctx.dtype(qkv)
-        ct = emit.compute_dtype(ctx, qkv)
-        qkv = ctx.astype(qkv, ct)
-        parts = ctx.emit(R.permute_dims(R.reshape(qkv, (b, s, 3, num_heads, d)), [2, 0, 3, 1, 4]))  # [3,B,N,S,D]
-        q, k, v = (ctx.emit(R.squeeze(R.strided_slice(parts, [0], [i], [i + 1]), [0])) for i in range(3))
+        qkv = ctx.astype(qkv, emit.compute_dtype(ctx, qkv))
+        q, k, v = split_heads(ctx, qkv, num_heads)
         scores = ctx.emit(R.matmul(q, R.permute_dims(k, [0, 1, 3, 2])))
-        sc = scale if scale else 1.0 / float(np.sqrt(d))
-        scores = ctx.emit(R.multiply(scores, emit.scalar(ctx, sc, scores)))
-        if mask is not None:
-            m = ctx.expr(mask)
-            pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
-            bias = ctx.emit(
-                R.where(pad, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
-            )
-            scores = ctx.emit(R.add(scores, R.reshape(bias, (b, 1, 1, s))))
+        scores = scale_and_mask(ctx, scores, mask, head_scale(ctx, q, scale), mask_filter_value)
         probs = ctx.emit(R.nn.softmax(scores, axis=-1))
         out = ctx.emit(R.matmul(probs, v))  # [B, N, S, D]
-        out = ctx.emit(R.reshape(R.permute_dims(out, [0, 2, 1, 3]), (b, s, hidden)))
-        return ctx.astype(out, in_dt)
+        return ctx.astype(merge_heads(ctx, out), in_dt)
 
     def sdpa(
         self, ctx: LowerCtx, node: Node, q: Any, k: Any, v: Any, mask: Any, scale: float, is_causal: bool
@@ -289,6 +275,39 @@ class Kernels:
         zp = ctx.emit(R.astype(zpf, to))
         y = emit.quantize(ctx, xf, scale, zp, to)
         return y, scale, zp
+
+
+def split_heads(ctx: LowerCtx, qkv: Any, num_heads: int) -> tuple[relax.Expr, relax.Expr, relax.Expr]:
+    """Packed ``qkv`` [B, S, 3H] -> q, k, v [B, heads, S, H / heads] (the Attention op's layout)."""
+    b, s, n3 = ctx.shape(qkv)
+    d = n3 // 3 // num_heads
+    parts = ctx.emit(R.permute_dims(R.reshape(qkv, (b, s, 3, num_heads, d)), [2, 0, 3, 1, 4]))  # [3,B,N,S,D]
+    q, k, v = (ctx.emit(R.squeeze(R.strided_slice(parts, [0], [i], [i + 1]), [0])) for i in range(3))
+    return q, k, v
+
+
+def scale_and_mask(ctx: LowerCtx, scores: Any, mask: Any, scale: float, mask_filter_value: float) -> relax.Expr:
+    """``scores`` [B, N, S, S] times ``scale``, plus ``mask_filter_value`` on the keys the [B, S] ``mask``
+    pads (its 0 entries)."""
+    b, _, _, s = ctx.shape(scores)
+    scores = ctx.emit(R.multiply(scores, emit.scalar(ctx, scale, scores)))
+    if mask is not None:
+        m = ctx.expr(mask)
+        pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
+        bias = ctx.emit(R.where(pad, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores)))
+        scores = ctx.emit(R.add(scores, R.reshape(bias, (b, 1, 1, s))))
+    return scores
+
+
+def head_scale(ctx: LowerCtx, q: Any, scale: float) -> float:
+    """The attention scale: ``scale``, or 1/sqrt(head size) when it is 0."""
+    return scale if scale else 1.0 / float(np.sqrt(ctx.shape(q)[-1]))
+
+
+def merge_heads(ctx: LowerCtx, out: Any) -> relax.Expr:
+    """[B, heads, S, D] -> [B, S, heads * D]."""
+    b, n, s, d = ctx.shape(out)
+    return ctx.emit(R.reshape(R.permute_dims(out, [0, 2, 1, 3]), (b, s, n * d)))
 
 
 def scales_product(ctx: LowerCtx, x_scale: Any, w_scale: np.ndarray | Any, w_name: str) -> relax.Expr:
