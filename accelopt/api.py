@@ -43,7 +43,7 @@ import numpy as np
 from accelopt.errors import FrontendError, InterpreterError, ValidationError
 from accelopt.ir.graph import Graph
 from accelopt.model import Model
-from accelopt.model_checks import check_validation_size, warn_nonfinite_weights
+from accelopt.model_checks import check_inputs_hold_values, check_validation_size, warn_nonfinite_weights
 from accelopt.records import AccuracyRecord, PassRecord
 from accelopt.report import Report
 from accelopt.samples import SampleSet, check_sample_arrays, default_samples, load_samples, text_samples
@@ -244,6 +244,7 @@ def optimize(
     model = load(model_or_path, example_inputs)
     graph_in = model.graph
     bindings = _shape_bindings(graph_in, batch=int(batch), seq_len=seq)
+    check_inputs_hold_values(graph_in, model.source)
     at_once = int(num_samples)  # validation runs every sample in one batch
     check_validation_size(
         graph_in, _shape_bindings(graph_in, batch=at_once, seq_len=seq), samples=at_once, values=validate

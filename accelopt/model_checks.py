@@ -7,7 +7,11 @@
    validation inputs must be finite, or nothing can be judged against them
    (every pass would be "rolled back"); a ``FrontendError`` names each
    output, how many values are NaN / Inf, and the non-finite weights.
-3. ``check_validation_size(graph, bindings)``: validation keeps values of the
+3. ``check_inputs_hold_values(graph, source)``: a graph input declared with
+   a dimension of 0 (``[batch, 0]``) is empty: no sample inputs can be made
+   and every output is empty or undefined; valid ONNX, but nothing to
+   optimize: a ``FrontendError`` naming the input.
+4. ``check_validation_size(graph, bindings)``: validation keeps values of the
    graph in memory for all samples it runs at once; a value that would need
    more than ``MAX_VALUE_BYTES`` (an ``Expand`` to ``[10**6, batch, seq,
    32]``, an input dim of ``10**12``) makes the model too large to validate:
@@ -101,8 +105,19 @@ def check_finite_outputs(
     )
 
 
+def check_inputs_hold_values(graph: Graph, source: str) -> None:
+    """Case 3."""
+    for v in graph.inputs:
+        if v.shape and 0 in v.shape:
+            shown = ", ".join("?" if d is None else str(d) for d in v.shape)
+            raise FrontendError(
+                f"{source}: graph input {v.name!r} is declared [{shown}]: dimension {v.shape.index(0)} has size 0, "
+                "so the tensor is empty and there is nothing to compute"
+            )
+
+
 def check_validation_size(graph: Graph, bindings: Mapping[str, int], *, samples: int, values: bool = True) -> None:
-    """Case 3: ``ValidationError`` when one value would exceed ``MAX_VALUE_BYTES`` at these bindings.
+    """Case 4: ``ValidationError`` when one value would exceed ``MAX_VALUE_BYTES`` at these bindings.
 
     Every value when ``values`` (validation runs the graph), else only the graph inputs (the
     sample inputs are still made, for calibration).

@@ -7,11 +7,12 @@ input or output:
 1. no graph outputs (nothing to compute, and onnxruntime refuses to run it);
 2. a graph input whose element type is not an ONNX type (``elem_type`` 99)
    or not a tensor;
-3. a graph input with a static dimension of 0 (an empty tensor: no sample
-   inputs can be made and nothing would be computed);
-4. a name, op type or domain that is not valid UTF-8 (a flipped bit in a
+3. a name, op type or domain that is not valid UTF-8 (a flipped bit in a
    string field: protobuf hands such a field over as bytes): the file is
    corrupt.
+
+(Empty inputs, a dimension of 0, are valid ONNX and import; ``optimize``
+refuses them, see ``accelopt.model_checks``.)
 
 Inputs that are also initializers (overridable defaults) are left alone.
 """
@@ -36,15 +37,8 @@ def type_name(code: int) -> str:
         return f"{code} (not an ONNX element type)"
 
 
-def _dims(vi: onnx.ValueInfoProto) -> str:
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return "[*]"
-    return "[" + ", ".join(d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in tt.shape.dim) + "]"
-
-
 def _check_text(graph: onnx.GraphProto, fail: Fail) -> None:
-    """Case 4."""
+    """Case 3."""
 
     def bad(what: str, values: Iterable[object]) -> None:
         for v in values:
@@ -60,9 +54,9 @@ def _check_text(graph: onnx.GraphProto, fail: Fail) -> None:
 
 
 def check_interface(model: onnx.ModelProto, fail: Fail) -> None:
-    """Cases 1-4."""
+    """Cases 1-3."""
     graph = model.graph
-    _check_text(graph, fail)  # case 4
+    _check_text(graph, fail)  # case 3
     for what, v in [("the producer name", model.producer_name), ("the producer version", model.producer_version)] + [
         ("an opset domain", o.domain) for o in model.opset_import
     ]:
@@ -79,10 +73,3 @@ def check_interface(model: onnx.ModelProto, fail: Fail) -> None:
         tt = vi.type.tensor_type
         if tt.elem_type == TensorProto.UNDEFINED or tt.elem_type not in TensorProto.DataType.values():
             raise fail(f"graph input {vi.name!r} has element type {type_name(tt.elem_type)}")
-        if tt.HasField("shape"):  # case 3
-            zero = [i for i, d in enumerate(tt.shape.dim) if d.HasField("dim_value") and d.dim_value == 0]
-            if zero:
-                raise fail(
-                    f"graph input {vi.name!r} is declared {_dims(vi)}: dimension {zero[0]} has size 0, "
-                    "so the tensor is empty and there is nothing to compute"
-                )
