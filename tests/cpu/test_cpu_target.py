@@ -109,6 +109,22 @@ def test_loading_on_a_cpu_without_a_needed_feature_is_refused(fp32, tmp_path: Pa
         ao.Artifact.load(out)
 
 
+def test_compiling_for_a_cpu_with_more_features_writes_the_artifact_unrun(tiny_bert: Path, tmp_path: Path):
+    """Cross-compiling: the artifact is built for the other CPU, not run here, and the report says why."""
+    other = next(
+        (c for c in ("sapphirerapids", "graniterapids", "znver5") if set(host.llvm_features(c)) - host.host_flags()),
+        None,
+    )
+    if other is None:
+        pytest.skip("this CPU has every feature of the CPUs tried")
+    r = ao.optimize(str(tiny_bert), target=f"cpu{{mcpu={other}}}", passes="cleanup", seq_len=8, num_samples=2)
+    assert r.report.artifact_check is None
+    assert any("not run here" in n and "lacks" in n for n in r.report.notes), r.report.notes
+    r.artifact.save(tmp_path / "x")
+    with pytest.raises(TargetError, match="lacks"):
+        ao.Artifact.load(tmp_path / "x")
+
+
 def test_unknown_mcpu_is_an_error_naming_close_cpus():
     with pytest.raises(TargetError, match="unknown mcpu 'znver44'.*znver4"):
         get_target("cpu{mcpu=znver44}").capabilities  # noqa: B018
