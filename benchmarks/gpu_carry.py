@@ -82,7 +82,10 @@ def _fp16_exact_model(src: Path, dst: Path, seed: int | None) -> dict[str, np.nd
 
 
 def _key(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a.astype(np.float16) if a.dtype.kind == "f" else a).tobytes()).hexdigest()
+    """Content key of an fp16-exact array (values beyond fp16's range all key as inf: such arrays are constants)."""
+    with np.errstate(over="ignore"):
+        b = a.astype(np.float16) if a.dtype.kind == "f" else a
+    return hashlib.sha1(np.ascontiguousarray(b).tobytes()).hexdigest()
 
 
 class Deriver:
