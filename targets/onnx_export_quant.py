@@ -289,7 +289,9 @@ def export_qlinear(ctx: ExportContext, node: Node) -> list[NodeProto]:
     else:
         _activation(emit, y, act, "" if done else bias, target)
     if y_scale is not None:
-        emit("QuantizeLinear", [target, ctx.name(y_scale), ctx.name(y_zp)], "requantize", outputs=[out])
+        per_channel = y_scale.shape is not None and len(y_scale.shape) == 1 and y_scale.shape[0] != 1
+        axis: dict[str, Any] = {"axis": (node.outputs[0].type.rank or 1) - 1} if per_channel else {}  # power2
+        emit("QuantizeLinear", [target, ctx.name(y_scale), ctx.name(y_zp)], "requantize", outputs=[out], **axis)
     return emit.made
 
 

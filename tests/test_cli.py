@@ -42,6 +42,7 @@ def test_end_to_end_writes_model_and_reports(
     assert report["validation"]["artifact"]["ok"] is True
     assert report["result"]["nodes"] < report["model"]["nodes"]
     assert "wrote" in stdout and "Traceback" not in stdout + stderr
+    assert "written artifact vs reference" in stdout  # the artifact's own check, after the final graph's
     # the written model runs in onnxruntime and matches the original model
     import onnxruntime as ort
 

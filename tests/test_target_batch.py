@@ -32,6 +32,7 @@ EXPECTED: dict[str, tuple[Any, bool, list[Any]]] = {
     "onnx": ("any", False, []),  # dim 0 stays symbolic: any batch runs
     "tpu": (8, True, []),  # rounded up to the policy's batch multiple (8)
     "cpu": (4, False, [pytest.mark.slow]),  # one compiled function for batch 4 (a TVM build)
+    "fpga": (4, False, []),  # VTA programs compiled for 4 x seq rows (none here: cleanup quantizes nothing)
     "gpu": (4, False, [pytest.mark.slow]),  # one CUDA function for batch 4 (a TVM build; runs only on a GPU)
 }
 

@@ -15,6 +15,7 @@ Beyond the Relax artifact's files and run logic (``accelopt.targets.relax.artifa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -64,12 +65,11 @@ class CpuArtifact(RelaxArtifact):
         configure_threads(self.threads())
 
     def run(self, inputs: Mapping[str, np.ndarray], *, num_threads: int | None = None) -> dict[str, np.ndarray]:
-        if num_threads is not None and num_threads != self.num_threads:
+        if num_threads is not None:
             if num_threads < 1:
                 raise TargetError(f"num_threads must be at least 1, got {num_threads}")
             self.num_threads = num_threads
-            if self._vm is not None:
-                configure_threads(self.threads())
+        configure_threads(self.threads())  # cached per calling thread: free after the first run
         return super().run(inputs)
 
     def summary(self) -> list[str]:
@@ -94,17 +94,19 @@ class CpuArtifact(RelaxArtifact):
         return out
 
 
-_configured: list[int] = []
+#: thread id -> worker count last configured (TVM's thread pool belongs to the calling thread)
+_configured: dict[int, int] = {}
 
 
 def configure_threads(n: int) -> None:
     """Case 2: ``n`` TVM worker threads, one per physical core (round-robin when ``n`` exceeds them)."""
-    if _configured and _configured[-1] == n:
+    me = threading.get_ident()
+    if _configured.get(me) == n:
         return
     cores = host.physical_cores()
     cpus = [str(cores[i % len(cores)]) for i in range(max(1, n))]
     tvm.get_global_func("runtime.config_threadpool")(_ONE_CORE_PER_THREAD, len(cpus), cpus)
-    _configured.append(n)
+    _configured[me] = n
     log.debug("TVM thread pool: %d worker(s) on CPU(s) %s", len(cpus), ", ".join(cpus))
 
 
