@@ -5,8 +5,9 @@ Rewrites (cases):
 1. ``Linear(DQ(x_q, x_s, x_zp), DQ(W_q, w_s, w_zp?), b?){act}`` ->
    ``QLinear(x_q, x_s, x_zp, W_q, w_s, w_zp, b){act}``;
 2. ``MatMul(DQ(x_q, ...), DQ(W_q, ...))`` -> ``QLinear`` without bias;
-3. ``Attention(DQ(x_q, ...), DQ(W_q, ...), b, mask?)`` ->
-   ``QAttention(x_q, x_s, x_zp, W_q, w_s, w_zp, b, mask)``;
+3. ``Attention(DQ(x_q, ...), DQ(W_q, ...), b, mask?, attention_bias?)`` ->
+   ``QAttention(x_q, x_s, x_zp, W_q, w_s, w_zp, b, mask, attention_bias)``
+   (attributes, ``unidirectional`` included, kept);
 4. requantization: a ``QLinear`` whose float result feeds only one
    ``QuantizeLinear`` per tensor, or per channel of its last axis (the
    int8 pass's ``scales=power2`` outputs), takes that quantizer's scale and
@@ -180,9 +181,10 @@ class LowerQuantized(Pass):
         qparams: list[Value | None] = [xres.q, xres.scale, xres.zp, w.q, w.scale, w.zp]
         out = node.outputs[0]
         if node.op == "Attention":
-            bias = node.inputs[2] if len(node.inputs) > 2 else None
-            mask = node.inputs[3] if len(node.inputs) > 3 else None
-            ins = qparams + [bias] + ([mask] if mask is not None else [])
+            bias, mask, attention_bias = (node.inputs[i] if len(node.inputs) > i else None for i in (2, 3, 4))
+            ins = qparams + [bias, mask, attention_bias]
+            while ins[-1] is None:
+                ins.pop()
             attrs = dict(node.attrs)
             new = graph.add_node("QAttention", ins, attrs, name=node.name, before=node, provenance=prov)
         else:

@@ -51,6 +51,13 @@ Methods (shapes for the common case; all accept leading batch dims):
     num_heads); ``mask`` [B, S] key-padding mask (nonzero keeps; padded keys
     get ``mask_filter_value`` added) or None; ``scale`` (0: 1/sqrt(head
     size)). Result [B, S, H] in qkv's dtype.
+``multi_head_attention(ctx, node, q, k, v, mask, bias, num_heads, scale, mask_filter_value, unidirectional)``
+    the core of ``MultiHeadAttention`` (and of ``Attention`` / ``QAttention``
+    with an ``attention_bias`` or ``unidirectional=1``): ``q`` [B, S, H], ``k``
+    [B, T, H], ``v`` [B, T, Hv] float; ``bias`` broadcastable to [B, N, S, T]
+    (operand) or None, added after the scale; masked pairs (``mask`` [B, T]
+    entry 0, and keys after the query when ``unidirectional``) get
+    ``mask_filter_value`` added once. Result [B, S, Hv] in q's dtype.
 ``sdpa(ctx, node, q, k, v, mask, scale, is_causal)``
     ``ScaledDotProductAttention``: q [..., L, E], k [..., S, E], v [..., S,
     Ev]; ``mask`` bool (True takes part) or float (added) broadcastable to
@@ -186,6 +193,46 @@ class Kernels:
         probs = ctx.emit(R.nn.softmax(scores, axis=-1))
         out = ctx.emit(R.matmul(probs, v))  # [B, N, S, D]
         return ctx.astype(merge_heads(ctx, out), in_dt)
+
+    def multi_head_attention(
+        self,
+        ctx: LowerCtx,
+        node: Node,
+        q: Any,
+        k: Any,
+        v: Any,
+        mask: Any,
+        bias: Any,
+        num_heads: int,
+        scale: float,
+        mask_filter_value: float,
+        unidirectional: bool,
+    ) -> relax.Expr:
+        in_dt = ctx.dtype(q)
+        ct = emit.compute_dtype(ctx, q)
+        q, k, v = (ctx.astype(ctx.expr(t), ct) for t in (q, k, v))
+        b, s, hq = ctx.shape(q)
+        t, hv = ctx.shape(k)[1], ctx.shape(v)[-1]
+        d, dv = hq // num_heads, hv // num_heads
+        qh = ctx.emit(R.permute_dims(R.reshape(q, (b, s, num_heads, d)), [0, 2, 1, 3]))
+        kt = ctx.emit(R.permute_dims(R.reshape(k, (b, t, num_heads, d)), [0, 2, 3, 1]))
+        vh = ctx.emit(R.permute_dims(R.reshape(v, (b, t, num_heads, dv)), [0, 2, 1, 3]))
+        scores = ctx.emit(R.multiply(R.matmul(qh, kt), emit.scalar(ctx, head_scale(ctx, qh, scale), qh)))
+        if bias is not None:
+            scores = ctx.emit(R.add(scores, ctx.expr(bias, ct)))
+        blocked: Any = None
+        if mask is not None:
+            m = ctx.expr(mask)
+            pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
+            blocked = ctx.emit(R.reshape(pad, (b, 1, 1, t)))
+        if unidirectional:
+            future = ctx.const(np.triu(np.ones((s, t), dtype=np.bool_), 1))
+            blocked = future if blocked is None else ctx.emit(R.logical_or(blocked, future))
+        if blocked is not None:
+            shift = R.where(blocked, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
+            scores = ctx.emit(R.add(scores, shift))
+        probs = ctx.emit(R.nn.softmax(scores, axis=-1))
+        return ctx.astype(merge_heads(ctx, ctx.emit(R.matmul(probs, vh))), in_dt)
 
     def sdpa(
         self, ctx: LowerCtx, node: Node, q: Any, k: Any, v: Any, mask: Any, scale: float, is_causal: bool
