@@ -18,6 +18,7 @@ from accelopt.interpreter import run
 from accelopt.ir import DType
 from accelopt.targets.base import get_target
 from accelopt.targets.cpu import CpuArtifact, CpuTarget, host
+from accelopt.targets.relax import Kernels
 
 SEQ = 16
 
@@ -131,6 +132,10 @@ def test_int8_and_fp16_graphs_match_the_interpreter(tiny_bert: Path, passes: str
     feed = modelzoo.family_inputs("bert", 2, SEQ, seed=8)
     assert _max_err(r.artifact.run(feed), run(r.graph, feed)) <= tol
     assert r.report.artifact_check is not None and r.report.artifact_check.ok
+    # the same graph through the generic kernels (what the gpu and fpga targets build on) matches too
+    generic = CpuTarget(seq_lens=(SEQ,)).lower(r.graph, kernels=Kernels())
+    assert generic.metadata["kernels"] == "generic"
+    assert _max_err(generic.run(feed), run(r.graph, feed)) <= tol
 
 
 def test_sequence_buckets_compile_one_function_each(tiny_bert: Path):
