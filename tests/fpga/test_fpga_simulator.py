@@ -164,6 +164,16 @@ def test_alu_tensor_operands_with_loops():
     assert list(sim.acc[0, :3]) == [0, 2, 1]
 
 
+@pytest.mark.parametrize("op,expect", [(AluOp.MIN, [-5, 3, 7]), (AluOp.MAX, [4, 9, 7])])
+def test_alu_min_max_with_tensor_operands(op, expect):
+    sim, _ = make()
+    sim.acc[0, :3] = [-5, 9, 7]
+    sim.acc[5, :3] = [4, 3, 7]
+    uops(sim, [(0, 5, 0)])
+    sim.run(finish([alu(op, 0, 1, 1, 1)]))
+    assert list(sim.acc[0, :3]) == expect
+
+
 def test_alu_overlapping_operands_run_in_loop_order():
     sim, _ = make()
     sim.acc[0:4, 0] = [1, 0, 0, 0]
