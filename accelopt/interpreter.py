@@ -27,7 +27,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,14 +49,28 @@ class _Step:
     inputs: list[int | None]  # slot ids
     outputs: list[int]
     free_after: list[int]
+    kernel: Kernel
     donors: tuple[int, ...] = ()  # input positions whose array the inplace kernel may take
 
 
-class Interpreter:
-    """A compiled execution plan for one graph; ``run`` may be called many times."""
+#: a kernel as the registry defines them: (inputs, attrs, number of outputs) -> outputs
+Kernel = Callable[[list, dict, int], Sequence[np.ndarray]]
 
-    def __init__(self, graph: Graph) -> None:
+
+class Interpreter:
+    """A compiled execution plan for one graph; ``run`` may be called many times.
+
+    ``overrides`` maps node names to kernels that run those nodes instead of
+    their op's registry kernel (a target running some layers elsewhere, such as
+    the fpga target's VTA programs); such nodes never write into their inputs.
+    """
+
+    def __init__(self, graph: Graph, overrides: Mapping[str, Kernel] | None = None) -> None:
         self.graph = graph
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - {n.name for n in graph.nodes})
+        if unknown:
+            raise InterpreterError(f"graph {graph.name!r}: kernel overrides for unknown node(s) {', '.join(unknown)}")
         _tune_malloc()
         slots: dict[int, int] = {}
 
@@ -85,7 +99,8 @@ class Interpreter:
             ins = [None if v is None else slot(v) for v in node.inputs]
             free = frees.get(idx, [])
             donors: tuple[int, ...] = ()
-            if opdef.inplace is not None:
+            override = overrides.get(node.name)
+            if opdef.inplace is not None and override is None:
                 donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
             self._steps.append(
                 _Step(
@@ -96,6 +111,7 @@ class Interpreter:
                     ins,
                     [slot(v) for v in node.outputs],
                     free,
+                    override if override is not None else opdef.kernel,
                     donors,
                 )
             )
@@ -116,6 +132,13 @@ class Interpreter:
             env[s] = _check_input(name, t, inputs[name])
         for s, arr in self._consts:
             env[s] = arr
+        with np.errstate(all="ignore"):  # NaN/Inf follow IEEE rules, as in onnxruntime, without numpy warnings
+            self._execute(env, keep_intermediates)
+        if keep_intermediates:
+            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
+        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
+
+    def _execute(self, env: list[np.ndarray | None], keep_intermediates: bool) -> None:
         for step in self._steps:
             args = [None if s is None else env[s] for s in step.inputs]
             try:
@@ -127,13 +150,14 @@ class Interpreter:
                             if outs is not None:
                                 break
                 if outs is None:
-                    outs = step.opdef.kernel(args, step.attrs, len(step.outputs))
+                    outs = step.kernel(args, step.attrs, len(step.outputs))
             except InterpreterError:
                 raise
             except Exception as e:
                 shapes = ", ".join("_" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
                 raise InterpreterError(
-                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}"
+                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}",
+                    node=step.node_name,
                 ) from e
             if len(outs) != len(step.outputs):
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
@@ -142,9 +166,6 @@ class Interpreter:
             if not keep_intermediates:
                 for s in step.free_after:
                     env[s] = None
-        if keep_intermediates:
-            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
-        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
 
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h

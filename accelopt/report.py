@@ -760,7 +760,8 @@ def _pass_table(steps: list[dict[str, Any]], width: int) -> Any:
 
 
 def render_console(r: Report, console: Any, *, details: bool = True) -> None:
-    """Draw the report: header, pass table, rollbacks and near misses, artifact summary, final accuracy.
+    """Draw the report: header, pass table, rollbacks and near misses, artifact summary, final accuracy (the
+    final graph's, then the written artifact's when it was run).
 
     Readable at 80 columns (CI logs, pipes): pass names and header values fold
     onto further lines instead of being cut; under ``NARROW_WIDTH`` the table
@@ -814,6 +815,12 @@ def render_console(r: Report, console: Any, *, details: bool = True) -> None:
         console.print(f"final vs reference: {line}", markup=False)
         for f in r.final.failures:
             console.print(Text(f"final tolerance not met: {f}", style="red"))
+    if r.artifact_check is not None:
+        a = r.artifact_check
+        line = ", ".join(f"{lab} {fmt_metric(a.vs_reference.get(m))}" for lab, m in METRIC_COLUMNS[:4])
+        console.print(f"written artifact vs reference: {line}", markup=False)
+        for f in a.failures:
+            console.print(Text(f"written artifact tolerance not met: {f}", style="red"))
 
 
 # ----------------------------------------------------------------- diff

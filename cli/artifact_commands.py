@@ -2,13 +2,16 @@
 
 ::
 
-    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz] [--threads N]
+    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz] [--threads N] [--dump-programs DIR]
     optimize bench OUTDIR [--batch N] [--seq-len N] [--inputs FILE.npz] [--warmup W] [--repeat R] [--threads N]
                           [--profile]
 
 ``run`` loads the artifact (``accelopt.Artifact.load``: the target is read
 from its metadata.json), runs it on the arrays of FILE.npz (keyed by input
-name) and writes the outputs to OUT.npz, or prints their shapes and ranges.
+name) and writes the outputs to OUT.npz, or prints their shapes and ranges;
+``--dump-programs DIR`` (fpga artifacts) writes, per VTA program call, the
+DRAM segment as it was before the accelerator started and the output region
+after, to replay on VTA's simulator or a board.
 ``bench`` times ``run`` after ``--warmup`` runs: median and p90 over
 ``--repeat`` runs, with a progress bar; inputs come from ``--inputs`` or are
 generated from the artifact's input specs (``--batch`` x ``--seq-len``:
@@ -58,6 +61,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "run":
         p.add_argument("--inputs", required=True, metavar="FILE.npz", help="input arrays keyed by input name")
         p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here (default: print a summary)")
+        p.add_argument(
+            "--dump-programs",
+            metavar="DIR",
+            help="fpga artifacts: per VTA program call, the DRAM segment before the run and the output region after",
+        )
     else:
         p.add_argument("--inputs", metavar="FILE.npz", help="input arrays (default: generated from the input specs)")
         p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of generated inputs (default 1)")
@@ -125,8 +133,12 @@ def _read_inputs(path: str, art: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _run(art: Any, inputs: Mapping[str, np.ndarray], threads: int | None) -> dict[str, np.ndarray]:
+def _run(
+    art: Any, inputs: Mapping[str, np.ndarray], threads: int | None, dump: str | None = None
+) -> dict[str, np.ndarray]:
     try:
+        if dump is not None:
+            return dict(art.run(inputs, dump_dir=dump))
         if threads is not None and hasattr(art, "threads"):
             return dict(art.run(inputs, num_threads=threads))
         return dict(art.run(inputs))
@@ -168,9 +180,11 @@ def generated_inputs(art: Any, batch: int, seq: int | None, seed: int = 0) -> di
 
 def cmd_run(args: argparse.Namespace, out: Any) -> int:
     art = _load(args.outdir)
+    if args.dump_programs and art.target != "fpga":
+        raise CommandError(f"--dump-programs dumps VTA programs: {args.outdir!r} is a {art.target} artifact, not fpga")
     inputs = _read_inputs(args.inputs, art)
     t0 = time.perf_counter()
-    outputs = _run(art, inputs, args.threads)
+    outputs = _run(art, inputs, args.threads, args.dump_programs)
     seconds = time.perf_counter() - t0
     if args.output:
         try:

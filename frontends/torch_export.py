@@ -15,9 +15,9 @@ What the import does, case by case:
    torch does not specialize it. When torch reports constraint violations its
    suggested fixes are applied once; if export still fails, ``seq`` is dropped,
    then ``batch`` (each fallback logged as a warning), ending with a static export.
-1b. A model whose config has ``use_cache`` (GPT-2 and other decoders) is exported
-   with ``use_cache=False`` (logged as a warning): a key/value cache is not a
-   tensor output, and ``torch.export`` refuses it.
+1b. A model that returns a key/value cache (``past_key_values``: GPT-2 and other
+   decoders) is exported with ``use_cache=False`` (logged as a warning): a cache
+   is not a tensor output, and ``torch.export`` refuses it.
 2. Decomposition: ``ep.run_decompositions`` with torch's default table minus
    ``aten.scaled_dot_product_attention``, which therefore stays one op and becomes
    ``ScaledDotProductAttention`` (accelopt domain). ``import_exported_program``
@@ -119,7 +119,7 @@ def load_torch(
         if example_inputs is None:
             raise FrontendError(f"{src}: example_inputs are needed to export an nn.Module")
         args, kwargs = _as_args_kwargs(example_inputs, src)
-        kwargs = _without_cache(module, kwargs, src)
+        kwargs = _without_cache(module, args, kwargs, src)
         ep = export_module(module, args, kwargs, dynamic=dynamic, source=src)
         graph = import_exported_program(_decompose(ep, src), source=src)
         runner = module
@@ -194,11 +194,13 @@ def supported_aten_ops() -> list[str]:
 
 
 # ======================================================= export helpers
-def _without_cache(module: Any, kwargs: dict[str, Any], src: str) -> dict[str, Any]:
-    """Case 1b: ``use_cache=False`` for a model whose config caches keys/values (GPT-2 and other decoders).
+def _without_cache(module: Any, args: tuple, kwargs: dict[str, Any], src: str) -> dict[str, Any]:
+    """Case 1b: ``use_cache=False`` for a model that returns a key/value cache (GPT-2 and other decoders).
 
     The cache (``DynamicCache``) is not a tensor output, so ``torch.export``
-    refuses it; an inference graph has no use for it.
+    refuses it; an inference graph has no use for it. Encoders whose config
+    says ``use_cache`` but that return no cache (BERT) are left alone: one
+    forward pass on the example inputs tells.
     """
     config = getattr(module, "config", None)
     if not getattr(config, "use_cache", False) or "use_cache" in kwargs:
@@ -208,6 +210,14 @@ def _without_cache(module: Any, kwargs: dict[str, Any], src: str) -> dict[str, A
     except (TypeError, ValueError):  # a forward without a signature: leave it as it is
         return kwargs
     if "use_cache" not in params:
+        return kwargs
+    torch = torch_module()
+    try:
+        with torch.no_grad():
+            out = module(*args, **kwargs)
+    except Exception:  # the export reports whatever is wrong with the inputs
+        return kwargs
+    if getattr(out, "past_key_values", None) is None:
         return kwargs
     log.warning(
         "%s: exported with use_cache=False: its key/value cache (past_key_values) is not a tensor output "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelzoo import _quiet as quiet  # the exporters' and transformers' chatter
+from modelzoo import quiet  # the exporters' and transformers' chatter
 
 
 class TinyResNet(nn.Module):

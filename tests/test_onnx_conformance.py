@@ -461,7 +461,7 @@ Sqrt Sub Tanh Transpose Unsqueeze Where Squeeze Neg Abs Exp Log Reciprocal Sigmo
 LessOrEqual Greater Or Xor Sign Floor Ceil Clip ReduceSum ReduceMax ReduceMin ReduceProd ReduceL2 ReduceSumSquare
 ArgMax Split Tile Dropout Trilu Mod Softplus HardSigmoid LeakyRelu Elu Einsum Size EyeLike Mish Sin Cos Softsign
 MatMulInteger QuantizeLinear DequantizeLinear DynamicQuantizeLinear BitShift
-Conv MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization Resize
+Conv ConvTranspose MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization Resize
 """.split()
 
 

@@ -52,6 +52,10 @@ CASES: list[tuple[str, str, list[Any], set[int], dict[str, Any], int]] = [
     ("avgpool-1d-same-lower", "AveragePool", [f32(2, 3, 10)], set(), {"kernel_shape": [4], "strides": [3],
                                                                     "auto_pad": "SAME_LOWER"}, 1),
     ("avgpool-2d-f16", "AveragePool", [IMG.astype(np.float16)], set(), {"kernel_shape": [2, 2], "strides": [2, 2]}, 1),
+    ("convtranspose-2d-groups", "ConvTranspose", [IMG[:, :2], f32(2, 3, 3, 2), f32(6)], {1, 2},
+     {"strides": [2, 3], "pads": [1, 0, 0, 1], "output_padding": [1, 2], "dilations": [1, 2], "group": 2}, 1),
+    ("convtranspose-1d-output-shape", "ConvTranspose", [f32(2, 3, 5), f32(3, 4, 3)], {1},
+     {"strides": [3], "output_shape": [14]}, 1),
     ("global-avg", "GlobalAveragePool", [IMG], set(), {}, 1),
     ("global-max-3d", "GlobalMaxPool", [f32(2, 3, 4, 3, 2)], set(), {}, 1),
     ("batchnorm-4d", "BatchNormalization", [IMG, f32(3), f32(3), f32(3), f32(3, lo=0.2, hi=2.0)], {1, 2, 3, 4},
@@ -190,3 +194,18 @@ def test_opset8_batchnorm_spatial_attribute(spatial: int) -> None:
     s, b, m, v = (numpy_helper.to_array(t) for t in stats)
     want = (x - m[:, None]) / np.sqrt(v[:, None] + 1e-5) * s[:, None] + b[:, None]
     np.testing.assert_allclose(run(g, {"x": x})["y"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_batchnorm_is_refused_by_the_lowerings() -> None:
+    """Batch statistics in training mode: the reference computes them; the targets lower inference graphs only."""
+    from accelopt.errors import TargetError
+    from accelopt.targets.tpu import TpuTarget
+
+    x, stats = f32(2, 3, 4), [f32(3), f32(3), f32(3), f32(3, lo=0.5, hi=1.5)]
+    g, feed = one_op_graph("BatchNormalization", [x, *stats], {"training_mode": 1}, 1, consts={1, 2, 3, 4})
+    y = run(g, feed)[g.outputs[0].name]
+    mean, var = x.mean(axis=(0, 2), keepdims=True), x.var(axis=(0, 2), keepdims=True)
+    want = (x - mean) / np.sqrt(var + 1e-5) * stats[0][:, None] + stats[1][:, None]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TargetError, match=r"training_mode=1 has no TPU lowering"):
+        TpuTarget(precision="fp32").lower(g)

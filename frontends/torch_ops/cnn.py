@@ -2,10 +2,10 @@
 
 Cases:
 
-1. ``convolution`` (what ``conv1d``/``conv2d``/``conv3d`` decompose to) becomes
-   ``Conv`` with torch's symmetric ``padding`` written as ONNX begin/end pads;
-   ``padding="same"`` arrives already resolved. Transposed convolutions are a
-   ``FrontendError``.
+1. ``convolution`` (what ``conv1d``/``conv2d``/``conv3d`` and their transposed
+   forms decompose to) becomes ``Conv`` / ``ConvTranspose`` (with
+   ``output_padding``) with torch's symmetric ``padding`` written as ONNX
+   begin/end pads; ``padding="same"`` arrives already resolved.
 2. ``max_pool{1,2,3}d_with_indices`` become ``MaxPool`` (``ceil_mode`` and
    dilation kept: torch and ONNX drop the same last window). torch's indices
    count within one ``[*spatial]`` plane, ONNX's over the whole input: when the
@@ -18,7 +18,11 @@ Cases:
    sizes are a ``FrontendError``.
 4. ``_native_batch_norm_legit_no_training`` (eval-mode ``batch_norm``) becomes
    ``BatchNormalization``; its saved-statistics outputs are empty in eval mode
-   and are never used. Training-mode batch norm is a ``FrontendError``.
+   and are never used. ``batch_norm`` with batch statistics (``training=True``:
+   what ``InstanceNorm`` decomposes to) and ``native_group_norm`` are computed
+   from their definitions (biased statistics per channel / per group, then the
+   per-channel scale and bias); a training-mode batch norm that updates running
+   statistics is refused earlier, as a buffer mutation.
 5. ``constant_pad_nd`` becomes ``Pad`` (torch lists pads from the last dim
    backwards; negative pads crop, as in ONNX).
 6. ``upsample_*`` (``F.interpolate``: nearest, nearest-exact, (bi/tri)linear,
@@ -80,11 +84,9 @@ def _convolution(
     output_padding: Sequence[int],
     groups: int,
 ) -> Value:
-    if transposed:
-        raise _fail(imp, node, "transposed convolution (ConvTranspose) is not supported")
     sp = imp.rank(x) - 2
     pads = _spatial_list(padding, sp, 0)
-    attrs = {
+    attrs: dict[str, Any] = {
         "strides": _spatial_list(stride, sp, 1),
         "dilations": _spatial_list(dilation, sp, 1),
         "pads": pads + pads,
@@ -92,6 +94,9 @@ def _convolution(
         "kernel_shape": [int(k) for k in imp.meta(w).shape[2:]],
     }
     inputs = [imp.tensor(x), imp.tensor(w)] + ([imp.tensor(b)] if b is not None else [])
+    if transposed:  # torch's weight is [C_in, C_out / groups, *kernel], as ONNX's
+        attrs["output_padding"] = _spatial_list(output_padding, sp, 0)
+        return imp.emit("ConvTranspose", inputs, attrs)
     return imp.emit("Conv", inputs, attrs)
 
 
@@ -205,9 +210,33 @@ def _batch_norm(
     scale = imp.tensor(w) if w is not None else imp.const(np.ones(c, dtype=dt.np), "bn_scale")
     bias = imp.tensor(b) if b is not None else imp.const(np.zeros(c, dtype=dt.np), "bn_bias")
     y = imp.emit("BatchNormalization", [v, scale, bias, imp.tensor(mean), imp.tensor(var)], {"epsilon": float(eps)})
-    if any(len(u.args) > 1 and u.args[1] != 0 for u in node.users):
-        raise _fail(imp, node, "the saved statistics of batch norm are used; only the normalized output is supported")
+    _statistics_unused(imp, node, "batch norm")
     return ValueTuple((imp.finish(y, imp.fx.meta["val"][0]), None, None))
+
+
+def _normalized(imp: Importer, v: Value, axes: list[int], eps: float) -> Value:
+    """``(v - mean) / sqrt(var + eps)`` with biased statistics over ``axes`` (kept)."""
+    ax = imp.ints(axes)
+    mean = imp.emit("ReduceMean", [v, ax], {"keepdims": 1}, part="mean")
+    d = imp.emit("Sub", [v, mean], part="centered")
+    var = imp.emit("ReduceMean", [imp.emit("Mul", [d, d], part="square"), ax], {"keepdims": 1}, part="var")
+    std = imp.emit("Sqrt", [imp.emit("Add", [var, imp.scalar(eps, v.dtype)], part="var_eps")], part="std")
+    return imp.emit("Div", [d, std], part="normed")
+
+
+def _channel_affine(imp: Importer, y: Value, w: Any, b: Any, rank: int) -> Value:
+    """``y * w + b`` with ``w``, ``b`` of shape ``[C]`` on axis 1 (either may be None)."""
+    where = imp.ints([-1] + [1] * (rank - 2))
+    if w is not None:
+        y = imp.emit("Mul", [y, imp.emit("Reshape", [imp.tensor(w), where], part="scale")], part="scaled")
+    if b is not None:
+        y = imp.emit("Add", [y, imp.emit("Reshape", [imp.tensor(b), where], part="bias")])
+    return y
+
+
+def _statistics_unused(imp: Importer, node: Any, what: str) -> None:
+    if any(len(u.args) > 1 and u.args[1] != 0 for u in node.users):
+        raise _fail(imp, node, f"the saved statistics of {what} are used; only the normalized output is supported")
 
 
 @converter(
@@ -216,12 +245,34 @@ def _batch_norm(
     "aten.native_batch_norm.default",
     "aten._native_batch_norm_legit.no_stats",
 )
-def _batch_norm_training(imp: Importer, node: Any, *args: Any, **kwargs: Any) -> Any:
-    no_stats = target_name(node.target).endswith(".no_stats")  # batch statistics only: training by definition
+def _batch_norm_batch_stats(imp: Importer, node: Any, *args: Any, **kwargs: Any) -> Any:
+    """``batch_norm`` with ``training=True`` normalizes with the batch's own statistics (what
+    ``InstanceNorm`` becomes); updating running statistics would be a buffer mutation, refused before."""
+    no_stats = target_name(node.target).endswith(".no_stats")
     training = True if no_stats else (args[5] if len(args) > 5 else kwargs.get("training", True))
+    eps = args[5] if no_stats else args[7]
     if not training:
-        return _batch_norm(imp, node, *args[:5], args[6], args[7])
-    raise _fail(imp, node, "batch norm in training mode; export the model in eval mode")
+        return _batch_norm(imp, node, *args[:5], args[6], eps)
+    _statistics_unused(imp, node, "batch norm")
+    rank = imp.rank(args[0])
+    y = _normalized(imp, imp.tensor(args[0]), [0, *range(2, rank)], float(eps))
+    y = _channel_affine(imp, y, args[1], args[2], rank)
+    return ValueTuple((imp.finish(y, imp.fx.meta["val"][0]), None, None))
+
+
+@converter("aten.native_group_norm.default")
+def _group_norm(
+    imp: Importer, node: Any, x: Any, w: Any, b: Any, n: Any, c: Any, hw: Any, group: int, eps: float
+) -> Any:
+    """``GroupNorm``: statistics over ``[C / group, *spatial]`` of ``x`` viewed as ``[N, group, -1]``, then the
+    per-channel affine; the mean/rstd outputs are not supported."""
+    _statistics_unused(imp, node, "group norm")
+    v = imp.tensor(x)
+    grouped = imp.emit("Reshape", [v, imp.ints([0, int(group), -1])], part="grouped")
+    y = imp.emit("Reshape", [_normalized(imp, grouped, [2], float(eps)), imp.emit("Shape", [v], part="shape")],
+                 part="ungrouped")  # fmt: skip
+    y = _channel_affine(imp, y, w, b, imp.rank(x))
+    return ValueTuple((imp.finish(y, imp.fx.meta["val"][0]), None, None))
 
 
 # ------------------------------------------------------------------- 5. pad

@@ -23,8 +23,9 @@ bits with AVX-512, so 16 float32 lanes). Rules:
    blocks (sorts, scans: opaque) are returned as they are and recorded as
    ``fallback``.
 
-Small functions (fewer than ``PARALLEL_MIN_ELEMENTS`` output elements) stay
-on one thread: waking the thread pool costs more than they do.
+Small functions stay on one thread (``PARALLEL_MIN_ELEMENTS`` output elements
+of a GEMM, ``PARALLEL_MIN_COPY`` elements of work elsewhere): waking the
+thread pool costs more than they do.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from tvm.target.codegen import llvm_get_vector_width
 
 log = logging.getLogger(__name__)
 
-#: functions with fewer output elements than this run on one thread
+#: GEMMs with fewer output elements than this run on one thread
 PARALLEL_MIN_ELEMENTS = 4096
+#: elementwise / copy functions with fewer output elements than this run on one thread: a 256 KiB copy takes
+#: tens of microseconds, and waking the other workers (or waiting for one the OS has descheduled) costs as much
+PARALLEL_MIN_COPY = 1 << 16
 #: zmm registers a GEMM tile may keep as accumulators
 ACCUMULATORS = 24
 
@@ -75,12 +79,14 @@ def _vector_candidates(lanes: int) -> tuple[int, ...]:
 
 
 def parallel_vectorize(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, target: Target, n_spatial: int) -> None:
-    """Vectorize the innermost loop (injective blocks) and run the leading ``n_spatial`` loops in parallel."""
+    """Vectorize the innermost loop (injective blocks) and run the leading ``n_spatial`` loops in parallel
+    when the block has ``PARALLEL_MIN_COPY`` elements of work (its whole loop nest, reductions included)."""
     loops = sch.get_loops(block)
     if not loops:
         return
     extents = [_extent(sch, lp) for lp in loops]
     total = math.prod(e or 1 for e in extents[:n_spatial])
+    work = math.prod(e or 1 for e in extents)
     outer = list(loops[:n_spatial])
     if n_spatial == len(loops):  # injective: vectorize the innermost axis
         v = _divisor(extents[-1], _vector_candidates(vector_lanes(target, _out_bits(sch, block))))
@@ -88,7 +94,8 @@ def parallel_vectorize(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, targ
             io, vi = sch.split(loops[-1], factors=[None, v])
             sch.vectorize(vi)
             outer = outer[:-1] + [io]
-    if outer and total >= PARALLEL_MIN_ELEMENTS:
+    enough = total >= PARALLEL_MIN_COPY if n_spatial == len(loops) else work >= PARALLEL_MIN_COPY
+    if outer and enough and total > 1:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
 

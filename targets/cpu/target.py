@@ -45,7 +45,7 @@ from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.base import Capabilities, Target, bound_batch, register_target
 from accelopt.targets.cpu import host
 from accelopt.targets.cpu.artifact import FORMAT, CpuArtifact
 from accelopt.targets.cpu.build import compile_module, llvm_target
@@ -165,9 +165,9 @@ class CpuTarget(Target):
         return CpuTarget(dataclasses.replace(self.options, seq_lens=buckets))
 
     def with_batch(self, batch: int) -> CpuTarget:
-        if batch == self.options.batch:
-            return self
-        return CpuTarget(dataclasses.replace(self.options, batch=int(batch)))
+        """``--batch``: the batch the functions are compiled for (a spec ``batch`` that disagrees is an error)."""
+        b = bound_batch(self.name, self.options.batch, batch)
+        return self if b == self.options.batch else CpuTarget(dataclasses.replace(self.options, batch=b))
 
     # ------------------------------------------------------------------ lower
     def lower(self, graph: Graph, *, model: Any = None, samples: Any = None, kernels: Kernels | None = None) -> CpuArtifact:
@@ -205,7 +205,12 @@ class CpuTarget(Target):
                 bk.output_spec(v, binding, lowered.output_shapes[first][v.name], seq_lens[0], relax_dtype(v.dtype))
                 for v in graph.outputs
             ],
-            "batch": {"keys": sorted(binding.batch_keys), "requested": opts.batch, "export": binding.export_batch},
+            "batch": {
+                "keys": sorted(binding.batch_keys),
+                "requested": opts.batch,
+                "export": binding.export_batch,
+                "padded": False,
+            },
             "seq": {"keys": sorted(binding.seq_keys), "buckets": list(dict.fromkeys(seq_lens)), "mask_inputs": binding.masks},
             "buckets": [
                 {

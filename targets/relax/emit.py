@@ -162,24 +162,74 @@ def _int_dense(has_za: bool, za_rows: bool, has_zb: bool, zb_cols: bool) -> Any:
 
 
 def layer_norm(ctx: LowerCtx, x: relax.Expr, gamma: Any, beta: Any, axis: int, epsilon: float) -> relax.Expr:
-    """Case 4: ``(x - mean) / sqrt(var + eps) * gamma + beta`` over the axes ``axis..``."""
+    """Case 4: ``(x - mean) / sqrt(var + eps) * gamma + beta`` over the axes ``axis..``.
+
+    float32/float64 inputs: one TE function (the sum, the squared deviations'
+    sum and the normalization: one pass per statistic, no intermediate
+    tensor); half inputs: normalized in float32 and scaled in their own type,
+    as the reference.
+    """
     rank = ctx.ndim(x)
-    axes = list(range(axis % rank, rank))
+    axis = axis % rank
     in_dt = ctx.dtype(x)
     ct = compute_dtype(ctx, x)
+    norm_shape = list(ctx.shape(x)[axis:])
+    if in_dt not in _LOW_FLOATS:
+        g = _broadcast_to(ctx, ctx.expr(gamma, ct), norm_shape)
+        args = [ctx.expr(x), g]
+        if beta is not None:
+            args.append(_broadcast_to(ctx, ctx.expr(beta, ct), norm_shape))
+        return ctx.emit_te(_layer_norm_te(axis, float(epsilon), beta is not None), *args, primfunc_name_hint="layer_norm")
     xf = ctx.astype(x, ct)
+    axes = list(range(axis, rank))
     mean = ctx.emit(R.mean(xf, axes, keepdims=True))
     d = ctx.emit(R.subtract(xf, mean))
     var = ctx.emit(R.mean(R.multiply(d, d), axes, keepdims=True))
     inv = ctx.emit(R.rsqrt(R.add(var, ctx.const(np.asarray(epsilon), ct))))
-    y = ctx.emit(R.multiply(d, inv))
-    if in_dt in _LOW_FLOATS:  # the reference normalizes in float32 and scales in the input's type
-        y = ctx.astype(y, in_dt)
-        ct = in_dt
-    y = ctx.emit(R.multiply(y, ctx.expr(gamma, ct)))
+    y = ctx.astype(ctx.emit(R.multiply(d, inv)), in_dt)  # normalized in float32, scaled in the input's type
+    y = ctx.emit(R.multiply(y, ctx.expr(gamma, in_dt)))
     if beta is not None:
-        y = ctx.emit(R.add(y, ctx.expr(beta, ct)))
-    return ctx.astype(y, in_dt)
+        y = ctx.emit(R.add(y, ctx.expr(beta, in_dt)))
+    return y
+
+
+def _broadcast_to(ctx: LowerCtx, v: relax.Expr, shape: list[int]) -> relax.Expr:
+    return v if list(ctx.shape(v)) == shape else ctx.emit(R.broadcast_to(v, shape))
+
+
+def _layer_norm_te(axis: int, epsilon: float, has_beta: bool) -> Any:
+    """The TE compute of ``layer_norm`` for float32/float64: three stages over the normalized axes."""
+
+    def compute(x: te.Tensor, gamma: te.Tensor, *rest: te.Tensor) -> te.Tensor:
+        shape = list(x.shape)
+        lead, norm = shape[:axis], shape[axis:]
+        count = 1
+        for d in norm:
+            count *= int(d)
+        inv_n = 1.0 / count
+
+        def axes(tag: str) -> list[Any]:
+            return [te.reduce_axis((0, d), name=f"{tag}{i}") for i, d in enumerate(norm)]
+
+        r1 = axes("k")
+        total = te.compute(lead, lambda *i: te.sum(x[(*i, *r1)], axis=r1), name="ln_sum")
+        r2 = axes("j")
+
+        def sq(*i: Any) -> Any:
+            dev = x[(*i, *r2)] - total[i] * inv_n
+            return te.sum(dev * dev, axis=r2)
+
+        sqs = te.compute(lead, sq, name="ln_sqsum")
+        beta = rest[0] if has_beta else None
+
+        def out(*i: Any) -> Any:
+            row, col = i[:axis], i[axis:]
+            y = (x[i] - total[row] * inv_n) / te.sqrt(sqs[row] * inv_n + epsilon) * gamma[col]
+            return y + beta[col] if beta is not None else y
+
+        return te.compute(shape, out, name="layer_norm")
+
+    return compute
 
 
 def np_of(ctx: LowerCtx, x: Any) -> np.dtype:

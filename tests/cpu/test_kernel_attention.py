@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from kernel_check import build, run
 
-from accelopt.ir.ops.fused import attention_from_qkv
+from accelopt.ir.ops.attention import attention_from_qkv
 from accelopt.ir.ops.sdpa import sdpa_reference
 from accelopt.targets.cpu.kernels import attention as A
 
