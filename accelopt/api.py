@@ -209,7 +209,11 @@ def optimize(
     pass manager's.
 
     Raises ``ValidationError``, ``TargetError``, ``PassError`` for bad
-    arguments, ``FrontendError`` for a model that cannot be imported.
+    arguments (``ValidationError`` also for a model too large to validate),
+    ``FrontendError`` for a model that cannot be imported, has an empty
+    input, does not run on the validation inputs (the node and shapes are
+    named) or whose original outputs are NaN/Inf. A pass that breaks the
+    graph is rolled back (``PassRecord.pass_error``), not raised.
     """
     from accelopt.cost import estimate_macs
     from accelopt.instruments import DumpIRInstrument, TimingInstrument

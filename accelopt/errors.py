@@ -56,4 +56,8 @@ class TargetError(AccelOptError):
 
 
 class InterpreterError(AccelOptError):
-    """The reference interpreter could not run a node."""
+    """The reference interpreter could not run a node (``node``: its name, when one failed)."""
+
+    def __init__(self, *args: object, node: str = "", hint: str = "") -> None:
+        super().__init__(*args, hint=hint)
+        self.node = node

@@ -156,7 +156,8 @@ class Interpreter:
             except Exception as e:
                 shapes = ", ".join("_" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
                 raise InterpreterError(
-                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}"
+                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}",
+                    node=step.node_name,
                 ) from e
             if len(outs) != len(step.outputs):
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
