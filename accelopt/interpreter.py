@@ -132,6 +132,13 @@ class Interpreter:
             env[s] = _check_input(name, t, inputs[name])
         for s, arr in self._consts:
             env[s] = arr
+        with np.errstate(all="ignore"):  # NaN/Inf follow IEEE rules, as in onnxruntime, without numpy warnings
+            self._execute(env, keep_intermediates)
+        if keep_intermediates:
+            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
+        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
+
+    def _execute(self, env: list[np.ndarray | None], keep_intermediates: bool) -> None:
         for step in self._steps:
             args = [None if s is None else env[s] for s in step.inputs]
             try:
@@ -149,7 +156,8 @@ class Interpreter:
             except Exception as e:
                 shapes = ", ".join("_" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
                 raise InterpreterError(
-                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}"
+                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}",
+                    node=step.node_name,
                 ) from e
             if len(outs) != len(step.outputs):
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
@@ -158,9 +166,6 @@ class Interpreter:
             if not keep_intermediates:
                 for s in step.free_after:
                     env[s] = None
-        if keep_intermediates:
-            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
-        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
 
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h

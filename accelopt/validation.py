@@ -61,7 +61,6 @@ passes were kept (``final_tolerance``).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import math
@@ -73,12 +72,14 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.errors import InterpreterError, ValidationError
+from accelopt.errors import AccelOptError, FrontendError, InterpreterError, ValidationError
 from accelopt.interpreter import Interpreter
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.model import Model
+from accelopt.model_checks import check_finite_outputs
 from accelopt.records import AccuracyRecord, Localization
 from accelopt.samples import SampleSet, default_samples
+from accelopt.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
 
 #: rank-2 outputs with at most this many columns are treated as logits
 MAX_LOGIT_CLASSES = 32
+#: pairwise similarity metrics only for up to this many embedding rows (one per sample; a [10**4, H] output
+#: that is not per sample would need a 10**8-entry similarity matrix)
+MAX_SIMILARITY_ROWS = 4096
 
 
 # ---------------------------------------------------------------- tolerances
@@ -150,8 +154,7 @@ def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in items:
         if k not in TOLERANCE_KEYS:
-            close = difflib.get_close_matches(str(k), TOLERANCE_KEYS, n=1)
-            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            guess = did_you_mean(str(k), TOLERANCE_KEYS)
             raise ValidationError(f"unknown tolerance {k!r}{guess}; known: {', '.join(TOLERANCE_KEYS)}")
         if k in out:
             raise ValidationError(f"tolerance {k!r} is given twice")
@@ -308,6 +311,7 @@ def compare(ref: np.ndarray, new: np.ndarray, *, name: str = "", mask: np.ndarra
         pr, pn = pooled(r, mask), pooled(n, mask)
         if pr is not None and pn is not None and pr.shape[0] >= 2 and np.all(np.isfinite(pn)):
             out["pooled_cosine_min"] = float(_cosines(pr, pn).min())
+        if pr is not None and pn is not None and 2 <= pr.shape[0] <= MAX_SIMILARITY_ROWS and np.all(np.isfinite(pn)):
             sr, sn = _similarity(pr), _similarity(pn)
             iu = np.triu_indices(pr.shape[0], k=1)
             out["similarity_max_abs"] = float(np.abs(sr[iu] - sn[iu]).max())
@@ -473,7 +477,16 @@ class Validator:
                 names = self.output_names
 
                 def ref(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-                    res = self.model.reference(batch)
+                    try:
+                        res = self.model.reference(batch)
+                    except AccelOptError:
+                        raise
+                    except Exception as e:  # the runtime refused the model or these inputs: the model's problem
+                        raise FrontendError(
+                            f"{self.model.source}: the original model does not run in {self.reference_runtime} "
+                            f"on the validation inputs: {type(e).__name__}: {' '.join(str(e).split())}",
+                            hint="check --seq-len and --batch against what the model takes",
+                        ) from e
                     try:
                         return [np.asarray(res[k]) for k in names]
                     except KeyError as e:
@@ -484,6 +497,13 @@ class Validator:
                 self._reference = self._run_batched(ref, self.original_graph, samples)
             else:
                 self._reference = self.outputs(self.original_graph)
+            check_finite_outputs(
+                self._reference,
+                self.output_names,
+                self.original_graph,
+                source=self.model.source,
+                runtime=self.reference_runtime,
+            )
             self.reference_seconds = time.perf_counter() - t0
         return self._reference
 

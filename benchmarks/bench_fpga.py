@@ -100,7 +100,7 @@ def _minilm(lines: list[str]) -> None:
     lines.append("")
     lines.append(
         f"Load average at the time: {load:.1f} (2 cores, shared). Layers kept float: "
-        + ("; ".join(n.split(":")[0].replace("kept float: ", "") for n in kept_float) or "none")
+        + ("; ".join(n.split(": ", 1)[1].split(" (")[0] for n in kept_float) or "none")
         + "."
     )
     lines.append("")
@@ -130,7 +130,8 @@ def _bert_base(lines: list[str]) -> None:
         f"| MACs on VTA (goal >= 95%) | {_pct(macs['vta_share'])}: {macs['vta'] / 1e9:.2f} of {macs['total'] / 1e9:.2f} GMAC in {len(art.layers)} programs; host {macs['host'] / 1e9:.2f} GMAC (attention scores and context) |"
     )
     lines.append(
-        f"| estimated GEMM-core utilization over the offloaded layers (goal >= 70%) | {_pct(est['utilization'])} |"
+        f"| estimated GEMM-core utilization over the offloaded layers (goal >= 70%) | {_pct(est['utilization'])} "
+        f"(useful MACs only, without the zero-point columns: {_pct(est['mac_utilization'])} of the peak) |"
     )
     lines.append(
         f"| estimated VTA time of the offloaded layers | {est['seconds'] * 1e3:.0f} ms ({est['cycles']:,} cycles at 100 MHz): {est['gops']:.1f} GOP/s against a peak of 51.2 GOP/s |"

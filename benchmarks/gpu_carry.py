@@ -49,12 +49,19 @@ SEQ = 128
 N_SENTENCES = 32
 HIDDEN_ROWS = 8
 CARRY_LIMIT = 64 * 2**20
+#: float initializers this large are weights (seeded for BERT-base); smaller ones are the model's constants
+#: (scales, epsilons), kept; the Relax lowering makes arrays of 64+ elements parameters
+MIN_WEIGHT_NUMEL = 64
 MODELS = {"minilm": "all-MiniLM-L6-v2 (real weights)", "bert-base": "BERT-base (seeded weights)", "tiny": "tiny BERT"}
 
 
 # ------------------------------------------------------------------ weights
 def _fp16_exact_model(src: Path, dst: Path, seed: int | None) -> dict[str, np.ndarray]:
-    """Write ``src`` with fp16-exact float weights to ``dst`` (seeded ones when ``seed``); returns them."""
+    """Write ``src`` with fp16-exact float weights to ``dst`` (seeded ones when ``seed``); returns them.
+
+    Small float constants keep their values (rounded to fp16 when in its range), so the model still
+    computes what it did: only its weights change.
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -63,7 +70,11 @@ def _fp16_exact_model(src: Path, dst: Path, seed: int | None) -> dict[str, np.nd
     for init in model.graph.initializer:
         a = numpy_helper.to_array(init)
         if a.dtype == np.float32:
-            a = recipe_array(seed, init.name, a.shape) if seed is not None else a.astype(np.float16).astype(np.float32)
+            if seed is not None and a.size >= MIN_WEIGHT_NUMEL:
+                a = recipe_array(seed, init.name, a.shape)
+            elif np.all(np.abs(a) <= np.finfo(np.float16).max):
+                a = a.astype(np.float16).astype(np.float32)
+            # else: a constant beyond fp16's range (a mask filler such as finfo(float32).min) stays as it is
             init.CopyFrom(numpy_helper.from_array(a, init.name))
         weights[init.name] = a
     onnx.save(model, str(dst))
@@ -71,7 +82,10 @@ def _fp16_exact_model(src: Path, dst: Path, seed: int | None) -> dict[str, np.nd
 
 
 def _key(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a.astype(np.float16) if a.dtype.kind == "f" else a).tobytes()).hexdigest()
+    """Content key of an fp16-exact array (values beyond fp16's range all key as inf: such arrays are constants)."""
+    with np.errstate(over="ignore"):
+        b = a.astype(np.float16) if a.dtype.kind == "f" else a
+    return hashlib.sha1(np.ascontiguousarray(b).tobytes()).hexdigest()
 
 
 class Deriver:
@@ -144,6 +158,8 @@ def prepare_model(model: str, out: Path, batches: list[int], precisions: list[st
     np.savez(d / "inputs.npz", **inputs)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     hidden = sess.run(None, inputs)[0].astype(np.float32)
+    if not np.isfinite(hidden).all():
+        raise SystemExit(f"{model}: the reference outputs are not finite with the fp16-exact weights")
     mask = inputs["attention_mask"].astype(np.float32)[..., None]
     pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
     np.savez(d / "reference.npz", last_hidden_state=hidden[:HIDDEN_ROWS], pooled=pooled)

@@ -44,15 +44,18 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from accelopt.cli.listing import list_passes, list_targets
 from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
 from accelopt.cli.outdir import Staging
 from accelopt.cli.signals import Terminated, unwind_on_signals
 from accelopt.cli.usage import UsageError
 from accelopt.errors import AccelOptError, FrontendError, PassError, TargetError, ValidationError
+from accelopt.suggest import did_you_mean
 
 EXIT_OK = 0
 EXIT_TOLERANCE = 1
@@ -162,44 +165,6 @@ def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
     root.propagate = False
 
 
-# -------------------------------------------------------------------- lists
-def list_passes(console: Any) -> None:
-    """Every registered pass with its family, what it does and its options (defaults in spec syntax)."""
-    import dataclasses
-
-    from rich.markup import escape
-
-    from accelopt.passes.base import _format_option, registered_groups, registered_passes
-
-    console.print("[bold]passes[/bold]  (options as in --passes 'name{key=value,...}', shown with defaults)")
-    for name, cls in sorted(registered_passes().items()):
-        console.print(f"  [bold]{name}[/bold] [dim]({cls.family})[/dim]  {escape(cls.describe())}")
-        defaults = cls.Options()
-        opts = [f"{f.name}={_format_option(getattr(defaults, f.name))}" for f in dataclasses.fields(cls.Options)]
-        if opts:
-            console.print("      [dim]" + escape(", ".join(opts)) + "[/dim]")
-    console.print("\n[bold]groups[/bold]")
-    for name, members in sorted(registered_groups().items()):
-        console.print(f"  [bold]{name}[/bold] = {', '.join(members)}")
-
-
-def list_targets(console: Any) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from accelopt.targets.base import list_targets as _targets
-
-    t = Table(title="targets")
-    t.add_column("name", style="bold")
-    t.add_column("status")
-    t.add_column("default passes")
-    t.add_column("what it is")
-    for info in _targets():
-        status = Text("built", style="green") if info.built else Text("not built yet", style="yellow")
-        t.add_row(info.name, status, info.default_passes or "-", info.summary)
-    console.print(t)
-
-
 # ------------------------------------------------------------------ progress
 class _Bar:
     """A rich progress bar over passes; the description says what runs (pass, validation, lowering)."""
@@ -250,7 +215,8 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     bad = [f for f in formats if f not in REPORT_FORMATS]
     if bad:
         raise UsageError(
-            f"unknown report format {bad[0]!r}", f"--report takes a comma list of {', '.join(REPORT_FORMATS)}"
+            f"unknown report format {bad[0]!r}{did_you_mean(bad[0], REPORT_FORMATS)}",
+            f"--report takes a comma list of {', '.join(REPORT_FORMATS)}",
         )
     args.seq_len = _parse_seq_len(args.seq_len)
     for flag, value in (("--batch", args.batch), ("--samples", args.samples)):
@@ -396,7 +362,8 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     behind and the exit code is 128 + the signal number (143, 129).
     """
     try:
-        with unwind_on_signals():
+        with unwind_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = _log_warning  # library warnings (numpy's RuntimeWarning...) are not for users
             return _main(list(sys.argv[1:] if argv is None else argv), instruments)
     except Terminated as e:  # arrived outside the optimize run's own handling (parsing, diff, run, bench)
         _error(_consoles(False)[1], f"{e}; nothing was written")
@@ -436,7 +403,7 @@ def _main(argv: list[str], instruments: Sequence[Any]) -> int:
         _error(err, str(e), hint if "calibration" in str(e) else "")
         return EXIT_USAGE
     except FrontendError as e:
-        _error(err, f"unsupported model: {e}", "accelopt reads .onnx files, Hugging Face folders and torch modules")
+        _error(err, f"unsupported model: {e}", e.hint or "accelopt reads .onnx files, Hugging Face folders and torch modules")
         return EXIT_UNSUPPORTED
     except (PassError, TargetError) as e:
         _error(err, str(e), "run with -v for details; the report is not written")
@@ -454,6 +421,17 @@ def _main(argv: list[str], instruments: Sequence[Any]) -> int:
         log.debug("internal error", exc_info=True)
         _error(err, f"internal error: {type(e).__name__}: {e}", "please report it; run with -vv for the traceback")
         return EXIT_FAILED
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    log.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
 def _kept(args: argparse.Namespace) -> bool:

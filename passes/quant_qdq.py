@@ -108,6 +108,8 @@ class QdqPlan:
     static: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: ``scales=power2`` (``quant_power2``): x value name -> base scale S of its dynamic power-of-two quantizer
     pow2_base: dict[str, np.float32] = field(default_factory=dict)
+    #: ``scales=power2``: x value name -> whether its rows stay symmetric (no zero point)
+    pow2_sym: dict[str, bool] = field(default_factory=dict)
     #: ``scales=power2``: node -> (per-channel output scale, the base scale S of its input)
     out_scales: dict[str, tuple[np.ndarray, np.float32]] = field(default_factory=dict)
     _weights: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -270,7 +272,8 @@ def _activation_qdq(g: Graph, src: Value, k: int, plan: QdqPlan, key: str, ancho
     base = src.name
     if key in plan.pow2_base and scheme.mode == "dynamic":
         per_row = scheme.granularity == "row"
-        qv, sv, zv = row_pow2_quantizer(g, src, plan.pow2_base[key], k, per_row, scheme.symmetric, anchor, prov)
+        sym = plan.pow2_sym.get(key, scheme.symmetric)
+        qv, sv, zv = row_pow2_quantizer(g, src, plan.pow2_base[key], k, per_row, sym, anchor, prov)
         pattrs: dict[str, Any] = {}
         if per_row:
             rank = len(src.shape) if src.shape is not None else 0

@@ -39,6 +39,7 @@ import numpy as np
 
 from accelopt.errors import PassError, TargetError
 from accelopt.ir.graph import Graph
+from accelopt.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,8 @@ def target_class(name: str) -> type[Target]:
     if name in KNOWN_TARGETS:
         built = [n for n in KNOWN_TARGETS if n != name and _try_load(n)]
         raise TargetError(f"target {name!r} is not built yet; available targets: {', '.join(built) or 'none'}")
-    known = ", ".join(sorted(set(KNOWN_TARGETS) | set(_TARGETS)))
-    raise TargetError(f"unknown target {name!r}; known targets: {known}")
+    names = sorted(set(KNOWN_TARGETS) | set(_TARGETS))
+    raise TargetError(f"unknown target {name!r}{did_you_mean(name, names)}; known targets: {', '.join(names)}")
 
 
 def get_target(spec: str) -> Target:
@@ -307,7 +308,10 @@ def get_target(spec: str) -> Target:
     kwargs: dict[str, Any] = {}
     for key, raw in s.options.items():
         if key not in fields:
-            raise TargetError(f"target {s.name!r} has no option {key!r}; its options: {', '.join(fields) or 'none'}")
+            raise TargetError(
+                f"target {s.name!r} has no option {key!r}{did_you_mean(key, fields)}; "
+                f"its options: {', '.join(fields) or 'none'}"
+            )
         try:
             kwargs[key] = _convert_option(s.name, fields[key], raw)
         except PassError as e:

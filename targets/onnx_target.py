@@ -130,7 +130,7 @@ class OnnxArtifact(Artifact):
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
-            opts.log_severity_level = 3
+            opts.log_severity_level = 4  # failures are raised as TargetError with ORT's message
             try:
                 if self.path is not None and self.path.is_file():
                     self._session = ort.InferenceSession(str(self.path), opts, providers=self.providers)

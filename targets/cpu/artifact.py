@@ -5,7 +5,8 @@ Beyond the Relax artifact's files and run logic (``accelopt.targets.relax.artifa
 1. metadata.json records the ``mcpu`` the library was compiled for and the
    CPU features its code uses (``cpu.features``); ``load`` and ``run`` refuse
    (``TargetError``) on a CPU that lacks any of them, naming them and the
-   option to compile for this CPU instead.
+   option to compile for this CPU instead; ``cannot_run_here`` says the same
+   without raising (``optimize`` then writes the artifact unrun, with a note).
 2. Threads: the TVM runtime uses one thread here unless told; the artifact
    configures its thread pool before the first run with ``num_threads``
    workers (the run argument, else the compile-time option, else one per
@@ -45,16 +46,27 @@ class CpuArtifact(RelaxArtifact):
         super().__init__(*args, **kwargs)
         self.num_threads = num_threads
 
-    def check_host(self) -> None:
-        """Case 1."""
+    def cannot_run_here(self) -> str | None:
+        """Case 1: why this CPU cannot run the library (features it lacks), or None.
+
+        ``optimize`` asks before its final check, so compiling for another CPU
+        (``cpu{mcpu=sapphirerapids}`` here) writes the artifact with a note.
+        """
         cpu = self.metadata.get("cpu", {})
         missing = host.missing_features(cpu.get("features", []))
-        if missing:
-            raise TargetError(
-                f"{self.source}: compiled for mcpu {cpu.get('mcpu')!r}, whose code uses CPU feature(s) "
-                f"{', '.join(missing)} that this CPU ({host.detect_mcpu()}) lacks; compile it here, or for this CPU "
-                f"with --target cpu{{mcpu={host.detect_mcpu()}}}"
-            )
+        if not missing:
+            return None
+        return (
+            f"compiled for mcpu {cpu.get('mcpu')!r}, whose code uses CPU feature(s) {', '.join(missing)} that this "
+            f"CPU ({host.detect_mcpu()}) lacks; compile it here, or for this CPU with --target "
+            f"cpu{{mcpu={host.detect_mcpu()}}}"
+        )
+
+    def check_host(self) -> None:
+        """Case 1: ``TargetError`` from ``load`` and ``run`` on a CPU that lacks a needed feature."""
+        why = self.cannot_run_here()
+        if why:
+            raise TargetError(f"{self.source}: {why}")
 
     def threads(self) -> int:
         """Case 2: the worker count the next run uses."""

@@ -1,10 +1,11 @@
 """The ``fpga`` target: int8 layers compiled to VTA programs, simulated bit-exactly, timed by a cycle model.
 
-Modules: ``config`` (VTAConfig, board presets), ``isa`` (instructions, encode/decode, disassembler),
-``layout`` (data layouts, tiling), ``requant`` (integer requantization and its reference), ``emit``
-(program emission), ``program`` (programs, DRAM regions and image), ``simulator`` (bit-exact functional
-simulator), ``cycles`` (cycle model), ``offload`` (which layers run on VTA), ``artifact``, ``details``
-(report), ``target``.
+Modules: ``config`` (VTAConfig, board presets), ``isa`` (instructions, encode/decode, micro-ops),
+``modules`` (routing, token queues, disassembler), ``layout`` (data layouts, tiling), ``requant`` (integer
+requantization and its reference), ``emit`` (program emission), ``program`` (programs, DRAM regions and
+image), ``simulator`` (bit-exact functional simulator), ``counters`` (VTA's counters), ``cycles`` (cycle
+model), ``offload`` (which layers run on VTA), ``host_cpu`` (host=cpu: the host part through the cpu
+target), ``artifact``, ``details`` (report), ``target``.
 """
 
 from accelopt.targets.fpga.artifact import FpgaArtifact

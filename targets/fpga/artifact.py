@@ -9,9 +9,11 @@ On disk (``save`` / ``load``)::
     programs/<layer>/program.json       each region's address, size, role (constant/input/output) and layout
     host.ir, host.npz                   the host part: the final graph's text form and its constants (the
                                         offloaded layers' int8 weights are read back from dram.bin)
+    host/                               host=cpu: the cpu target's artifact of the host part (model.so...)
 
-``run(inputs, dump_dir=None)`` runs the graph with the interpreter, except
-that each offloaded ``QLinear`` runs its VTA program on the simulator
+``run(inputs, dump_dir=None)`` runs the graph with the interpreter (or, with
+``host=cpu``, the cpu target's compiled host part), except that each
+offloaded ``QLinear`` runs its VTA program on the simulator
 (``Simulator``, bit-exact): the host puts the int8 rows (and their row
 shifts) into the program's input regions, the program runs, the host reads
 the int8 result. A layer whose inputs have more rows than the program was
@@ -43,11 +45,12 @@ from accelopt.ir.parser import parse
 from accelopt.ir.printer import print_graph
 from accelopt.targets.base import Artifact, register_artifact
 from accelopt.targets.fpga.config import VTAConfig
+from accelopt.targets.fpga.counters import Counters
 from accelopt.targets.fpga.isa import Insn, decode_program, encode_program
 from accelopt.targets.fpga.layout import TilePlan, pack_inputs, pack_row_shifts, unpack_outputs, unpack_weights
 from accelopt.targets.fpga.program import DramImage, Program, Region
 from accelopt.targets.fpga.requant import row_shifts
-from accelopt.targets.fpga.simulator import Counters, Simulator
+from accelopt.targets.fpga.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ FILES = (
     "programs/<layer>/insns.bin",
     "programs/<layer>/program.json",
 )
+#: where ``host=cpu`` keeps the cpu target's artifact of the host part
+HOST_DIR = "host"
 
 
 @dataclass
@@ -126,12 +131,14 @@ class FpgaArtifact(Artifact):
         self._interp: Interpreter | None = None
         self._dump: Path | None = None
         self._calls: dict[str, int] = {}
+        #: the host part compiled by the cpu target (``host=cpu``); None: the interpreter runs it
+        self.host_artifact: Any = None
 
     # ------------------------------------------------------------------ run
     def run(self, inputs: Mapping[str, np.ndarray], dump_dir: str | Path | None = None) -> dict[str, np.ndarray]:
         """Run the model: host ops by the interpreter, offloaded layers on the simulated VTA (see the docstring)."""
         assert self.graph is not None
-        if self._interp is None:
+        if self._interp is None and self.host_artifact is None:
             self._interp = Interpreter(self.graph, {layer.node: self._kernel(layer) for layer in self.layers})
         self.last_counters = {}
         self._calls = {}
@@ -139,6 +146,9 @@ class FpgaArtifact(Artifact):
         if self._dump is not None:
             self._dump.mkdir(parents=True, exist_ok=True)
         try:
+            if self.host_artifact is not None:  # host=cpu: the compiled host part calls the layers back
+                return dict(self.host_artifact.run(inputs))
+            assert self._interp is not None
             return self._interp.run(inputs)
         finally:
             self._dump = None
@@ -234,6 +244,7 @@ class FpgaArtifact(Artifact):
         return data
 
     def save(self, directory: str | Path) -> list[Path]:
+        """Write the artifact (see the module docstring); returns the files and folders written at the top."""
         assert self.graph is not None
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -244,7 +255,6 @@ class FpgaArtifact(Artifact):
             pd.mkdir(parents=True, exist_ok=True)
             (pd / "insns.bin").write_bytes(encode_program(layer.insns, self.config))
             (pd / "program.json").write_text(json.dumps(layer.program.describe(), indent=2))
-            written += [pd / "insns.bin", pd / "program.json"]
         self.initial_image().tofile(d / "dram.bin")
         offloaded_weights = {_weight_name(self.graph, layer.node) for layer in self.layers}
         (d / "host.ir").write_text(print_graph(self.graph))
@@ -260,6 +270,11 @@ class FpgaArtifact(Artifact):
         meta["layers"] = [layer.as_dict() for layer in self.layers]
         (d / "metadata.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         written += [d / "dram.bin", d / "host.ir", d / "host.npz", d / "metadata.json"]
+        if self.layers:
+            written.append(progs)
+        if self.host_artifact is not None:
+            self.host_artifact.save(d / HOST_DIR)
+            written.append(d / HOST_DIR)
         return written
 
     @classmethod
@@ -298,7 +313,14 @@ class FpgaArtifact(Artifact):
                 weights[wname] = unpack_weights(tiles, layer.program.k, layer.program.n)[:k]
             pre = parse(text, weights)
         assert pre is not None
-        return cls(pre, config, layers, image, {k: v for k, v in meta.items() if k != "layers"}, source=str(d))
+        art = cls(pre, config, layers, image, {k: v for k, v in meta.items() if k != "layers"}, source=str(d))
+        if meta.get("host") == "cpu":  # the host part compiled by the cpu target; its calls come back here
+            from accelopt.targets.cpu.artifact import CpuArtifact
+            from accelopt.targets.fpga.host_cpu import register_layers
+
+            art.host_artifact = CpuArtifact.load(d / HOST_DIR)
+            register_layers(art, str(meta["host_token"]))
+        return art
 
     # ---------------------------------------------------------------- report
     def describe(self) -> dict[str, Any]:

@@ -32,17 +32,8 @@ from typing import Any
 
 from accelopt.errors import TargetError
 from accelopt.targets.fpga.config import UOP_BYTES, VTAConfig
-from accelopt.targets.fpga.isa import (
-    MODULES,
-    AluInsn,
-    FinishInsn,
-    GemmInsn,
-    Insn,
-    MemInsn,
-    MemType,
-    module_of,
-    tokens,
-)
+from accelopt.targets.fpga.isa import AluInsn, FinishInsn, GemmInsn, Insn, MemInsn, MemType
+from accelopt.targets.fpga.modules import MODULES, module_of, tokens
 
 ESTIMATE_NOTE = "estimate from the analytic cycle model, not a measurement"
 

@@ -50,7 +50,7 @@ def summary_lines(a: FpgaArtifact) -> list[str]:
         lines.append(
             f"estimated VTA time for the offloaded layers: {est['seconds'] * 1e3:.2f} ms ({est['cycles']:,} cycles at "
             f"{a.config.clock_mhz:g} MHz), {est['gops']:.1f} GOP/s against a peak of {peak:.1f} GOP/s; GEMM-core "
-            f"utilization {_pct(est['utilization'])} (estimate)"
+            f"utilization {_pct(est['utilization'])}, useful MACs {_pct(est['mac_utilization'])} of the peak (estimate)"
         )
         bus, gemm = est["bus_cycles"], est["gemm_cycles"]
         busy = est["busy"]

@@ -48,8 +48,6 @@ from accelopt.targets.fpga.isa import (
     encode_uops,
 )
 from accelopt.targets.fpga.layout import (
-    TilePlan,
-    blocks,
     pack_channel_constants,
     pack_weights,
     plan_tiles,
@@ -213,8 +211,4 @@ def compile_layer(layer: DenseLayer, rows: int, config: VTAConfig, base: int, na
     return program
 
 
-def layer_plan(layer: DenseLayer, rows: int, config: VTAConfig) -> TilePlan:
-    return plan_tiles(config, rows, layer.k, layer.n, layer.row_shift)
-
-
-__all__ = ["compile_layer", "blocks", "layer_plan"]
+__all__ = ["compile_layer"]

@@ -33,8 +33,9 @@ import numpy as np
 
 from accelopt.errors import TargetError
 from accelopt.targets.fpga.config import VTAConfig
-from accelopt.targets.fpga.isa import Insn, MemInsn, disassemble
+from accelopt.targets.fpga.isa import Insn, MemInsn
 from accelopt.targets.fpga.layout import TilePlan
+from accelopt.targets.fpga.modules import disassemble
 from accelopt.targets.fpga.simulator import MIN_DRAM_ADDRESS
 
 ALIGN = 256

@@ -52,21 +52,9 @@ from threadpoolctl import threadpool_limits
 
 from accelopt.errors import TargetError
 from accelopt.targets.fpga.config import UOP_BYTES, VTAConfig
-from accelopt.targets.fpga.isa import (
-    MODULES,
-    AluInsn,
-    AluOp,
-    FinishInsn,
-    GemmInsn,
-    Insn,
-    MemInsn,
-    MemType,
-    Opcode,
-    decode_uops,
-    disassemble_one,
-    module_of,
-    tokens,
-)
+from accelopt.targets.fpga.counters import Counters
+from accelopt.targets.fpga.isa import AluInsn, AluOp, FinishInsn, GemmInsn, Insn, MemInsn, MemType, Opcode, decode_uops
+from accelopt.targets.fpga.modules import MODULES, disassemble_one, module_of, tokens
 
 #: tokens a hardware dependency queue holds (fsim's are unbounded: more is not portable)
 QUEUE_DEPTH = 8
@@ -79,27 +67,6 @@ _FLOAT32_EXACT = 2**24
 
 class SimulatorError(TargetError):
     """A program the simulator refuses: names the instruction index and its disassembly."""
-
-
-@dataclass
-class Counters:
-    """VTA's profiler counters (``sim_driver.cc``'s names)."""
-
-    inp_load_nbytes: int = 0
-    wgt_load_nbytes: int = 0
-    acc_load_nbytes: int = 0
-    uop_load_nbytes: int = 0
-    out_store_nbytes: int = 0
-    gemm_counter: int = 0
-    alu_counter: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    def __iadd__(self, other: Counters) -> Counters:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
 
 
 @dataclass(frozen=True)
@@ -487,38 +454,10 @@ class Simulator:
         return np.asarray(r, np.int64).astype(np.int32)
 
 
-def static_counters(insns: Sequence[Insn], config: VTAConfig) -> Counters:
-    """The counters a run of ``insns`` reports, read off the instructions (they do not depend on the data)."""
-    c = config
-    out = Counters()
-    for insn in insns:
-        if isinstance(insn, MemInsn):
-            n = insn.x_size * insn.y_size
-            if insn.opcode == Opcode.STORE:
-                out.out_store_nbytes += n * c.out_elem_bytes
-            elif insn.memory_type == MemType.INP:
-                out.inp_load_nbytes += n * c.inp_elem_bytes
-            elif insn.memory_type == MemType.WGT:
-                out.wgt_load_nbytes += n * c.wgt_elem_bytes
-            elif insn.memory_type == MemType.ACC:
-                out.acc_load_nbytes += n * c.acc_elem_bytes
-            elif insn.memory_type == MemType.UOP and n:
-                out.uop_load_nbytes += insn.x_size * UOP_BYTES
-        elif isinstance(insn, (GemmInsn, AluInsn)):
-            loops = insn.iter_out * insn.iter_in * max(0, insn.uop_end - insn.uop_bgn)
-            if isinstance(insn, AluInsn):
-                out.alu_counter += loops
-            elif not insn.reset:
-                out.gemm_counter += loops
-    return out
-
-
 __all__ = [
     "MIN_DRAM_ADDRESS",
     "QUEUE_DEPTH",
     "SHIFT_RANGE",
-    "Counters",
     "Simulator",
     "SimulatorError",
-    "static_counters",
 ]

@@ -13,11 +13,14 @@
    its own DRAM segment, and build the DRAM image.
 5. Estimate each program's time with the cycle model, read its counters off
    its instructions, and split the graph's MACs between VTA and the host.
-6. Return an ``FpgaArtifact`` (``artifact.py``); ``describe()`` feeds the
+6. With ``host=cpu``, compile the host part with the cpu target.
+7. Return an ``FpgaArtifact`` (``artifact.py``); ``describe()`` feeds the
    report (``details.py``).
 
-The host part runs on accelopt's interpreter (the cpu target could run it
-once it exists; that option is not built).
+The host part runs on accelopt's interpreter (``host=interpreter``, the
+default) or is compiled by the cpu target (``host=cpu``, TVM): the offloaded
+layers then are calls from the compiled code back into the simulator
+(``host_cpu.py``).
 
 Capability descriptor: int8 weights per channel, asymmetric int8 activations
 (per-row zero points: VTA's GEMM subtracts them through extra weight rows),
@@ -34,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,30 +48,36 @@ from accelopt.targets.base import Capabilities, Target, bound_batch, register_ta
 from accelopt.targets.buckets import input_spec
 from accelopt.targets.fpga.artifact import FpgaArtifact, Layer
 from accelopt.targets.fpga.config import DEFAULT_BOARD, PRESETS, VTAConfig, get_config
+from accelopt.targets.fpga.counters import static_counters
 from accelopt.targets.fpga.cycles import ESTIMATE_NOTE, CycleEstimate, combine, estimate_cycles
 from accelopt.targets.fpga.emit import compile_layer
 from accelopt.targets.fpga.offload import analyze, host_macs, safe_name
 from accelopt.targets.fpga.program import ALIGN, DramImage
-from accelopt.targets.fpga.simulator import MIN_DRAM_ADDRESS, static_counters
+from accelopt.targets.fpga.simulator import MIN_DRAM_ADDRESS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEQ_LEN = 128
+#: what runs the host part: accelopt's interpreter, or the cpu target's compiled code (TVM)
+HOSTS = ("interpreter", "cpu")
 LABEL = "VTA accelerator (default Pynq-class config), simulated; times are estimates"
 
 
 @dataclass(frozen=True)
 class FpgaOptions:
-    """``--target fpga{board=zcu104}``, ``fpga{config=vta.json}``, ``fpga{seq_len=64,batch=2}``."""
+    """``--target fpga{board=zcu104}``, ``fpga{config=vta.json}``, ``fpga{seq_len=64,batch=2}``, ``fpga{host=cpu}``."""
 
     board: str = DEFAULT_BOARD
     config: str = ""
     seq_len: int = 0
     batch: int = 1
+    host: str = "interpreter"
 
     def __post_init__(self) -> None:
         if not self.config and self.board not in PRESETS:
             raise ValueError(f"unknown board {self.board!r}; presets: {', '.join(PRESETS)} (or config=FILE.json)")
+        if self.host not in HOSTS:
+            raise ValueError(f"host={self.host!r}: expected one of {', '.join(HOSTS)}")
         if self.batch < 1 or self.seq_len < 0:
             raise ValueError(f"batch must be >= 1 and seq_len >= 0, got batch={self.batch}, seq_len={self.seq_len}")
 
@@ -152,7 +162,7 @@ class FpgaTarget(Target):
             "board": config.name,
             "config_summary": config.describe(),
             "bindings": dict(bindings),
-            "host": "interpreter",
+            "host": self.options.host,
             "compile_seconds": compile_s,
             "dram_bytes": int(image.data.size),
             "inputs": [input_spec(v, str(v.dtype), graph) for v in graph.inputs],
@@ -186,7 +196,18 @@ class FpgaTarget(Target):
             "notes": notes,
         }
         log.info("fpga: %d program(s) compiled in %.2f s", len(layers), compile_s)
-        return FpgaArtifact(graph, config, layers, image, meta)
+        art = FpgaArtifact(graph, config, layers, image, meta)
+        if self.options.host == "cpu":  # case 6: the host part through the cpu target, layers called back
+            from accelopt.targets.fpga.host_cpu import compile_host, packed_name, register_layers  # imports TVM
+
+            t1 = time.perf_counter()
+            token = uuid.uuid4().hex[:12]
+            calls = {layer.node: packed_name(token, layer.name) for layer in layers}
+            art.host_artifact = compile_host(graph, calls, bindings["batch"], bindings["seq"], samples)
+            art.metadata["host_token"] = token
+            art.metadata["host_compile_seconds"] = time.perf_counter() - t1
+            register_layers(art, token)
+        return art
 
 
 def _bindings(graph: Graph, opts: FpgaOptions, samples: Any, notes: list[str]) -> dict[str, int]:

@@ -160,7 +160,7 @@ class LowerCtx:
         arr = np.asarray(array)
         want = dtype or relax_dtype(arr.dtype)
         if arr.dtype == BF16 or want == "bfloat16":
-            return relax.op.astype(relax.const(arr.astype(np.float32), "float32"), want)
+            return self.emit(relax.op.astype(relax.const(arr.astype(np.float32), "float32"), want))
         if arr.dtype == np.bool_ or want == "bool":
             return relax.const(arr.astype(np.bool_), "bool")
         return relax.const(arr.astype(np_dtype(want), copy=False), want)

@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 
 from accelopt.targets import buckets as bk
-from accelopt.targets.relax.artifact import RelaxArtifact
+from accelopt.targets.relax.artifact import RelaxArtifact, device_tensor
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def profile(art: RelaxArtifact, inputs: Mapping[str, np.ndarray], repeat: int = 
     fn_name = bucket["function"]
     art._function(bucket)  # parameters on the device, thread pool configured
     dev = art.device()
-    args = [tvm.runtime.tensor(np.ascontiguousarray(bk.fit(art.metadata, s, a, bucket, 0)), dev) for s, a in zip(specs, arrays)]
+    args = [device_tensor(bk.fit(art.metadata, s, a, bucket, 0), dev) for s, a in zip(specs, arrays)]
     args += art._device_params[fn_name]
     vm = relax.VirtualMachine(art.library, dev)
     totals: dict[str, float] = {}

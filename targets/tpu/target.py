@@ -63,6 +63,7 @@ import numpy as np
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
+from accelopt.suggest import did_you_mean
 from accelopt.targets import buckets as bk
 from accelopt.targets.base import Capabilities, Target, bound_batch, register_target
 from accelopt.targets.tpu import export as tpu_export
@@ -110,7 +111,10 @@ class TpuOptions:
             values["seq_lens"] = values.pop("seq_len")
         unknown = sorted(set(values) - known)
         if unknown:
-            raise TargetError(f"unknown tpu option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise TargetError(
+                f"unknown tpu option(s) {', '.join(unknown)}{did_you_mean(unknown[0], known)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         if "seq_lens" in values:
             values["seq_lens"] = bk.int_tuple(values["seq_lens"], "seq_lens")
         if "platforms" in values:

@@ -7,6 +7,7 @@ import pytest
 
 from accelopt.errors import TargetError
 from accelopt.targets.fpga.config import PRESETS, VTAConfig
+from accelopt.targets.fpga.counters import static_counters
 from accelopt.targets.fpga.cycles import estimate_cycles
 from accelopt.targets.fpga.emit import compile_layer
 from accelopt.targets.fpga.isa import (
@@ -19,9 +20,9 @@ from accelopt.targets.fpga.isa import (
     Opcode,
     decode_program,
     encode_program,
-    tokens,
 )
 from accelopt.targets.fpga.layout import pack_inputs, pack_row_shifts, pack_weights, unpack_outputs
+from accelopt.targets.fpga.modules import tokens
 from accelopt.targets.fpga.program import DramImage
 from accelopt.targets.fpga.requant import DenseLayer, from_scales, reference, row_shifts, shr
 from accelopt.targets.fpga.simulator import Simulator
@@ -71,6 +72,7 @@ def test_compiled_layer_is_bit_exact(m, k, n, row_shift, board):
     assert counters.gemm_counter == m * kb * nb
     assert counters.out_store_nbytes == m * nb * cfg.out_elem_bytes
     assert counters.alu_counter == m * nb * (prog.info["alu_ops_per_vector"])
+    assert static_counters(prog.insns, cfg) == counters  # read off the instructions: the same numbers
 
 
 def test_saturation_and_negative_shifts_are_exact():

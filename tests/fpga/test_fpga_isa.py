@@ -10,7 +10,6 @@ import pytest
 from accelopt.errors import TargetError
 from accelopt.targets.fpga.config import PRESETS, VTAConfig, get_config, load_config
 from accelopt.targets.fpga.isa import (
-    QUEUE_OF_FLAG,
     AluInsn,
     AluOp,
     FinishInsn,
@@ -24,13 +23,11 @@ from accelopt.targets.fpga.isa import (
     decode,
     decode_program,
     decode_uops,
-    disassemble_one,
     encode,
     encode_program,
     encode_uops,
-    module_of,
-    tokens,
 )
+from accelopt.targets.fpga.modules import QUEUE_OF_FLAG, disassemble_one, module_of, tokens
 
 CFG = VTAConfig()
 

@@ -37,7 +37,8 @@ def test_minilm_cli_writes_an_sm90_artifact(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     meta = _check_library(out)
     assert (out / "runtime" / "bundle.json").is_file() and (out / "params.npz").is_file()
-    assert meta["schedules"]["rules"].get("dlight.Matmul", 0) >= 6 * 4  # 4 projections + FFN per layer
+    # FuseTIR shares one kernel among the 6 layers: QKV, output projection, FFN up (+ GELU), FFN down
+    assert meta["schedules"]["rules"].get("dlight.Matmul", 0) >= 4
 
 
 def test_bert_base_builds_in_under_five_minutes(tmp_path: Path) -> None:

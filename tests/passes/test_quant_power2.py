@@ -83,14 +83,17 @@ def test_power2_relations_hold() -> None:
     np.testing.assert_allclose(grid, np.rint(grid), atol=1e-3)
 
 
-def test_asymmetric_power2_has_a_zero_point_per_row() -> None:
-    g = parse(MLP_TEXT)
+def test_asymmetric_power2_gives_lopsided_inputs_a_zero_point_per_row() -> None:
+    """fc1 reads GELU outputs (about -0.17 .. 2): int8 rows with a zero point each; fc0's normal input stays
+    symmetric (no zero point: VTA needs no zero-point columns for it)."""
+    g = mlp(layers=2)
     res = check_four_ways(
         "quantize-int8{scales=power2,smoothquant=0,activations=asymmetric}", g, "*", ctx=ctx_for(g), cosine=0.99
     )
-    q = next(n for n in res.graph.nodes if n.op == "QuantizeLinear" and n.name == "x_quantize")
-    assert len(q.inputs) == 3 and q.inputs[2] is not None and q.inputs[2].dtype.name.lower() == "int8"
-    assert q.inputs[2].shape == ("batch", 2, 1)  # one zero point per row, int8 (not uint8)
+    q0, q1 = res.graph.node("x_quantize"), res.graph.node("fc0_quantize")  # fc1 reads fc0's GELU output
+    assert len(q1.inputs) == 3 and q1.inputs[2].dtype.name.lower() == "int8"
+    assert q1.inputs[2].shape == ("batch", 8, 1)  # one zero point per row, int8 (not uint8)
+    assert len(q0.inputs) == 2  # symmetric: no zero point
 
 
 def test_no_match_and_options() -> None:
