@@ -78,12 +78,14 @@ def _attention_misses(res: Any) -> str:
 
 
 def _int8_layers(res: Any) -> str:
-    rec = _record(res, "quantize-int8")
-    for note in getattr(rec, "notes", []) or []:
-        m = re.search(r"quantized (\d+) of (\d+) layer", note)
-        if m:
-            return f"{m.group(1)}/{m.group(2)} layers"
-    return "no layer" if rec is None else "?"
+    rec = next((p for p in res.records if p.name == "quantize-int8"), None)
+    if rec is None:
+        return "not run"
+    if rec.rolled_back:
+        return "rolled back"
+    layers = rec.stats.get("layers", {}) if isinstance(rec.stats, dict) else {}
+    total = int(layers.get("total", 0))
+    return f"{int(layers.get('quantized', 0))}/{total} layers int8" if total else "no quantizable layer"
 
 
 def _metric(res: Any, key: str) -> float | None:
@@ -92,9 +94,11 @@ def _metric(res: Any, key: str) -> float | None:
 
 
 def _fmt(x: float | None, kind: str) -> str:
+    from accelopt.report import fmt_metric
+
     if x is None:
         return "-"
-    return f"{x:.1e}" if kind == "abs" else f"{x:.5f}"
+    return f"{x:.1e}" if kind == "abs" else fmt_metric(x)
 
 
 def _row(family: str, path: str) -> list[str]:

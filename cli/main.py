@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from accelopt.cli import tuning_flags
 from accelopt.cli.listing import list_passes, list_targets
 from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
 from accelopt.cli.outdir import Staging
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=1, metavar="N", help="batch size symbolic batch dims bind to (default 1)"
     )
     p.add_argument("--samples", type=int, default=32, metavar="N", help="validation samples (default 32)")
+    tuning_flags.add_arguments(p)
     p.add_argument(
         "--report",
         default="json,md,html",
@@ -242,6 +244,7 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
         target.with_batch(args.batch)
     except TargetError as e:
         raise UsageError(str(e), "give the batch once: --batch N") from None
+    target = tuning_flags.apply(target, args)
     try:
         build_pipeline(args.passes if args.passes is not None else target.default_passes)
     except PassError as e:

@@ -49,6 +49,7 @@ from accelopt.targets.base import Capabilities, Target, bound_batch, register_ta
 from accelopt.targets.cpu import host
 from accelopt.targets.cpu.artifact import FORMAT, CpuArtifact
 from accelopt.targets.cpu.build import compile_module, llvm_target
+from accelopt.targets.cpu.tuning import TuningOptions, parse_rpc
 from accelopt.targets.relax import Bucket, Kernels, build_module, lowered_ops, relax_dtype, unlowered_ops
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class CpuOptions:
     seq_lens: tuple[int, ...] = ()  # () -> the samples' sequence length, else DEFAULT_SEQ_LEN
     batch: int = 1
     dims: tuple[str, ...] = field(default_factory=tuple)  # other symbols: ("heads:12",)
+    tune_trials: int = 0  # MetaSchedule trials over the model's kernels (0: hand schedules only)
+    tuning_db: str = ""  # tuning database folder ("" = ~/.cache/accelopt/tuning/<mcpu>-<cores>c when tuning)
+    rpc: str = ""  # "host:port:key": measure tuning candidates through this TVM RPC tracker
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
@@ -77,6 +81,13 @@ class CpuOptions:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if any(int(s) < 1 for s in self.seq_lens):
             raise ValueError(f"seq_lens must be positive integers, got {self.seq_lens}")
+        if self.tune_trials < 0:
+            raise ValueError(f"tune_trials must be >= 0, got {self.tune_trials}")
+        if self.rpc:
+            parse_rpc(self.rpc)
+
+    def tuning(self) -> TuningOptions:
+        return TuningOptions(trials=self.tune_trials, database=self.tuning_db, rpc=self.rpc)
 
     def dim_sizes(self) -> dict[str, int]:
         out = {}
@@ -178,7 +189,7 @@ class CpuTarget(Target):
         lowered = build_module(graph, buckets, kern)
         t_lower = time.perf_counter() - t0
         threads = opts.num_threads or len(host.physical_cores())
-        result = compile_module(lowered.mod, llvm_target(mcpu, threads))  # case 5
+        result = compile_module(lowered.mod, llvm_target(mcpu, threads), opts.tuning())  # case 5
         notes.extend(n for n in lowered.notes if n not in notes)
         first = buckets[0].name
         meta = {
@@ -219,6 +230,7 @@ class CpuTarget(Target):
                 "failures": result.schedule.failures[:50],
             },
             "seconds": {"lower": round(t_lower, 3), **result.seconds, "total": round(time.perf_counter() - t0, 3)},
+            "tuning": result.tuning.as_dict() if result.tuning is not None else None,
             "notes": notes,
             "versions": {"accelopt": accelopt.__version__, "tvm": tvm.__version__},
         }

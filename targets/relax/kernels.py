@@ -24,9 +24,11 @@ Contract (stable; other targets code against it):
   functions (sequence buckets). Name derived arrays after the weight
   (``f"{w.name}@x86p16"``) so two layouts of one weight never collide.
 - Emit TE computes with ``ctx.emit_te(fn, *args, primfunc_name_hint=...)``;
-  to have the cpu target schedule a PrimFunc with a kernel-specific rule, set
-  the PrimFunc attribute ``"accelopt.kernel"`` (e.g. ``"dense_fp32"``) and
-  register the rule with ``accelopt.targets.cpu.schedule_rules.register_rule``.
+  to have the cpu target schedule a PrimFunc with a kernel-specific rule,
+  mark its main ``te.compute`` with ``attrs={"accelopt.kernel": NAME}`` (a
+  block annotation: it survives Relax's operator fusion, which drops PrimFunc
+  attributes; the PrimFunc attribute is read too) and register the rule with
+  ``accelopt.targets.cpu.schedule_rules.register_rule(NAME, fn)``.
 - Results have the dtype stated per method; the lowering casts to the IR's
   dtype afterwards if they differ.
 - A kernel that cannot handle a case calls the base method

@@ -162,8 +162,11 @@ def choose_attention_rows(queries: int, value_dim: int) -> int:
     return 1
 
 
-def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> None:
-    """Schedule the blocks of ``attention_compute`` (cases 1-4 of the module docstring)."""
+def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4, *, sample: bool = False) -> None:
+    """Schedule the blocks of ``attention_compute`` (cases 1-4 of the module docstring).
+
+    ``sample``: the query rows per block are a sampled decision (MetaSchedule's design space).
+    """
     out = sch.get_sblock("attn_out")
     loops = sch.get_loops(out)
     b, x1, x2, c = loops
@@ -175,9 +178,11 @@ def schedule_attention(sch: Schedule, mr: int | None = None, nv: int = 4) -> Non
     else:
         h, i = x1, x2
     sch.reorder(b, h, i, c)
-    if mr is None:
-        mr = choose_attention_rows(nq, dv)
-    io, ii = sch.split(i, [None, mr])
+    if sample:
+        vectors = -(-dv // LANES)
+        io, ii = sch.split(i, sch.sample_perfect_tile(i, n=2, max_innermost_factor=max(1, 24 // vectors)))
+    else:
+        io, ii = sch.split(i, [None, mr or choose_attention_rows(nq, dv)])
     bh = sch.fuse(b, h)
     sch.parallel(bh)
     vectorize_inner(sch, out)

@@ -125,27 +125,44 @@ def dense_primfunc(
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, DENSE_FP32)
 
 
-def schedule_dense(sch: Schedule, tile: DenseTile | None = None) -> None:
-    """Schedule the ``dense`` / ``dense_epilogue`` blocks of the function ``sch`` works on (cases 1-4)."""
+def schedule_dense(sch: Schedule, tile: DenseTile | None = None, *, sample: bool = False) -> None:
+    """Schedule the ``dense`` / ``dense_epilogue`` blocks of the function ``sch`` works on (cases 1-4).
+
+    ``sample``: the row blocking (block, tiles per block, tile rows) is a sampled decision
+    (``sample_perfect_tile``), the design space MetaSchedule tunes (``accelopt.targets.cpu.tuning``).
+    """
     block = sch.get_sblock("dense")
     i, j, k = sch.get_loops(block)
     nr = _packed_width(sch, block)
-    _, jv, jl = tile_gemm(sch, block, sch.get_sblock("dense_epilogue"), fit_tile(sch, i, j, nr, tile), [k])
+    tile = fit_tile(sch, i, j, nr, tile)
+    rows = sample_rows(sch, i, tile) if sample else None
+    _, jv, jl = tile_gemm(sch, block, sch.get_sblock("dense_epilogue"), tile, [k], rows)
     sch.vectorize(jl)  # case 4
     finish_accumulators(sch, block, [*jv, jl], k)
 
 
+def sample_rows(sch: Schedule, i: LoopRV, tile: DenseTile) -> list[Any]:
+    """The row split ``(blocks, tiles per block, tile rows)`` as sampled decisions (at most 24 accumulators)."""
+    return list(sch.sample_perfect_tile(i, n=3, max_innermost_factor=max(1, MAX_ACCUMULATORS // tile.nv)))
+
+
 def tile_gemm(
-    sch: Schedule, block: SBlockRV, epilogue: SBlockRV, tile: DenseTile, k_loops: list[LoopRV]
+    sch: Schedule,
+    block: SBlockRV,
+    epilogue: SBlockRV,
+    tile: DenseTile,
+    k_loops: list[LoopRV],
+    rows: list[Any] | None = None,
 ) -> tuple[LoopRV, list[LoopRV], LoopRV]:
     """Cases 1-3 for a GEMM block with loops ``(i, j, *k_loops)``: returns the tile's loops ``(ii, [ii, jv], jl)``.
 
-    ``k_loops[0]`` runs outside the register tile, the others (a tensor intrinsic's k) inside it.
+    ``k_loops[0]`` runs outside the register tile, the others (a tensor intrinsic's k) inside it; ``rows``
+    overrides the tile's row split with sampled factors.
     """
     i, j = sch.get_loops(block)[:2]
     m = _extent(sch, i)
     mc = tile.mc if tile.mc and m % tile.mc == 0 else m
-    ib, io, ii = sch.split(i, [None, mc // tile.mr, tile.mr])
+    ib, io, ii = sch.split(i, rows if rows is not None else [None, mc // tile.mr, tile.mr])
     jo, jv, jl = sch.split(j, [None, tile.nv, LANES])
     sch.reorder(ib, jo, io, k_loops[0], ii, jv, jl, *k_loops[1:])  # case 1
     sch.reverse_compute_at(epilogue, io, preserve_unit_loops=True)  # case 2

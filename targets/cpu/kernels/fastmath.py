@@ -43,11 +43,13 @@ def _f(v: float) -> PrimExpr:
 
 
 def _let(value: PrimExpr, body: Callable[[PrimExpr], PrimExpr], name: str) -> PrimExpr:
-    """``body(v)`` with ``v = value`` bound once (a ``Let``), so the TIR and the code evaluate it once."""
-    if isinstance(value, (tirx.Var, tirx.FloatImm)):
-        return body(value)
-    var = tirx.Var(name, "float32")
-    return tirx.Let(var, value, body(var))
+    """``body(value)``: the value is shared by the expression DAG (LLVM evaluates it once).
+
+    Not a TIR ``Let``: MetaSchedule's FLOP estimator and feature extractor cannot read ``Let``
+    expressions, and a kernel must stay tunable. ``name`` documents the role of the value.
+    """
+    del name
+    return body(value)
 
 
 def exp(x: PrimExpr) -> PrimExpr:

@@ -40,6 +40,7 @@ from accelopt.targets.cpu.kernels.dense import (
     DenseTile,
     finish_accumulators,
     fit_tile,
+    sample_rows,
     tile_gemm,
 )
 
@@ -143,15 +144,20 @@ def qdense_compute(ops: QDenseOperands, n: int, activation: str = "none", requan
     return te.compute((m, n), epilogue, name="qdense_epilogue")
 
 
-def schedule_qdense(sch: Schedule, tile: DenseTile | None = None) -> Schedule:
-    """Cases 3-4 on the function ``sch`` works on: ``dense``'s register tile, tensorized over (16 columns, 4 k)."""
+def schedule_qdense(sch: Schedule, tile: DenseTile | None = None, *, sample: bool = False) -> Schedule:
+    """Cases 3-4 on the function ``sch`` works on: ``dense``'s register tile, tensorized over (16 columns, 4 k).
+
+    ``sample``: the row blocking is a sampled decision, as in ``dense.schedule_dense``.
+    """
     block = sch.get_sblock("qdense")
     i, j, k = sch.get_loops(block)
     reads = sch.get(block).reads
     signed = any(str(r.source.dtype) == "int8" and len(r.source.shape) == 2 for r in reads)
     nr = next(int(r.source.shape[2]) for r in reads if len(r.source.shape) == 4)
+    tile = fit_tile(sch, i, j, nr, tile)
+    rows = sample_rows(sch, i, tile) if sample else None
     ko, ki = sch.split(k, [None, KGROUP])
-    _, unrolled, jl = tile_gemm(sch, block, sch.get_sblock("qdense_epilogue"), fit_tile(sch, i, j, nr, tile), [ko, ki])
+    _, unrolled, jl = tile_gemm(sch, block, sch.get_sblock("qdense_epilogue"), tile, [ko, ki], rows)
     finish_accumulators(sch, block, unrolled, ko)
     sch.tensorize(jl, vnni.VNNI_S8S8 if signed else vnni.VNNI_U8S8)
     return sch
