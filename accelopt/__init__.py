@@ -8,6 +8,7 @@ Public API::
     result = ao.optimize(model, target="onnx", passes="cleanup")
     result.report.save("out/report.html")
     result.artifact.save("out/")
+    artifact = ao.Artifact.load("out/")   # any target's artifact, by its metadata.json
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from accelopt.model import Model
 from accelopt.records import AccuracyRecord, Localization, PassRecord
 from accelopt.report import Report, diff_reports
 from accelopt.samples import SampleSet
+from accelopt.targets.base import Artifact
 
 try:
     __version__ = importlib.metadata.version("accelopt")
@@ -38,6 +40,7 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not instal
 __all__ = [
     "AccelOptError",
     "AccuracyRecord",
+    "Artifact",
     "FrontendError",
     "Graph",
     "InterpreterError",

@@ -216,7 +216,7 @@ def optimize(
             raise ValidationError(f"{name} must be a positive integer, got {value!r}")
     overrides = parse_tolerance(tolerance)
     tgt = target if isinstance(target, Target) else get_target(str(target))
-    tgt = tgt.with_seq_lens(seq_lens)
+    tgt = tgt.with_seq_lens(seq_lens).with_batch(int(batch))
     tgt.capabilities  # noqa: B018 - options that depend on others (a tpu chip) fail here, before the model loads
     spec = tgt.default_passes if passes is None else passes
     if isinstance(spec, str):
@@ -278,7 +278,7 @@ def optimize(
     final = artifact_check = None
     final_tol: dict[str, float] = {}
     status = "not-validated"
-    notes: list[str] = []
+    notes: list[str] = [f"{r.pass_error}; rolled back (status pass-error)" for r in records if r.pass_error]
     if validator is not None:
         kept = [r.family for r in records if r.modified and not r.rolled_back]
         final_tol = validator.final_tolerance(kept)
@@ -291,6 +291,8 @@ def optimize(
     if progress is not None:
         progress.status(f"lowering for {tgt.spec}")
     artifact = tgt.lower(graph, model=model, samples=validator.samples if validator is not None else calib)
+    if artifact is not None:
+        artifact.metadata.setdefault("pipeline", pipeline_str)
     if validator is not None and artifact is not None:
         if progress is not None:
             progress.status("running the artifact")

@@ -16,7 +16,14 @@ class FrontendError(AccelOptError):
 
 
 class VerifyError(AccelOptError):
-    """A graph broke an IR invariant (types, order, dangling uses)."""
+    """A graph broke an IR invariant (types, order, dangling uses).
+
+    ``nodes`` names the nodes the problems were found at (in graph order, each once).
+    """
+
+    def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
 
 
 class ParseError(AccelOptError):
@@ -25,6 +32,15 @@ class ParseError(AccelOptError):
 
 class PassError(AccelOptError):
     """A pass failed, or a pipeline spec / pass option is invalid."""
+
+
+class PassOptionError(PassError):
+    """A pass's options do not fit the model (e.g. they name a node it does not have).
+
+    Raised by a pass while it runs; unlike any other failure inside a pass, it
+    ends the run (the user asked for something impossible) instead of rolling
+    the pass back.
+    """
 
 
 class ValidationError(AccelOptError):

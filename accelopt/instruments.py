@@ -5,7 +5,7 @@ An instrument is any object with some of these methods (all optional)::
     before_run(graph, ctx)                       # once, with the input graph
     before_pass(pass_, graph, ctx)               # graph: what the pass will see
     after_pass(pass_, result_graph, record, ctx) # result_graph: what the next pass sees
-    on_rollback(pass_, rejected_graph, record, ctx)  # a pass's result failed validation
+    on_rollback(pass_, rejected_graph, record, ctx)  # a pass's result was rejected (accuracy or pass error)
     after_run(records)                           # once, with every PassRecord
 
 Instruments live in ``PassContext.instruments``; the CLI maps its flags to them
@@ -17,7 +17,8 @@ the pass manager always runs ``VerifyInstrument`` after every pass.
    after every pass in the text form (``NNN_<pass>.rejected.txt`` for a result
    that was rolled back).
 3. ``VerifyInstrument`` checks IR invariants; a broken graph becomes a
-   ``PassError`` naming the pass and every pass that ran before it.
+   ``PassError`` naming the pass and every pass that ran before it (the
+   pass manager rolls such a pass back: a pass error).
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ class DumpIRInstrument(Instrument):
 
     def on_rollback(self, pass_: Any, rejected_graph: Graph, record: PassRecord, ctx: Any) -> None:
         self.count += 1
-        self._write(f"{record.name}.rejected", rejected_graph)
+        try:
+            self._write(f"{record.name}.rejected", rejected_graph)
+        except Exception as e:  # a pass error can leave a graph the printer cannot walk; the dump is a courtesy
+            log.warning("cannot dump the rejected result of %s: %s: %s", record.spec, type(e).__name__, e)
         self.count -= 1  # the after_pass dump takes the same number
 
     def after_pass(self, pass_: Any, result_graph: Graph, record: PassRecord, ctx: Any) -> None:

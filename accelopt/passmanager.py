@@ -11,9 +11,13 @@ Usage::
 What ``run`` does for every pass, in order:
 
 1. Runs the pass on ``graph.copy()``: the input graph is never mutated.
-2. Verifies the result (always). A ``VerifyError``, or any exception the pass
-   raises, becomes a ``PassError`` naming the pass and every pass that ran
-   before it.
+2. Verifies the result (always). A result the verifier rejects, or any
+   exception the pass raises, is a **pass error**: the pass is rolled back
+   (the previous graph is kept, as for an accuracy failure), its record gets
+   ``pass_error`` (which pass, which nodes the verifier found broken, and
+   why) and ``broken_nodes``, a warning is logged, and the run goes on.
+   Only a ``PassOptionError`` (the pass's options do not fit the model) and
+   ``MemoryError`` end the run.
 3. With ``ctx.options["check_modified"]``, checks that ``modified`` is exact:
    True if and only if the text form changed.
 4. Fills a ``PassRecord``: spec, family, options, time, op counts, nodes
@@ -24,7 +28,7 @@ What ``run`` does for every pass, in order:
    kept), with the failing metric as the reason and, when the validator has
    ``localize(old, new)``, the first diverging node. A result that the
    interpreter cannot run is rolled back the same way. Unmodified results
-   reuse the previous accuracy.
+   reuse the previous accuracy. Every rollback goes through ``_rollback``.
 6. Calls the instruments' hooks and ``ctx.progress(done, total, desc)``.
 
 Passes expanded from a fixed-point group (``cleanup``, see
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accelopt.cost import estimate_macs
-from accelopt.errors import InterpreterError, PassError
+from accelopt.errors import InterpreterError, PassError, PassOptionError, VerifyError
 from accelopt.instruments import VerifyInstrument
 from accelopt.ir.graph import Graph
 from accelopt.ir.printer import print_graph
@@ -172,38 +176,51 @@ class PassManager:
 
         work = old.copy()
         t0 = time.perf_counter()
+        result: PassResult | None = None
+        broken: Exception | None = None
         try:
             result = p.run(work, ctx)
-        except Exception as e:
+            if not isinstance(result, PassResult):
+                raise PassError(f"pass {spec!r} returned {type(result).__name__}, expected PassResult")
+            self.verifier.check(result.graph, pass_spec=spec, history=state.history)
+        except PassOptionError as e:
             raise PassError(f"pass {spec!r} failed (passes run before it: {_hist(state.history)}): {e}") from e
+        except MemoryError:
+            raise
+        except Exception as e:  # case 2: a broken result or a crash is rolled back; the run goes on
+            broken = e
         rec.seconds = time.perf_counter() - t0
-        if not isinstance(result, PassResult):
-            raise PassError(f"pass {spec!r} returned {type(result).__name__}, expected PassResult")
-        new = result.graph
-        self.verifier.check(new, pass_spec=spec, history=state.history)
-        if ctx.options.get("check_modified"):
-            changed = print_graph(old) != print_graph(new)
-            if changed != bool(result.modified):
-                raise PassError(
-                    f"pass {spec!r} reported modified={result.modified} but the text form "
-                    f"{'changed' if changed else 'did not change'} (passes run before it: {_hist(state.history)})"
-                )
         state.history.append(spec)
-
-        rec.modified = bool(result.modified)
-        rec.stats = dict(result.stats)
-        rec.near_misses = list(result.near_misses)
-        rec.notes = list(result.notes)
         bindings = ctx.options.get("shape_bindings") or {}
         rec.ops_before = dict(old.op_counts())
         rec.param_bytes_before = old.parameter_bytes()
         rec.macs_before = estimate_macs(old, bindings)
 
-        if not rec.modified:
-            new = old
+        if broken is not None:
+            rec.modified = True
             rec.accuracy = state.accuracy
-        elif ctx.validator is not None:
-            new = self._validate(p, old, new, rec, state)
+            rejected = result.graph if result is not None and isinstance(result, PassResult) else work
+            new = self._pass_error(p, old, rejected, rec, broken, state.history[:-1])
+        else:
+            assert result is not None
+            new = result.graph
+            if ctx.options.get("check_modified"):
+                changed = print_graph(old) != print_graph(new)
+                if changed != bool(result.modified):
+                    raise PassError(
+                        f"pass {spec!r} reported modified={result.modified} but the text form "
+                        f"{'changed' if changed else 'did not change'} (passes run before it: "
+                        f"{_hist(state.history[:-1])})"
+                    )
+            rec.modified = bool(result.modified)
+            rec.stats = dict(result.stats)
+            rec.near_misses = list(result.near_misses)
+            rec.notes = list(result.notes)
+            if not rec.modified:
+                new = old
+                rec.accuracy = state.accuracy
+            elif ctx.validator is not None:
+                new = self._validate(p, old, new, rec, state)
 
         rec.ops_after = dict(new.op_counts())
         rec.param_bytes_after = new.parameter_bytes()
@@ -221,6 +238,24 @@ class PassManager:
             ctx.progress(state.done, state.total, spec)
         log.debug("pass %s: modified=%s in %.3f s", spec, rec.modified, rec.seconds)
         return new, rec
+
+    def _pass_error(
+        self, p: Pass, old: Graph, rejected: Graph, rec: PassRecord, error: Exception, history: Sequence[str]
+    ) -> Graph:
+        """Case 2: the pass broke the graph or raised: roll it back, say loudly which node and why."""
+        cause = error.__cause__ if isinstance(error, PassError) and error.__cause__ is not None else error
+        if isinstance(cause, VerifyError):
+            rec.broken_nodes = list(cause.nodes)
+            more = f" and {len(cause.nodes) - 5} more" if len(cause.nodes) > 5 else ""
+            at = f" at node(s) {', '.join(cause.nodes[:5])}{more}" if cause.nodes else ""
+            what = f"broke the graph{at}: {_one_line(str(cause))}"
+        else:
+            what = f"raised {type(error).__name__}: {_one_line(str(error))}"
+        what += f" (passes run before it: {_hist(history)})"
+        rec.pass_error = f"pass {rec.spec!r} {what}"
+        log.warning("%s; the pass was rolled back and the run goes on (please report it)", rec.pass_error)
+        log.debug("pass %s failed", rec.spec, exc_info=error)
+        return self._rollback(p, old, rejected, rec, f"pass error: the pass {what}")
 
     def _validate(self, p: Pass, old: Graph, new: Graph, rec: PassRecord, state: _RunState) -> Graph:
         """Check ``new``; returns the graph to continue with (``old`` after a rollback)."""
@@ -241,19 +276,28 @@ class PassManager:
                 state.accuracy = outcome
                 return new
             reason = "; ".join(outcome.failures) or "accuracy tolerance not met"
-        rec.rolled_back = True
-        rec.rollback_reason = reason
-        log.info("pass %s rolled back: %s", rec.spec, reason)
         localize = getattr(validator, "localize", None)
         if outcome is not None and callable(localize):
             rec.localization = localize(old, new)
-        counts_new = new.op_counts()
+        return self._rollback(p, old, new, rec, reason)
+
+    def _rollback(self, p: Pass, old: Graph, rejected: Graph, rec: PassRecord, reason: str) -> Graph:
+        """Reject ``rejected`` (the pass's result) and continue from ``old``; the one rollback path."""
+        rec.rolled_back = True
+        rec.rollback_reason = reason
+        if not rec.pass_error:
+            log.info("pass %s rolled back: %s", rec.spec, reason)
+        counts_new = rejected.op_counts()
         counts_old = old.op_counts()
         delta = {k: counts_new.get(k, 0) - counts_old.get(k, 0) for k in sorted(set(counts_new) | set(counts_old))}
         delta = {k: v for k, v in delta.items() if v}
         rec.notes.append(f"rolled back; the rejected result changed op counts by {delta or 'nothing'}")
-        self._call("on_rollback", p, new, rec, self.ctx)
+        self._call("on_rollback", p, rejected, rec, self.ctx)
         return old
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _hist(history: Sequence[str]) -> str:

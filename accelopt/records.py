@@ -63,3 +63,8 @@ class PassRecord:
     near_misses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    #: the pass broke the graph (the verifier rejected its result) or raised; it was rolled back
+    #: (status ``pass-error``); the text says what went wrong
+    pass_error: str = ""
+    #: the nodes the verifier found broken in the rejected result
+    broken_nodes: list[str] = field(default_factory=list)

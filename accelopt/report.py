@@ -363,6 +363,8 @@ class Report:
 
 # ----------------------------------------------------------------- helpers
 def pass_status(p: PassRecord) -> str:
+    if p.pass_error:
+        return "pass-error"
     if p.rolled_back:
         return "rolled back"
     if p.error:
@@ -580,7 +582,11 @@ def _markdown_pass(i: int, p: PassRecord) -> list[str]:
     opts = ", ".join(f"{k}={v}" for k, v in p.options.items()) or "none"
     w(f"- options: {opts}")
     w(f"- time: {fmt_seconds(p.seconds)} (validation {fmt_seconds(p.validate_seconds)})")
-    if p.rolled_back:
+    if p.pass_error:
+        w(f"- **pass error** (the pass broke the graph or crashed; rolled back): {_md_escape(p.pass_error)}")
+        if p.broken_nodes:
+            w(f"  - broken nodes: {_short_list(p.broken_nodes)}")
+    elif p.rolled_back:
         w(f"- **rolled back**: {_md_escape(p.rollback_reason)}")
         if p.localization is not None:
             loc = p.localization
@@ -670,7 +676,7 @@ ESTIMATE_LABEL = "performance figures are estimates from an analytic model, not 
 NARROW_WIDTH = 110
 #: below this width it also drops time and "max abs vs ref"
 TINY_WIDTH = 72
-_SHORT_STATUS = {"unchanged": "same", "rolled back": "ROLLBACK", "kept": "kept", "error": "error"}
+_SHORT_STATUS = {"unchanged": "same", "rolled back": "ROLLBACK", "kept": "kept", "error": "error", "pass-error": "PASS ERR"}
 
 
 def _pass_table(steps: list[dict[str, Any]], width: int) -> Any:
@@ -719,7 +725,7 @@ def _pass_table(steps: list[dict[str, Any]], width: int) -> Any:
         t.add_column(label, justify="right", no_wrap=True)
     for s in steps:
         st = s["status"]
-        st_style = {"rolled back": "red", "kept": "green", "error": "red"}.get(st, "dim")
+        st_style = {"rolled back": "red", "kept": "green", "error": "red", "pass-error": "bold red"}.get(st, "dim")
         d = s["nodes_after"] - s["nodes_before"]
         cells: list[Any] = [
             str(s["index"]),
@@ -765,7 +771,9 @@ def render_console(r: Report, console: Any, *, details: bool = True) -> None:
         console.print(_pass_table(r.steps(), console.width))
     if details:
         for i, p in enumerate(r.passes, 1):
-            if p.rolled_back:
+            if p.pass_error:
+                console.print(Text(f"{i}. PASS ERROR, rolled back: {p.pass_error}", style="bold red"))
+            elif p.rolled_back:
                 console.print(Text(f"{i}. {p.spec} rolled back: {p.rollback_reason}", style="red"))
                 if p.localization is not None:
                     loc = p.localization

@@ -63,7 +63,13 @@ def _e(x: Any) -> str:
 
 
 def _badge(status: str) -> str:
-    cls = {"kept": "b-kept", "rolled back": "b-rolled", "unchanged": "b-unchanged", "error": "b-error"}.get(status, "")
+    cls = {
+        "kept": "b-kept",
+        "rolled back": "b-rolled",
+        "unchanged": "b-unchanged",
+        "error": "b-error",
+        "pass-error": "b-error",
+    }.get(status, "")
     return f'<span class="badge {cls}">{_e(status)}</span>'
 
 
@@ -286,7 +292,10 @@ def _pass_section(i: int, p: PassRecord) -> str:
     out = [
         f"<details{' open' if p.rolled_back else ''}><summary>{i}. <code>{_e(p.spec)}</code> ({_e(p.family)}) {_badge(status)}</summary>"
     ]
-    if p.rolled_back:
+    if p.pass_error:
+        nodes = f"<br><b>Broken nodes:</b> {_e(', '.join(p.broken_nodes))}" if p.broken_nodes else ""
+        out.append(f'<div class="rollback"><b>Pass error, rolled back:</b> {_e(p.pass_error)}{nodes}</div>')
+    elif p.rolled_back:
         out.append(f'<div class="rollback"><b>Rolled back:</b> {_e(p.rollback_reason)}')
         if p.localization is not None:
             loc = p.localization

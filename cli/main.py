@@ -4,6 +4,8 @@
 
     optimize MODEL --target onnx --passes cleanup -o OUTDIR [options]
     optimize diff A.json B.json
+    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz]      (artifact_commands.py)
+    optimize bench OUTDIR [--batch N --seq-len N]
     optimize --list-passes | --list-targets
 
 Exit codes (``EXIT_*``):
@@ -15,9 +17,14 @@ Exit codes (``EXIT_*``):
    unreadable or does not fit the model's inputs, an output folder that
    cannot be used;
 3. unsupported model (the frontend could not import it);
-4. a pass or the target failed while running (the message names it), or an
-   internal error (one line; ``-vv`` logs the traceback);
+4. a pass's options do not fit the model, the target failed while running
+   (the message names it), or an internal error (one line; ``-vv`` logs the
+   traceback);
 130. interrupted (Ctrl-C).
+
+A pass that breaks the graph or crashes is rolled back (status ``pass-error``
+in the report, a ``warning:`` line on stderr) and the run goes on; it does not
+change the exit code.
 
 ``--seq-len 128,256,512`` binds a target with sequence buckets (tpu) to one
 export per length; validation, calibration and cost estimates use the first
@@ -137,10 +144,10 @@ def _consoles(quiet: bool) -> tuple[Any, Any]:
     return Console(quiet=quiet), Console(stderr=True)
 
 
-def _error(err: Any, message: str, hint: str = "") -> None:
+def _error(err: Any, message: str, hint: str = "", label: str = "error") -> None:
     from rich.text import Text
 
-    line = Text("error: ", style="bold red")
+    line = Text(f"{label}: ", style="bold red")
     line.append(" ".join(message.split()), style="red")  # one line, whatever the message holds
     err.print(line, soft_wrap=True)
     if hint:
@@ -410,8 +417,13 @@ def _run(args: argparse.Namespace, out: Any, err: Any, instruments: Sequence[Any
         report.render(out)
         written = files + [REPORT_FORMATS[f] for f in formats] + (["ir/"] if dump_ir == tmp / "ir" else [])
         out.print(f"wrote {args.output}: {', '.join(written)}", markup=False, soft_wrap=True)
+    broken = [p.pass_error for p in report.passes if p.pass_error]
+    for message in broken:  # loud, even with -q: the run went on without the pass
+        _error(err, message, "the pass was rolled back and the run went on without it; please report it", "warning")
     if not report.ok:
-        failures = (report.final.failures if report.final else []) + report.notes
+        failures = (report.final.failures if report.final else []) + [
+            n for n in report.notes if not any(n.startswith(m) for m in broken)
+        ]
         _error(
             err,
             "final accuracy tolerance not met: " + "; ".join(failures),
@@ -455,6 +467,11 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     if argv and argv[0] == "diff" and not Path("diff").exists():
         out, err = _consoles(False)
         return _diff(argv[1:], out, err)
+    if argv and argv[0] in ("run", "bench") and not Path(argv[0]).exists():
+        from accelopt.cli import artifact_commands
+
+        out, err = _consoles(False)
+        return artifact_commands.main(argv, out, err, _error)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.graph import Graph, Node, Provenance, Value
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.fuse_common import const_of
@@ -55,7 +55,7 @@ class ConvLayout(Pass):
             layouts = getattr(ctx.target, "preferred_layouts", None) or {}
             to = str(layouts.get("conv", "NHWC")).upper()
         if to not in ("NHWC", "NCHW"):
-            raise PassError(f"layout-nhwc: 'to' must be auto, NHWC or NCHW, not {self.options.to!r}")
+            raise PassOptionError(f"layout-nhwc: 'to' must be auto, NHWC or NCHW, not {self.options.to!r}")
         src = "Conv" if to == "NHWC" else "ConvNHWC"
         count = 0
         for node in list(graph.nodes):

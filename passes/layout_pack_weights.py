@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.layout_transpose_weights import _linear_parts, _Rewriter, layout_result
@@ -45,7 +45,7 @@ class PackWeights(Pass):
         tk = tk or int(default[0])
         tn = tn or int(default[-1])
         if tk <= 0 or tn <= 0:
-            raise PassError(f"layout-pack-weights: tile sizes must be positive, got {tk} x {tn}")
+            raise PassOptionError(f"layout-pack-weights: tile sizes must be positive, got {tk} x {tn}")
         return tk, tn
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.graph import Graph, Node, Provenance, Value
 from accelopt.ir.types import TensorType
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
@@ -68,13 +68,13 @@ class PadDims(Pass):
                 tiles = (getattr(caps, "tile_sizes", None) or {}).get("gemm")
                 m = int(max(tiles)) if tiles else 16
         if m <= 0:
-            raise PassError(f"layout-pad: multiple must be positive, got {m}")
+            raise PassOptionError(f"layout-pad: multiple must be positive, got {m}")
         return m
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         unknown = set(self.options.dims) - set(DIMS)
         if unknown:
-            raise PassError(f"layout-pad: unknown dims {sorted(unknown)}; known: {'+'.join(DIMS)}")
+            raise PassOptionError(f"layout-pad: unknown dims {sorted(unknown)}; known: {'+'.join(DIMS)}")
         m = self.multiple(ctx)
         stats: dict[str, dict[str, int]] = {}
         notes: list[str] = []

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.graph import Graph, Node, Provenance, Value, tensor_digest
 from accelopt.ir.ops.fused import pack_weight, unpack_weight
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
@@ -135,7 +135,7 @@ class TransposeWeights(Pass):
         if layout == "AUTO":  # case 3
             layout = _target_layout(ctx)
         if layout not in ("NK", "KN"):
-            raise PassError(f"layout-transpose-weights: layout must be auto, NK or KN, not {self.options.layout!r}")
+            raise PassOptionError(f"layout-transpose-weights: layout must be auto, NK or KN, not {self.options.layout!r}")
         rw = _Rewriter(graph, self.name)
         count = 0
         for node in list(graph.nodes):

@@ -7,8 +7,8 @@ Groups:
 - ``fuse`` = ``fuse-layernorm, fuse-gelu, fuse-attention, fuse-embedlayernorm,
   fuse-linear, fuse-skiplayernorm``, once each in that order.
 
-Test-only passes (``damage``) live in ``accelopt.passes.testing`` and are
-registered too, so end-to-end tests can name them in a pipeline string.
+Test-only passes (``damage``, ``break-graph``) are not here: ``tests/planted_passes.py``
+registers them from the tests, so ``optimize --list-passes`` never shows them.
 """
 
 from accelopt.passes import (  # noqa: F401
@@ -28,7 +28,6 @@ from accelopt.passes import (  # noqa: F401
     layout_pack_weights,
     layout_pad,
     layout_transpose_weights,
-    testing,
 )
 from accelopt.passes.base import register_group
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassError, PassOptionError
 from accelopt.interpreter import Interpreter
 from accelopt.ir.graph import Graph, Value
 from accelopt.ir.ops.quantized import qrange, symmetric_zero_point
@@ -234,7 +234,7 @@ def entropy_threshold(hist: np.ndarray, top: float, levels: int = ENTROPY_LEVELS
 def choose_range(obs: Observation, method: str, percentile: float = 99.99) -> tuple[float, float]:
     """``[lo, hi]`` for ``obs`` by ``method`` (cases 1-3 of the module docstring); always contains 0."""
     if method not in METHODS:
-        raise PassError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+        raise PassOptionError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
     if obs.count == 0:
         return 0.0, 0.0
     lo, hi = min(obs.min, 0.0), max(obs.max, 0.0)

@@ -66,7 +66,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
@@ -197,7 +197,7 @@ class QuantizeInt8(Pass):
                 notes.append(f"SmoothQuant alpha={o.smoothquant:g} on {len(plan.smooth)} activation(s)")
         if scheme.mode == "static":
             if not batches:
-                raise PassError(
+                raise PassOptionError(
                     "static int8 needs calibration data (PassContext.calibration): pass --calibration, or use mode=dynamic"
                 )
             self._calibrate(graph, plan, batches, o)
@@ -263,7 +263,7 @@ class QuantizeInt8(Pass):
         def ranked() -> list[Sensitivity]:
             if not order:
                 if not sens_batches:
-                    raise PassError("accuracy-aware fallback needs calibration samples to rank the layers")
+                    raise PassOptionError("accuracy-aware fallback needs calibration samples to rank the layers")
                 by_name = {t.node: t for t in targets}
                 order.extend(
                     sorted(

@@ -122,7 +122,8 @@ def target_lacks_dtype(target: Any, dtype: DType) -> str | None:
     """Why a low-precision pass must not run for ``target`` (it lists dtypes without ``dtype``), else None."""
     dtypes = getattr(target, "dtypes", None)
     if target is not None and dtypes and str(dtype) not in dtypes:
-        return f"target {getattr(target, 'name', '?')} does not compute in {dtype}"
+        why = (getattr(target, "extra", None) or {}).get("unsupported_dtypes", {}).get(str(dtype))
+        return f"target {getattr(target, 'name', '?')} does not compute in {dtype}" + (f": {why}" if why else "")
     return None
 
 

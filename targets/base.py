@@ -109,8 +109,12 @@ class Artifact:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, directory: str | Path) -> Artifact:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def load(cls, directory: str | Path) -> Artifact:
+        """Read an artifact folder. On ``Artifact`` itself: any kind accelopt writes, chosen by its
+        ``metadata.json`` (``load_artifact``); subclasses read their own format."""
+        if cls is Artifact:
+            return load_artifact(directory)
+        raise NotImplementedError(f"{cls.__name__}.load")
 
     def benchmark(self, inputs: Mapping[str, np.ndarray], *, warmup: int = 2, repeat: int = 10) -> dict[str, float]:
         """Wall-clock time of ``run`` in seconds: median, min and mean over ``repeat`` runs after ``warmup``."""
@@ -175,6 +179,11 @@ class Target:
             f"({', '.join(str(s) for s in seq_lens)}); one export per sequence bucket is supported by: "
             f"{', '.join(with_buckets)}"
         )
+
+    def with_batch(self, batch: int) -> Target:
+        """This target bound to batch size ``batch`` (``--batch``); targets that compile static shapes
+        override it, the others ignore it."""
+        return self
 
     @property
     def spec(self) -> str:
@@ -308,6 +317,59 @@ def list_targets() -> list[TargetInfo]:
             continue
         rows.append(TargetInfo(name, True, cls.summary or KNOWN_TARGETS.get(name, ("", ""))[1], cls.default_passes))
     return rows
+
+
+# ------------------------------------------------------- artifact loader
+#: artifact format (metadata.json "format") -> its class, filled by register_artifact
+_ARTIFACTS: dict[str, type[Artifact]] = {}
+METADATA_FILE = "metadata.json"
+
+
+def register_artifact(fmt: str, cls: type[Artifact]) -> type[Artifact]:
+    """Make ``Artifact.load`` read folders whose metadata.json says ``"format": fmt`` with ``cls.load``."""
+    existing = _ARTIFACTS.get(fmt)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"artifact format {fmt!r} is already registered by {existing.__module__}")
+    _ARTIFACTS[fmt] = cls
+    return cls
+
+
+def artifact_metadata(directory: str | Path) -> dict[str, Any]:
+    """An artifact folder's metadata.json; a folder holding only ``model.onnx`` (written before metadata.json
+    existed) reads as the onnx target's. ``TargetError`` for anything else."""
+    import json
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise TargetError(f"{d}: no such artifact folder")
+    path = d / METADATA_FILE
+    if not path.is_file():
+        if (d / "model.onnx").is_file():
+            return {"format": "accelopt-onnx-artifact", "target": "onnx", "version": 0}
+        raise TargetError(f"{d}: no {METADATA_FILE}; not an artifact folder written by accelopt")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TargetError(f"{path}: invalid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise TargetError(f"{path}: expected a JSON object")
+    return meta
+
+
+def load_artifact(directory: str | Path) -> Artifact:
+    """Load any artifact accelopt wrote: the target named in its metadata.json registers the reader."""
+    meta = artifact_metadata(directory)
+    fmt, target = meta.get("format"), meta.get("target")
+    if fmt not in _ARTIFACTS and isinstance(target, str) and target in (set(KNOWN_TARGETS) | set(_TARGETS)):
+        try:
+            target_class(target)
+        except TargetError as e:
+            raise TargetError(f"{directory}: an artifact of target {target!r}, which cannot be loaded here: {e}") from e
+    cls = _ARTIFACTS.get(str(fmt))
+    if cls is None:
+        known = ", ".join(sorted(_ARTIFACTS)) or "none"
+        raise TargetError(f"{directory}: unknown artifact format {fmt!r} (target {target!r}); readable formats: {known}")
+    return cls.load(directory)
 
 
 def _jsonable(obj: Any) -> Any:

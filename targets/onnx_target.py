@@ -8,11 +8,15 @@
    ``model.onnx.data`` next to it, as ONNX external data);
 2. ``run(inputs)`` runs it in ONNX Runtime on the CPU (one session, created on
    first use); inputs are cast to the model's input types;
-3. ``OnnxArtifact.load(dir)`` reads a saved ``model.onnx`` back.
+3. ``OnnxArtifact.load(dir)`` reads a saved ``model.onnx`` back; ``save`` also
+   writes ``metadata.json`` (format, inputs, outputs), which
+   ``accelopt.Artifact.load`` dispatches on (a folder with only ``model.onnx``,
+   written before, loads too).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,11 +26,12 @@ import numpy as np
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
-from accelopt.targets.base import Artifact, Capabilities, Target, register_target
+from accelopt.targets.base import METADATA_FILE, Artifact, Capabilities, Target, register_artifact, register_target
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+FORMAT = "accelopt-onnx-artifact"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 #: protobuf's hard limit; larger models keep their tensors in external data
 PROTO_LIMIT = 2**31 - 1
@@ -47,7 +52,7 @@ _ORT_TYPES = {
 class OnnxArtifact(Artifact):
     """An ONNX model (``onnx.ModelProto``) with an ONNX Runtime session for ``run``."""
 
-    files = (MODEL_FILE,)
+    files = (MODEL_FILE, METADATA_FILE)
 
     def __init__(
         self,
@@ -83,7 +88,25 @@ class OnnxArtifact(Artifact):
         except (OSError, ValueError) as e:
             raise TargetError(f"cannot write {path}: {e}") from e
         self.path = path
-        return [path, d / EXTERNAL_DATA_FILE] if external else [path]
+        meta_path = d / METADATA_FILE
+        meta_path.write_text(json.dumps(self._metadata_json(), indent=2, sort_keys=True) + "\n")
+        return [path, d / EXTERNAL_DATA_FILE, meta_path] if external else [path, meta_path]
+
+    def _metadata_json(self) -> dict[str, Any]:
+        """What metadata.json says: the format ``Artifact.load`` dispatches on, and the model's inputs/outputs."""
+
+        def spec(v: Any) -> dict[str, Any]:
+            return {"name": v.name, "dtype": str(v.dtype), "shape": list(v.shape) if v.shape is not None else None}
+
+        g = self.graph
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "target": "onnx",
+            "model": MODEL_FILE,
+            "inputs": [spec(v) for v in g.inputs] if g is not None else [],
+            "outputs": [spec(v) for v in g.outputs] if g is not None else [],
+        }
 
     @classmethod
     def load(cls, directory: str | Path) -> OnnxArtifact:
@@ -97,7 +120,9 @@ class OnnxArtifact(Artifact):
             proto = onnx.load_model(str(path))
         except Exception as e:
             raise TargetError(f"cannot read {path}: {e}") from e
-        return cls(proto, path=path)
+        meta_path = path.parent / METADATA_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return cls(proto, path=path, metadata=meta if isinstance(meta, dict) else {})
 
     # ----------------------------------------------------------------- run
     def session(self) -> Any:
@@ -129,6 +154,9 @@ class OnnxArtifact(Artifact):
         except Exception as e:
             raise TargetError(f"onnxruntime failed to run the model: {e}") from e
         return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
+
+
+register_artifact(FORMAT, OnnxArtifact)
 
 
 @register_target

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import planted_passes  # noqa: F401  (registers the test-only passes: damage, break-graph)
 import pytest
 
 # Model-zoo exports and Hugging Face loads never touch the network.

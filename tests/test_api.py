@@ -88,7 +88,7 @@ def test_optimize_returns_graph_report_artifact(tiny_bert: Path, tmp_path: Path)
     assert len(res.graph.nodes) < len(res.model.graph.nodes)
     res.graph.verify()
     files = res.artifact.save(tmp_path / "art")
-    assert [f.name for f in files] == ["model.onnx"]
+    assert [f.name for f in files] == ["model.onnx", "metadata.json"]
     feeds = mz.family_inputs("bert", 3, 16, seed=5)
     got = res.artifact.run(feeds)
     want = res.model.reference(feeds)

@@ -38,7 +38,7 @@ def test_end_to_end_writes_model_and_reports(
     assert leftovers(tmp_path) == []
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "ok" and report["pipeline"] == "cleanup"
-    assert report["artifact"]["files"] == ["model.onnx"]
+    assert report["artifact"]["files"] == ["model.onnx", "metadata.json"]
     assert report["validation"]["artifact"]["ok"] is True
     assert report["result"]["nodes"] < report["model"]["nodes"]
     assert "wrote" in stdout and "Traceback" not in stdout + stderr
@@ -71,6 +71,32 @@ def test_rollback_names_pass_metric_and_first_diverging_node(
     md = (out / "report.md").read_text()
     assert "rolled back" in md and f"`{loc['node']}`" in md and "max_abs" in md
     assert "damage" in stdout and "rolled back" in stdout
+
+
+def test_a_pass_that_breaks_the_graph_is_rolled_back_and_the_run_goes_on(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc, stdout, stderr = run(
+        [tiny_bert, "--passes", "cleanup,break-graph,fuse-gelu", "-o", out, "--report", "json,md,html", *FAST], capsys
+    )
+    assert rc == EXIT_OK, stderr  # everything else is within tolerance
+    report = json.loads((out / "report.json").read_text())
+    assert [p["name"] for p in report["passes"]][-2:] == ["break-graph", "fuse-gelu"]
+    brk = next(p for p in report["passes"] if p["name"] == "break-graph")
+    assert brk["rolled_back"] and brk["broken_nodes"] and brk["rollback_reason"].startswith("pass error")
+    node = brk["broken_nodes"][0]
+    assert brk["pass_error"].startswith(f"pass 'break-graph' broke the graph at node(s) {node}: ")
+    assert "is used before it is defined" in brk["pass_error"]
+    gelu = report["passes"][-1]
+    assert gelu["modified"] and not gelu["rolled_back"]  # the run went on from the unbroken graph
+    assert report["status"] == "ok" and any("status pass-error" in n for n in report["notes"])
+    # loud on the console: a warning line on stderr, the status in the table and the reason under it
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: pass 'break-graph' broke")]
+    assert len(warnings) == 1 and node in warnings[0] and "Traceback" not in stderr
+    assert "PASS ERR" in stdout and "PASS ERROR, rolled back: pass 'break-graph'" in stdout
+    assert "**pass error**" in (out / "report.md").read_text()
+    assert "Pass error, rolled back" in (out / "report.html").read_text()
 
 
 def test_report_pipeline_reproduces_the_graph(
@@ -115,7 +141,7 @@ def test_existing_accelopt_output_is_replaced(
     (out / "stale.txt").write_text("from an older run")
     rc, _, err = run([tiny_bert, "--passes", "cleanup", "-o", out, "--report", "md", "--no-validate", *FAST], capsys)
     assert rc == EXIT_OK, err
-    assert {p.name for p in out.iterdir()} == {"model.onnx", "report.md", MARKER}
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "metadata.json", "report.md", MARKER}
     assert leftovers(tmp_path) == []
 
 
@@ -318,6 +344,19 @@ def test_list_passes_and_targets(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == EXIT_OK and "constant-fold" in out and "cleanup" in out and "damage" in out
     rc, out, _ = run(["--list-targets"], capsys)
     assert rc == EXIT_OK and "onnx" in out and "built" in out and "not built yet" in out
+
+
+def test_test_only_passes_are_not_shown_to_users() -> None:
+    """Issue 14 item 5: ``damage`` and ``break-graph`` are registered by the tests, not by accelopt."""
+    code = "import json; from accelopt.passes.base import registered_passes; print(json.dumps(sorted(registered_passes())))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    names = json.loads(proc.stdout)
+    assert "constant-fold" in names and "fuse-attention" in names
+    assert "damage" not in names and "break-graph" not in names
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelopt.cli.main", "--list-passes"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == EXIT_OK and "constant-fold" in proc.stdout and "damage" not in proc.stdout
 
 
 def test_diff_two_reports(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import accelopt.frontends.onnx_importer as fe_imp
+import accelopt.frontends.onnx_weights as fe_w
 import modelzoo as mz
 from accelopt.errors import FrontendError
 from accelopt.frontends.onnx import import_onnx_model, load_onnx
@@ -496,9 +498,7 @@ def test_opset_out_of_range() -> None:
 
 
 def test_unsupported_attribute_is_an_error_not_silently_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    import accelopt.frontends.onnx as fe
-
-    monkeypatch.setattr(fe._Importer, "_check_model", lambda self: None)  # the checker would reject it first
+    monkeypatch.setattr(fe_imp.Importer, "_check_model", lambda self: None)  # the checker would reject it first
     node = helper.make_node("Relu", ["x"], ["y"], name="r", bogus=1)
     m = make_model([node], [vi("x", F, [3])], [vi("y", F, 1)])
     with pytest.raises(FrontendError, match=r"node r \(Relu\): attribute 'bogus'"):
@@ -615,7 +615,7 @@ def _three_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, di
     import accelopt.frontends.onnx as fe
 
     read: dict[str, np.ndarray] = {}
-    real_read, real_add = fe._Payload.read, fe._Importer._add_initializer
+    real_read, real_add = fe_w.Payload.read, fe_imp.Importer._add_initializer
 
     def spy(self: object, source: str) -> np.ndarray:
         arr = real_read(self, source)  # type: ignore[arg-type]
@@ -626,18 +626,18 @@ def _three_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, di
         assert arr.base is None and arr.flags.c_contiguous and arr.flags.writeable, name
         real_add(self, name, arr)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fe._Importer, "_add_initializer", owned)
+    monkeypatch.setattr(fe_imp.Importer, "_add_initializer", owned)
     with monkeypatch.context() as m:
-        m.setattr(fe._Payload, "read", spy)
+        m.setattr(fe_w.Payload, "read", spy)
         stripped = load_onnx(path).graph
     for name, arr in read.items():  # 1d: the graph keeps the very array read from the file
         assert stripped.initializers[name].const is arr, name
 
     def no_scan(file: Path) -> tuple[bytes, list]:
-        raise fe._ScanError("forced by the test")
+        raise fe_w.ScanError("forced by the test")
 
     with monkeypatch.context() as m:
-        m.setattr(fe, "_strip_inline_weights", no_scan)
+        m.setattr(fe, "strip_inline_weights", no_scan)
         whole = load_onnx(path).graph
     _assert_same_graphs(stripped, whole)
     in_memory = import_onnx_model(onnx.load(str(path)), source=str(path))
@@ -654,7 +654,7 @@ def test_weights_outside_the_protobuf_give_the_same_graph(
 
     path = mz.export_onnx(family, exporter=exporter[0], opset=exporter[1])
     proto, payloads = fe._read_model(path)
-    large = {t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer if fe._is_large(t.dims)}
+    large = {t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer if fe_w.is_large(t.dims)}
     assert large and set(payloads) == large
     for t in proto.graph.initializer:  # the protobuf holds no large weight
         if t.name in large:
@@ -704,7 +704,7 @@ def test_hand_made_tensor_encodings_through_both_paths(
 ) -> None:
     import accelopt.frontends.onnx as fe
 
-    monkeypatch.setattr(fe, "_SKELETON_MAX_ELEMENTS", threshold)
+    monkeypatch.setattr(fe_w, "SKELETON_MAX_ELEMENTS", threshold)
     model, arrays = _hand_made_model()
     path = save(model, tmp_path)
     _, payloads = fe._read_model(path)
@@ -719,9 +719,9 @@ def test_hand_made_tensor_encodings_through_both_paths(
 
 
 def _ld(field: int, payload: bytes) -> bytes:
-    from accelopt.frontends.onnx import _encode_varint
+    from accelopt.frontends.onnx_weights import encode_varint
 
-    return _encode_varint(field << 3 | 2) + _encode_varint(len(payload)) + payload
+    return encode_varint(field << 3 | 2) + encode_varint(len(payload)) + payload
 
 
 def test_tensor_fields_out_of_order_are_still_read_from_the_file(
@@ -815,13 +815,11 @@ def test_external_data_outside_the_model_directory_is_refused(tmp_path: Path) ->
 
 
 def test_checker_runs_on_the_skeleton_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    import accelopt.frontends.onnx as fe
-
     checked: list[onnx.ModelProto] = []
     real = onnx.checker.check_model
     monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: (checked.append(m), real(m, *a, **k))[1])
     path = mz.export_onnx("bert", exporter="legacy", opset=14)
     load_onnx(path)
     (skel,) = checked
-    assert skel.graph.initializer and all(not fe._is_large(t.dims) for t in skel.graph.initializer)
+    assert skel.graph.initializer and all(not fe_w.is_large(t.dims) for t in skel.graph.initializer)
     assert skel.ByteSize() < path.stat().st_size // 2

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from planted_passes import Damage
 
 from accelopt.cost import estimate_macs
 from accelopt.errors import InterpreterError, PassError
@@ -15,7 +16,6 @@ from accelopt.interpreter import Interpreter
 from accelopt.ir import parse, print_graph
 from accelopt.ir.graph import Graph
 from accelopt.passes.base import Pass, PassContext, PassResult, build_pipeline
-from accelopt.passes.testing import Damage
 from accelopt.passmanager import PassGroup, PassManager
 from accelopt.records import AccuracyRecord, Localization
 
@@ -190,18 +190,41 @@ def test_output_is_a_copy_even_when_nothing_changes() -> None:
     assert recs[0].macs_before is None  # "batch" is not bound
 
 
-def test_verify_error_names_pass_and_history() -> None:
-    with pytest.raises(PassError) as ei:
-        PassManager([AddRelu(), Nothing(), Breaks()]).run(mlp())
-    msg = str(ei.value)
-    assert "pass 'breaks' produced an invalid graph" in msg
-    assert "passes run before it: add-relu, nothing" in msg
-    assert "%a" in msg
+def test_broken_graph_is_a_pass_error_and_the_run_goes_on(tmp_path, caplog) -> None:
+    g = mlp()
+    dump = DumpIRInstrument(tmp_path / "ir")
+    with caplog.at_level(logging.WARNING, logger="accelopt.passmanager"):
+        out, recs = PassManager([AddRelu(), Nothing(), Breaks(), DropOneIdentity()], PassContext(instruments=[dump])).run(g)
+    brk = recs[2]
+    assert brk.name == "breaks" and brk.rolled_back and brk.modified
+    assert brk.broken_nodes == ["id"]  # the node left reading the dangling %a
+    assert brk.pass_error.startswith("pass 'breaks' broke the graph at node(s) id: ")
+    assert "%a is used before it is defined" in brk.pass_error
+    assert "passes run before it: add-relu, nothing" in brk.pass_error
+    assert brk.rollback_reason.startswith("pass error: the pass broke the graph at node(s) id")
+    assert brk.ops_after == brk.ops_before and brk.nodes_removed == []
+    # the run went on from the graph before the broken pass
+    assert recs[3].name == "drop-one-identity" and recs[3].modified and not recs[3].rolled_back
+    assert "extra_relu" in {n.name for n in out.nodes} and "relu" in {n.name for n in out.nodes}
+    out.verify()
+    assert any("pass 'breaks' broke the graph" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    files = sorted(p.name for p in (tmp_path / "ir").iterdir())
+    assert "003_breaks.rejected.txt" in files and "003_breaks.txt" in files
 
 
-def test_exception_in_pass_becomes_pass_error() -> None:
-    with pytest.raises(PassError, match=r"pass 'raises' failed \(passes run before it: add-relu\): boom"):
-        PassManager([AddRelu(), Raises()]).run(mlp())
+def test_exception_in_pass_is_a_pass_error() -> None:
+    g = mlp()
+    out, recs = PassManager([AddRelu(), Raises(), Nothing()]).run(g)
+    assert [r.name for r in recs] == ["add-relu", "raises", "nothing"]
+    err = recs[1].pass_error
+    assert err == "pass 'raises' raised RuntimeError: boom (passes run before it: add-relu)"
+    assert recs[1].rolled_back and recs[1].broken_nodes == []
+    assert print_graph(out) == print_graph(PassManager([AddRelu()]).run(mlp())[0])
+
+
+def test_pass_option_error_ends_the_run() -> None:
+    with pytest.raises(PassError, match=r"pass 'damage\{node=nope\}' failed \(passes run before it: add-relu\): damage: no MatMul"):
+        PassManager([AddRelu(), Damage(node="nope")]).run(mlp())
 
 
 def test_input_graph_is_verified() -> None:

@@ -329,3 +329,42 @@ def test_interface_change_is_declined_and_created_nodes_undone() -> None:
     assert not out.modified and print_graph(g) == text
     assert out.failures["identity"].where == "rewrite"
     assert "is a graph output and its replacement %x is a graph input" in out.failures["identity"].reason
+
+
+def test_rewrites_refresh_stale_types_downstream() -> None:
+    """A replacement that knows its shape better reaches the values computed from it (issue 13 item 1)."""
+    g = parse(
+        """graph g(%x: float32[batch,4], %s: int64[2]) {
+  %u: float32[?,?] = Reshape(%x, %s) @reshape
+  %n: float32[?,4] = Neg(%u) @neg
+  %t: float32[D0,4] = Relu(%n) @relu
+  %k: float32[D0,4] = Sigmoid(%t) @sig
+  return %k
+}
+"""
+    )
+    g.verify()  # [?,?] is compatible with the exporter's invented D0
+    rule = Rule(
+        "neg-direct", P.op("Neg", P.op("Reshape", P.var("x"), P.var("s"))), rewrite=lambda rw, m: rw.op("Neg", [m["x"]])
+    )
+    out = apply_rules(g, [rule], pass_name="t")
+    assert out.modified
+    g.verify()  # without the refresh: "node relu (Relu): output %t has shape float32[D0,4], inferred float32[batch,4]"
+    assert [str(v.type) for v in (g.value("t"), g.value("k"))] == ["float32[batch,4]", "float32[batch,4]"]
+
+
+def test_refined_type_cases() -> None:
+    from accelopt.ir.dtypes import DType
+    from accelopt.ir.refine import refined_type
+    from accelopt.ir.types import TensorType
+
+    f32 = DType.from_numpy(np.float32)
+
+    def t(*dims: object) -> TensorType:
+        return TensorType(f32, tuple(dims))  # type: ignore[arg-type]
+
+    assert refined_type(t("D0", None, 4), t("batch", "seq", None)) == t("batch", "seq", 4)  # cases 3 and 1
+    assert refined_type(t(None, "D1"), t(8, 2)) == t(8, 2)  # case 2
+    assert refined_type(t(3, 5), t("batch", 6)) == t(3, 5)  # a static size stays; a conflict is the verifier's
+    assert refined_type(t(3), t(3, 1)) == t(3)  # rank disagreements are left alone
+    assert refined_type(TensorType(f32, None), t("batch")) == t("batch")

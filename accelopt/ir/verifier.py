@@ -11,6 +11,7 @@ from accelopt.ir.types import shapes_compatible
 def verify(graph: Graph, *, check_types: bool = True) -> None:
     """Raise ``VerifyError`` listing every broken invariant of ``graph``."""
     problems: list[str] = []
+    at: dict[str, None] = {}  # nodes with a problem, in order
     defined: set[int] = set()
     names: set[str] = set()
 
@@ -34,6 +35,7 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
     node_names: set[str] = set()
     for node in graph.nodes:
         where = f"node {node.name} ({node.op})"
+        before = len(problems)
         if node.name in node_names:
             problems.append(f"{where}: node name is used twice")
         node_names.add(node.name)
@@ -43,6 +45,7 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
             opdef = get_op(node.op)
         except VerifyError as e:
             problems.append(f"{where}: {e}")
+            at[node.name] = None
             continue
         lo, hi = opdef.inputs
         if len(node.inputs) < lo or (hi >= 0 and len(node.inputs) > hi):
@@ -71,12 +74,15 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
                 inferred = opdef.infer_types(list(node.inputs), node.attrs, len(node.outputs), node_name=node.name)
             except Exception as e:  # inference errors are verify findings
                 problems.append(f"{where}: type inference failed: {e}")
+                at[node.name] = None
                 continue
             for v, t in zip(node.outputs, inferred):
                 if v.type.dtype != t.dtype:
                     problems.append(f"{where}: output %{v.name} has dtype {v.type.dtype}, inferred {t.dtype}")
                 elif not shapes_compatible(v.type.shape, t.shape):
                     problems.append(f"{where}: output %{v.name} has shape {v.type}, inferred {t}")
+        if len(problems) > before:
+            at[node.name] = None
     for v in graph.values():
         actual = sorted((id(n), i) for n, i in v.uses)
         expect = sorted((id(n), i) for n, i in expected_uses.get(id(v), []))
@@ -87,4 +93,4 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
             problems.append(f"graph output %{v.name} is not defined")
     if problems:
         head = f"graph {graph.name!r} failed verification ({len(problems)} problem(s)):\n  "
-        raise VerifyError(head + "\n  ".join(problems[:50]))
+        raise VerifyError(head + "\n  ".join(problems[:50]), tuple(at))

@@ -17,6 +17,7 @@ from typing import Any
 
 from accelopt.errors import PassError
 from accelopt.ir.graph import Graph, Node, Value
+from accelopt.ir.refine import refine_types
 from accelopt.ir.types import shapes_compatible
 from accelopt.passes.base import Pass, PassContext, PassResult
 from accelopt.passes.patterns.match import Match, MatchResult
@@ -188,6 +189,7 @@ def apply_rules(
             log.warning("%s: rules still matching after %d sweeps; stopped", pass_name, max_sweeps)
     if out.rewrites:
         graph.toposort()
+        refine_types(graph)  # a replacement's more precise type reaches the values computed from it
     out.modified = out.rewrites > 0
     live = {n.name for n in graph.nodes}
     for rule in rules:

@@ -62,7 +62,8 @@ import jaxlib
 import numpy as np
 
 from accelopt.errors import TargetError
-from accelopt.ir.graph import Graph, Value
+from accelopt.ir.graph import Graph
+from accelopt.targets import buckets as bk
 from accelopt.targets.base import Capabilities, Target, register_target
 from accelopt.targets.tpu import export as tpu_export
 from accelopt.targets.tpu.artifact import FORMAT, VERSION, TpuArtifact
@@ -74,12 +75,11 @@ from accelopt.targets.tpu.lowering import (
     plan_weights,
     unlowered_ops,
 )
-from accelopt.targets.tpu.policy import Policy, choose_policy
+from accelopt.targets.tpu.policy import choose_policy
 from accelopt.targets.tpu.roofline import estimate
 
 log = logging.getLogger(__name__)
 
-_MASK_HINTS = ("mask",)
 #: integer ops the TPU lowers (graphs written for other targets run) but does not ask for: it reads the QDQ form
 QDQ_READ_OPS = frozenset({"QLinear", "QAttention"})
 DEFAULT_SEQ_LEN = 128
@@ -112,7 +112,7 @@ class TpuOptions:
         if unknown:
             raise TargetError(f"unknown tpu option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         if "seq_lens" in values:
-            values["seq_lens"] = _int_tuple(values["seq_lens"], "seq_lens")
+            values["seq_lens"] = bk.int_tuple(values["seq_lens"], "seq_lens")
         if "platforms" in values:
             p = values["platforms"]
             values["platforms"] = tuple(p.split(",")) if isinstance(p, str) else tuple(p)
@@ -151,28 +151,6 @@ def _dims(v: Any) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(out))
 
 
-def _sample_seq_len(graph: Graph, samples: Any, notes: list[str]) -> tuple[int, ...]:
-    """The bucket when ``seq_lens`` is not set: axis 1 of the samples' arrays (a ``SampleSet``), else 128."""
-    arrays = getattr(samples, "arrays", None) or {}
-    for v in graph.inputs:
-        a = arrays.get(v.name)
-        if a is not None and getattr(a, "ndim", 0) >= 2 and v.shape is not None and not isinstance(v.shape[1], int):
-            notes.append(f"sequence bucket {a.shape[1]} taken from the validation samples")
-            return (int(a.shape[1]),)
-    return (DEFAULT_SEQ_LEN,)
-
-
-def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
-    try:
-        if isinstance(v, str):
-            return tuple(int(x) for x in v.replace("+", ",").split(",") if x.strip())
-        if isinstance(v, int):
-            return (v,)
-        return tuple(int(x) for x in v)
-    except (TypeError, ValueError):
-        raise TargetError(f"{what}: expected integers, got {v!r}") from None
-
-
 @register_target
 class TpuTarget(Target):
     """TPU through XLA: the graph as a JAX function exported to StableHLO with ``jax.export``."""
@@ -193,7 +171,7 @@ class TpuTarget(Target):
         One length keeps the target as is (the bucket follows the validation
         samples, case 3); buckets already given in the target spec must agree.
         """
-        buckets = _int_tuple(tuple(seq_lens), "seq_lens")
+        buckets = bk.int_tuple(tuple(seq_lens), "seq_lens")
         if len(set(buckets)) <= 1 or buckets == self.options.seq_lens:
             return self
         if self.options.seq_lens:
@@ -243,7 +221,9 @@ class TpuTarget(Target):
             graph, chip, precision=opts.precision, pad_to_tile=opts.pad_to_tile, batch_multiple=opts.batch_multiple
         )
         # case 3
-        binding = _bind(graph, opts, policy)
+        binding = bk.bind_symbols(
+            graph, batch=opts.batch, batch_multiple=policy.batch_multiple, dims=dict(opts.dims), target="tpu"
+        )
         # case 4
         plan = plan_weights(graph, policy, opts.weights)
         lowered = build_function(graph, policy, plan)
@@ -253,12 +233,10 @@ class TpuTarget(Target):
         texts: dict[str, str] = {}
         buckets: list[dict[str, Any]] = []
         notes = list(policy.notes) + binding.notes
-        seq_lens = opts.seq_lens or _sample_seq_len(graph, samples, notes)
+        seq_lens = opts.seq_lens or bk.sample_seq_len(graph, samples, notes, DEFAULT_SEQ_LEN)
         for seq in seq_lens:
-            dims = dict(binding.fixed)
-            dims.update({k: binding.export_batch for k in binding.batch_keys})
-            dims.update({k: seq for k in binding.seq_keys})
-            name = f"b{binding.export_batch}_s{seq}" if binding.seq_keys else f"b{binding.export_batch}"
+            dims = binding.dims(seq)
+            name = binding.bucket_name(seq)
             if name in exports:
                 continue
             be = tpu_export.export_bucket(lowered, dims, name, opts.platforms)
@@ -307,9 +285,15 @@ class TpuTarget(Target):
             "policy": policy.as_dict(),
             "weights": opts.weights,
             "options": _jsonable(dataclasses.asdict(opts)),
-            "inputs": [_input_spec(v, binding) for v in graph.inputs],
+            "inputs": [bk.input_spec(v, _np_name(jax_dtype(v.dtype))) for v in graph.inputs],
             "outputs": [
-                _output_spec(v, i, binding, exports[buckets[0]["name"]], buckets[0])
+                bk.output_spec(
+                    v,
+                    binding,
+                    tuple(exports[buckets[0]["name"]].out_avals[i].shape),
+                    buckets[0].get("seq_len"),
+                    _np_name(jax_dtype(v.dtype)),
+                )
                 for i, v in enumerate(graph.outputs)
             ],
             "batch": {
@@ -328,99 +312,6 @@ class TpuTarget(Target):
         }
         params = plan.function_params()
         return TpuArtifact(metadata=metadata, exports=exports, params=params, stablehlo=texts, graph=graph)
-
-
-@dataclass
-class _Binding:
-    batch_keys: set[str]
-    seq_keys: set[str]
-    fixed: dict[str, int]
-    export_batch: int
-    batch_padded: bool
-    masks: list[str]
-    notes: list[str]
-
-
-def _key(v: Value, axis: int, d: Any) -> str:
-    return d if isinstance(d, str) else f"?{v.name}:{axis}"
-
-
-def _bind(graph: Graph, opts: TpuOptions, policy: Policy) -> _Binding:
-    """Case 3: which symbols are batch and sequence; everything else must be in ``opts.dims``."""
-    fixed = dict(opts.dims)
-    batch_keys: set[str] = set()
-    seq_keys: set[str] = set()
-    unbound: list[str] = []
-    notes: list[str] = []
-    for v in graph.inputs:
-        if v.shape is None:
-            raise TargetError(f"input %{v.name} has unknown rank; the TPU export needs static shapes")
-        for axis, d in enumerate(v.shape):
-            if isinstance(d, int):
-                continue
-            key = _key(v, axis, d)
-            if key in fixed:
-                continue
-            if axis == 0:
-                batch_keys.add(key)
-            elif axis == 1:
-                seq_keys.add(key)
-            else:
-                unbound.append(f"%{v.name} axis {axis} ({d or '?'})")
-    if unbound:
-        raise TargetError("tpu target: give sizes (dims=...) for symbolic dimension(s): " + ", ".join(unbound))
-    overlap = batch_keys & seq_keys
-    if overlap:
-        raise TargetError(f"tpu target: symbol(s) {sorted(overlap)} are used as both batch and sequence")
-    export_batch = opts.batch
-    padded = False
-    if batch_keys:
-        export_batch = -(-opts.batch // policy.batch_multiple) * policy.batch_multiple
-        padded = True
-        if export_batch != opts.batch:
-            notes.append(f"batch {opts.batch} padded to {export_batch} (multiple of {policy.batch_multiple})")
-    else:
-        notes.append("graph inputs have a static batch; not padded to the batch multiple")
-    masks = [
-        v.name for v in graph.inputs if any(h in v.name.lower() for h in _MASK_HINTS) and v.shape and len(v.shape) >= 2
-    ]
-    return _Binding(batch_keys, seq_keys, fixed, export_batch, padded, masks, notes)
-
-
-def _input_spec(v: Value, b: _Binding) -> dict[str, Any]:
-    keys = [None if isinstance(d, int) else _key(v, axis, d) for axis, d in enumerate(v.shape or ())]
-    return {
-        "name": v.name,
-        "dtype": str(v.dtype),
-        "export_dtype": _np_name(jax_dtype(v.dtype)),
-        "shape": [d for d in (v.shape or ())],
-        "dim_keys": keys,
-    }
-
-
-def _output_spec(v: Value, i: int, b: _Binding, exported: Any, bucket: dict[str, Any]) -> dict[str, Any]:
-    """Which output axes are batch or sequence (to slice padding away); by symbol, else by position and size."""
-    out_shape = tuple(exported.out_avals[i].shape)
-    roles: list[str | None] = []
-    shape = v.shape if v.shape is not None else (None,) * len(out_shape)
-    for axis, d in enumerate(shape):
-        if isinstance(d, str) and d in b.batch_keys:
-            roles.append("batch")
-        elif isinstance(d, str) and d in b.seq_keys:
-            roles.append("seq:" + d)
-        elif d is None and axis == 0 and b.batch_padded and out_shape[0] == b.export_batch:
-            roles.append("batch")
-        elif d is None and axis == 1 and b.seq_keys and out_shape[1] == bucket.get("seq_len"):
-            roles.append("seq:" + sorted(b.seq_keys)[0])
-        else:
-            roles.append(None)
-    return {
-        "name": v.name,
-        "dtype": str(v.dtype),
-        "export_dtype": _np_name(jax_dtype(v.dtype)),
-        "shape": list(shape),
-        "dim_roles": roles,
-    }
 
 
 def _np_name(dt: np.dtype) -> str:

@@ -1,8 +1,9 @@
-"""Test-only passes. **Never use these to optimize a model.**
+"""Passes planted by the tests; ``tests/conftest.py`` registers them, so users never see them.
 
-``damage`` deliberately breaks accuracy so that tests (and the CLI's own
-end-to-end check) can see the pass manager roll a pass back, the report name
-the failing metric, and localization find the first diverging node.
+``damage`` deliberately breaks accuracy so that tests can see the pass manager
+roll a pass back, the report name the failing metric, and localization find
+the first diverging node. ``break-graph`` deliberately breaks the graph so
+that tests can see a pass error rolled back while the run goes on.
 
 Cases:
 
@@ -10,9 +11,13 @@ Cases:
    named ``node``) whose second input is an initializer, and replaces that
    weight by ``W + S * std(W) * noise`` (seeded standard normal noise; ``std(W)``
    is 1 when ``W`` is constant). The new weight is a new initializer named
-   ``<W>_damaged``; the old one is removed if nothing else uses it.
+   ``<W>_damaged``; the old one is removed if nothing else uses it. A ``node``
+   that is not there is a ``PassOptionError`` (the run ends).
 2. No such MatMul, or ``scale=0``: the graph is returned unchanged
    (``modified=False``) with a note saying why.
+3. ``break-graph``: removes the producer of the first node's first input that
+   is computed by a node, leaving that node reading a dangling value (a result
+   the verifier rejects); ``break-graph{crash=true}`` raises instead.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accelopt.errors import PassError
+from accelopt.errors import PassOptionError
 from accelopt.ir.graph import Graph, Node
 from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 
@@ -50,7 +55,7 @@ class Damage(Pass):
             if node.inputs[1].name in graph.initializers:
                 return node
         if self.options.node:
-            raise PassError(f"damage: no MatMul named {self.options.node!r} with a constant weight")
+            raise PassOptionError(f"damage: no MatMul named {self.options.node!r} with a constant weight")
         return None
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -75,3 +80,27 @@ class Damage(Pass):
             stats={"damaged_node": node.name, "scale": self.options.scale},
             notes=[f"TEST PASS: perturbed the weight of {node.name} by {self.options.scale} x std"],
         )
+
+
+@dataclass(frozen=True)
+class BreakOptions:
+    crash: bool = False
+
+
+@register_pass
+class BreakGraph(Pass):
+    """TEST ONLY: leave a node reading a value nothing defines (exercises pass-error rollback)."""
+
+    name = "break-graph"
+    family = "test"
+    Options = BreakOptions
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.options.crash:
+            raise RuntimeError("break-graph was asked to crash")
+        for node in graph.nodes:  # case 3
+            src = node.inputs[0].producer if node.inputs and node.inputs[0] is not None else None
+            if src is not None:
+                graph.remove_node(src, force=True)
+                return PassResult(graph, True, notes=[f"removed {src.name}, which {node.name} reads"])
+        return PassResult(graph, False, notes=["no node reads a computed value"])
