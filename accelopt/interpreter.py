@@ -213,6 +213,37 @@ def _tune_malloc() -> bool:
     return _malloc_tuned
 
 
+_MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (``fordblks``: free bytes in the heap)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS.split()]
+
+
+def release_memory(min_free: int = 0) -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim``) when at least ``min_free``
+    bytes of it are free; returns whether it trimmed.
+
+    Freed blocks under the mmap threshold stay resident otherwise: after a large model's run (or a
+    runtime's session is dropped) that is as much memory as the run's working set.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        if min_free > 0:
+            info = libc.mallinfo2
+            info.restype = _MallInfo2
+            if info().fordblks < min_free:
+                return False
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError) as e:
+        log.debug("malloc_trim unavailable: %s", e)
+        return False
+
+
 def _holders(a: object) -> int:
     """``a``'s reference count as seen one call below the caller's frame."""
     return sys.getrefcount(a)
