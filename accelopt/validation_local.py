@@ -45,7 +45,7 @@ import numpy as np
 
 from accelopt.interpreter import StepSpec, check_input, compile_plan, execute
 from accelopt.ir.diff import Rewrite, diff_graphs
-from accelopt.ir.graph import Graph, Node, Value
+from accelopt.ir.graph import Graph, Node, Value, attr_key
 from accelopt.metrics import row_cosines
 from accelopt.records import AccuracyRecord, Localization
 from accelopt.tolerance import fmt_number
@@ -292,12 +292,16 @@ class LocalSweep:
         self._consts: dict[int, tuple[int, np.ndarray]] = {}
         ready: dict[int, float] = {s: -1.0 for s in input_slots.values()}
         order: list[tuple[tuple[float, int, int], StepSpec]] = []
+        computed: dict[tuple[Any, ...], tuple[int, ...]] = {}  # signature -> output slots (shared work)
         for i, n in enumerate(g0.nodes):
             ins = tuple(None if x is None else self._g0_slot(x, slot, ready) for x in n.inputs)
             outs = tuple(slot(("v", id(o))) for o in n.outputs)
             for o in outs:
                 ready[o] = float(i)
             order.append(((float(i), 0, 0), StepSpec(n.name, n.op, n.attrs, ins, outs)))
+            sig = _signature(n.op, n.attrs, ins)
+            if sig is not None:
+                computed.setdefault(sig, outs)
         self._outputs = [slot(("v", id(v))) if v.const is None else self._g0_slot(v, slot, ready) for v in g0.outputs]
 
         needed: set[tuple[int, int]] = set()
@@ -336,10 +340,19 @@ class LocalSweep:
                 return slots[("v", id(src[1]))]
             return task_slots[(src[1], id(src[2]))][src[3]]
 
+        self.shared = 0
         for j, nid in sorted(tasks, key=lambda t: (t[0], position[t[0]][t[1]])):
             node = tasks[(j, nid)]
             ins = tuple(None if x is None else src_slot(self._source(j, x)) for x in node.inputs)
+            sig = _signature(node.op, node.attrs, ins)
+            same = computed.get(sig) if sig is not None else None
+            if same is not None and len(same) == len(node.outputs):  # already computed: reuse it
+                task_slots[(j, nid)] = same
+                self.shared += 1
+                continue
             outs = tuple(slot(("t", j, id(o))) for o in node.outputs)
+            if sig is not None:
+                computed[sig] = outs
             pos = max((ready[s] for s in ins if s is not None), default=-1.0)
             for o in outs:
                 ready[o] = pos
@@ -363,7 +376,7 @@ class LocalSweep:
         keep = set(self._outputs) | set(input_slots.values()) | {s for s, _ in self._consts.values()}
         self._steps = compile_plan([spec for _, spec in order], keep)
         self._n_slots = len(slots)
-        self.tasks = len(tasks)
+        self.tasks = len(tasks) - self.shared
 
     def _g0_slot(self, v: Value, slot: Callable[[Any], int], ready: dict[int, float]) -> int:
         if v.const is not None:
@@ -393,6 +406,17 @@ class LocalSweep:
         if k in self.problems or k not in self.stats:
             return LocalOutcome(None, problem=self.problems.get(k, "not part of this sweep"))
         return judge(self.stats[k], tol)
+
+
+def _signature(op: str, attrs: Mapping[str, Any], ins: tuple[int | None, ...]) -> tuple[Any, ...] | None:
+    """What a node computes, for sharing work between the graphs of a sweep: op, attributes and input
+    slots (``None`` for nodes with tensor attributes). ``Linear`` without bias or activation is the
+    ``MatMul`` it computes (a pass that moves a bias elsewhere re-creates one)."""
+    if any(isinstance(v, np.ndarray) for v in attrs.values()):
+        return None
+    if op == "Linear" and len(ins) == 2 and attrs.get("activation", "none") == "none":
+        return ("MatMul", (), ins)
+    return (op, tuple(sorted((k, attr_key(v)) for k, v in attrs.items())), ins)
 
 
 def _probe(stats: PairStats) -> Callable[[list[np.ndarray | None]], None]:

@@ -145,6 +145,26 @@ def test_sweep_outputs_equal_a_plain_run_and_stats_match_across_micro_batches() 
     assert sweep2.stats[2][0].cosine_min == pytest.approx(sweep.stats[2][0].cosine_min, rel=1e-12)
 
 
+def test_sweep_shares_work_a_rewritten_node_repeats() -> None:
+    g0 = mlp()
+    g1 = g0.copy()
+    mm2 = g1.node("mm2")
+    lin = g1.add_node("Linear", list(mm2.inputs), name="lin2", before=mm2)  # MatMul as a bias-free Linear
+    mm2.output.replace_all_uses_with(lin.output)
+    g1.remove_unused()
+    g2 = g1.copy()
+    relu = g2.node("relu")
+    again = g2.add_node("Relu", list(relu.inputs), name="relu_again", before=relu)  # the same node, renamed
+    relu.output.replace_all_uses_with(again.output)
+    g2.remove_unused()
+    sweep = LocalSweep([g0, g1, g2])
+    assert (sweep.tasks, sweep.shared) == (0, 2)  # both computed by g0's own nodes
+    sweep.run({"x": np.random.default_rng(2).standard_normal((3, 5, 8)).astype(np.float32)})
+    for k in (1, 2):
+        out = sweep.outcome(k, TIGHT)
+        assert out.record is not None and out.record.ok and out.compared == 1
+
+
 def test_pair_stats_scale_errors_by_magnitude_and_catch_nan_and_integers() -> None:
     s = PairStats("a", "b", "n", "Op")
     old = np.array([[-1e4, 0.5, 2.0]], dtype=np.float32)
