@@ -100,10 +100,15 @@ class PairStats:
             return
         if a.dtype not in _FAST or b.dtype != a.dtype:
             a, b = a.astype(np.float32), b.astype(np.float32)
-        if not (a.dtype in _FAST and self._fast(a, b)):
-            self._careful(a, b)
+        if a.ndim == 0:  # a scalar: no rows to compare by cosine
+            a, b = a.reshape(1), b.reshape(1)
+            rows = False
+        else:
+            rows = True
+        if not self._fast(a, b, rows):
+            self._careful(a, b, rows)
 
-    def _fast(self, a: np.ndarray, b: np.ndarray) -> bool:
+    def _fast(self, a: np.ndarray, b: np.ndarray, rows: bool) -> bool:
         """Both all finite (else False, nothing recorded): errors in the arrays' own precision, row
         sums in float64, cosines as ``1 - (|a-b|^2 - (|a|-|b|)^2) / (2 |a| |b|)`` (no cancellation)."""
         with np.errstate(invalid="ignore", over="ignore"):
@@ -118,7 +123,7 @@ class PairStats:
             self.max_err = max(self.max_err, float(scaled.max()))
             self.max_abs = max(self.max_abs, dmax)
             del scaled
-            if a.ndim:
+            if rows:
                 n = a.shape[-1]
                 d2, x2, y2 = (np.einsum("ij,ij->i", v.reshape(-1, n), v.reshape(-1, n), dtype=np.float64) for v in (d, b, a))
                 nx, ny = np.sqrt(x2), np.sqrt(y2)
@@ -127,7 +132,7 @@ class PairStats:
                 self.cosine_min = min(self.cosine_min, float(np.clip(1.0 - one_minus, -1.0, 1.0).min()))
         return True
 
-    def _careful(self, a: np.ndarray, b: np.ndarray) -> None:
+    def _careful(self, a: np.ndarray, b: np.ndarray, rows: bool) -> None:
         """Non-finite values: elements where ``b`` is not finite are skipped; ``a`` not finite where
         ``b`` is makes the error NaN."""
         x = b.astype(np.float64)
@@ -142,9 +147,9 @@ class PairStats:
         if not math.isnan(self.max_err):
             self.max_err = max(self.max_err, float(scaled.max()))
             self.max_abs = max(self.max_abs, float(d.max()))
-        if x.ndim and finite.all():
-            rows = x.shape[-1]
-            cos = row_cosines(x.reshape(-1, rows), y.reshape(-1, rows))
+        if rows and finite.all():
+            n = x.shape[-1]
+            cos = row_cosines(x.reshape(-1, n), y.reshape(-1, n))
             self.cosine_min = min(self.cosine_min, float(cos.min()))
 
     def metrics(self) -> dict[str, float]:

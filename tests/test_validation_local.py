@@ -178,6 +178,9 @@ def test_pair_stats_scale_errors_by_magnitude_and_catch_nan_and_integers() -> No
     i = PairStats("a", "b", "n", "Op")
     i.update(np.array([1, 2, 3]), np.array([1, 2, 4]))
     assert i.int_mismatches == 1 and not judge([i], TIGHT).record.ok  # type: ignore[union-attr]
+    sc = PairStats("a", "b", "n", "Op")
+    sc.update(np.array(2.0, dtype=np.float32), np.array(2.5, dtype=np.float32))  # scalars: no rows
+    assert sc.max_err == pytest.approx(0.2) and sc.cosine_min == 1.0
     sh = PairStats("a", "b", "n", "Op")
     sh.update(np.zeros((2, 3)), np.zeros((3, 2)))
     assert "shape" in judge([sh], TIGHT).record.failures[0]  # type: ignore[union-attr]
@@ -352,3 +355,35 @@ def test_hooks_and_dumps_stay_in_pipeline_order_with_deferred_checks(tmp_path) -
         "002_test-damage.txt",
         "003_dce.txt",
     ]
+
+
+def test_a_pass_error_between_pending_passes_keeps_pipeline_order() -> None:
+    events: list[str] = []
+
+    class Recorder:
+        def after_pass(self, pass_, graph, record, ctx):
+            events.append(f"{'rollback ' if record.rolled_back else ''}{record.spec}")
+
+    g, recs = run([Fuse(), *build_pipeline("break-graph"), Rename()], validator(), instruments=[Recorder()])
+    assert events == ["test-fuse", "rollback break-graph", "test-rename"]
+    assert recs[1].pass_error and not recs[0].rolled_back and not recs[2].rolled_back
+    assert recs[1].accuracy is recs[0].accuracy  # a broken pass reuses the accuracy before it
+    assert [r.accuracy.scope for r in (recs[0], recs[2]) if r.accuracy] == ["local", "local"]
+
+
+@pytest.mark.parametrize(
+    "family, exporter, opset", [("bert", "dynamo", 18), ("roberta", "legacy", 14), ("distilbert", "legacy", 17)]
+)
+def test_real_exports_keep_the_same_passes_either_way(family: str, exporter: str, opset: int) -> None:
+    import modelzoo
+    from accelopt.frontends.onnx import load_onnx
+
+    m = load_onnx(modelzoo.export_onnx(family, exporter=exporter, opset=opset))
+    results = {}
+    for local in (True, False):
+        v = Validator(m, ValidationConfig(num_samples=4, seq_len=16, local=local))
+        g, recs = PassManager(build_pipeline("cleanup,fuse"), PassContext(validator=v)).run(m.graph)
+        results[local] = (print_graph(g), [(r.spec, r.modified, r.rolled_back) for r in recs], v.runs)
+    assert results[True][:2] == results[False][:2]
+    assert any(kept for _, kept, back in results[True][1] if not back)
+    assert results[True][2] == 2 < results[False][2]  # one sweep and the final graph
