@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from accelopt.errors import FrontendError, ValidationError
+from accelopt.errors import FrontendError, InterpreterError, ValidationError
 from accelopt.ir.graph import Graph
 from accelopt.model import Model
+from accelopt.model_checks import check_inputs_hold_values, check_validation_size, warn_nonfinite_weights
 from accelopt.records import AccuracyRecord, PassRecord
 from accelopt.report import Report
 from accelopt.samples import SampleSet, check_sample_arrays, default_samples, load_samples, text_samples
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ load
 def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
-    """Import a model, dispatching on what ``source`` is.
+    """Import a model, dispatching on what ``source`` is (cases below); a warning names any weight tensor
+    holding NaN or Inf (``accelopt.model_checks``).
 
     1. a ``Model``: returned as is;
     2. a Hugging Face model folder, as ``is_huggingface_folder`` tells it: ``config.json`` +
@@ -73,6 +75,15 @@ def load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
     Anything else, a path that does not exist, or a folder with no model in it is a
     ``FrontendError`` naming the path.
     """
+    if isinstance(source, Model):
+        return source
+    model = _load(source, example_inputs, **kwargs)
+    warn_nonfinite_weights(model.graph, model.source)
+    return model
+
+
+def _load(source: Any, example_inputs: Any = None, **kwargs: Any) -> Model:
+    """The frontend for ``source`` (see ``load``)."""
     if isinstance(source, Model):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -202,7 +213,11 @@ def optimize(
     runs the whole new graph after every pass.
 
     Raises ``ValidationError``, ``TargetError``, ``PassError`` for bad
-    arguments, ``FrontendError`` for a model that cannot be imported.
+    arguments (``ValidationError`` also for a model too large to validate),
+    ``FrontendError`` for a model that cannot be imported, has an empty
+    input, does not run on the validation inputs (the node and shapes are
+    named) or whose original outputs are NaN/Inf. A pass that breaks the
+    graph is rolled back (``PassRecord.pass_error``), not raised.
     """
     from accelopt.cost import estimate_macs
     from accelopt.instruments import DumpIRInstrument, TimingInstrument
@@ -237,6 +252,11 @@ def optimize(
     model = load(model_or_path, example_inputs)
     graph_in = model.graph
     bindings = _shape_bindings(graph_in, batch=int(batch), seq_len=seq)
+    check_inputs_hold_values(graph_in, model.source)
+    at_once = int(num_samples)  # validation runs every sample in one batch
+    check_validation_size(
+        graph_in, _shape_bindings(graph_in, batch=at_once, seq_len=seq), samples=at_once, values=validate
+    )
 
     # 3. inputs and validator
     user_samples = _user_samples(calibration, model, seq, seed) if calibration is not None else None
@@ -275,10 +295,17 @@ def optimize(
         },
         progress=progress.advance if progress is not None else None,
     )
-    graph, records = PassManager(pipeline, ctx).run(graph_in)
     baseline: AccuracyRecord | None = None
-    if validator is not None:  # after the passes: their first check ran the imported graph (cached)
-        baseline = validator.evaluate(graph_in, tolerance_for("cleanup"))
+    if validator is not None:
+        try:
+            baseline = validator.evaluate(graph_in, tolerance_for("cleanup"))
+        except InterpreterError as e:  # the imported model itself: a shape or index problem is the model's
+            shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in validator.samples.arrays.items())
+            raise FrontendError(
+                f"{model.source}: the model does not run on the validation inputs ({shapes}): {e}",
+                hint="the model itself fails on these shapes; check --seq-len and --batch against what it takes",
+            ) from e
+    graph, records = PassManager(pipeline, ctx).run(graph_in)
 
     # 5. final accuracy
     final = artifact_check = None
@@ -299,7 +326,11 @@ def optimize(
     artifact = tgt.lower(graph, model=model, samples=validator.samples if validator is not None else calib)
     if artifact is not None:
         artifact.metadata.setdefault("pipeline", pipeline_str)
-    if validator is not None and artifact is not None:
+    # an artifact built for hardware this machine lacks (gpu without a GPU) says why it cannot run here
+    cannot_run = getattr(artifact, "cannot_run_here", lambda: None)() if artifact is not None else None
+    if cannot_run:
+        notes.append(f"the artifact was not run here: {cannot_run}")
+    if validator is not None and artifact is not None and not cannot_run:
         if progress is not None:
             progress.status("running the artifact")
         artifact_check = _check_artifact(validator, artifact, graph, final_tol, int(batch))

@@ -17,7 +17,9 @@ number. Cases:
    W[H,3H']``): the projection ``B*S*numel(W)`` plus ``Q K^T`` and ``P V``:
    ``2*B*S*S*H'``.
 5. ``ScaledDotProductAttention(q[...,L,E], k[...,S,E], v[...,S,Ev])``:
-   ``batch*L*S*(E + Ev)`` with ``batch`` the product of the leading dims.
+   ``batch*L*S*(E + Ev)`` with ``batch`` the product of the leading dims;
+   ``MultiHeadAttention(q[B,L,E], k[B,S,E], v[B,S,Ev])`` the same (heads split
+   ``E`` and ``Ev`` without changing the count).
 6. ``Conv``: ``numel(output) * numel(W) / W.shape[0]`` (per output element one
    filter's worth of products; grouping is already in ``W``'s shape).
 
@@ -125,7 +127,7 @@ def _node_macs(node: Node, b: Mapping[str, int]) -> int:
         out = _shape(node.outputs[0], b)
         inner = a[0] if node.attr("transA", 0) else a[-1]
         return _numel(out) * inner
-    if op == "ScaledDotProductAttention":  # case 5
+    if op in ("ScaledDotProductAttention", "MultiHeadAttention"):  # case 5
         q, key, v = (_shape(node.inputs[i], b) for i in range(3))
         return _numel(q[:-2]) * q[-2] * key[-2] * (q[-1] + v[-1])
     if op == "Attention":  # case 4

@@ -5,7 +5,8 @@
    runtime (torch, onnxruntime) on built-in sentences.
 2. Runs ``optimize minilm.onnx --target T --passes P -o out/demo-T`` for each target
    that is built, with the pipeline the target defaults to (cleanup + fusion, and the
-   quantization or precision passes that target prefers), and prints the report.
+   quantization or precision passes that target prefers), and prints the report; the
+   cpu target's compiled library is then timed with ``optimize bench``.
 
     python -m accelopt.demo [--out DIR] [--seq-len N]
 """
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"\n$ optimize {' '.join(cmd)}")
         rc = optimize_main(cmd)
         status = status or rc
+        if info.name == "cpu" and rc in (0, 1):  # the compiled library runs here: time it
+            bench = ["bench", str(out / "demo-cpu"), "--seq-len", str(args.seq_len), "--repeat", "10"]
+            console.print(f"\n$ optimize {' '.join(bench)}")
+            status = status or optimize_main(bench)
     return status
 
 

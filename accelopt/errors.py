@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class AccelOptError(Exception):
-    """Base class of every error accelopt raises on purpose."""
+    """Base class of every error accelopt raises on purpose; ``hint`` (optional) says what to do about it."""
+
+    def __init__(self, *args: object, hint: str = "") -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class FrontendError(AccelOptError):
@@ -52,4 +56,8 @@ class TargetError(AccelOptError):
 
 
 class InterpreterError(AccelOptError):
-    """The reference interpreter could not run a node."""
+    """The reference interpreter could not run a node (``node``: its name, when one failed)."""
+
+    def __init__(self, *args: object, node: str = "", hint: str = "") -> None:
+        super().__init__(*args, hint=hint)
+        self.node = node

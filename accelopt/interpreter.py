@@ -40,6 +40,11 @@ from accelopt.ir.types import TensorType
 
 log = logging.getLogger(__name__)
 
+#: a kernel as the registry defines them: (inputs, attrs, number of outputs) -> outputs
+Kernel = Callable[[list, dict, int], Sequence[np.ndarray]]
+#: a plan step that only reads its inputs (e.g. to compare two values) and produces nothing
+Probe = Callable[[list[np.ndarray | None]], None]
+
 
 @dataclass
 class _Step:
@@ -50,12 +55,9 @@ class _Step:
     inputs: list[int | None]  # slot ids
     outputs: list[int]
     free_after: list[int]
+    kernel: Kernel | None = None  # None for a probe
     donors: tuple[int, ...] = ()  # input positions whose array the inplace kernel may take
     probe: Probe | None = None
-
-
-#: a plan step that only reads its inputs (e.g. to compare two values) and produces nothing
-Probe = Callable[[list[np.ndarray | None]], None]
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class StepSpec:
 
     ``compile_plan`` turns a list of these into steps that ``execute`` runs; the
     ``Interpreter`` builds one spec per graph node, and validation builds plans
-    that mix the nodes of several graphs with probes.
+    that mix the nodes of several graphs with probes. ``kernel`` replaces the
+    op's registry kernel (an ``Interpreter`` override); such a step never
+    writes into its inputs.
     """
 
     name: str
@@ -73,6 +77,7 @@ class StepSpec:
     inputs: tuple[int | None, ...] = ()
     outputs: tuple[int, ...] = ()
     probe: Probe | None = None
+    kernel: Kernel | None = None
 
 
 def compile_plan(specs: Sequence[StepSpec], keep: Collection[int]) -> list[_Step]:
@@ -95,20 +100,29 @@ def compile_plan(specs: Sequence[StepSpec], keep: Collection[int]) -> list[_Step
             continue
         opdef = get_op(spec.op)
         donors: tuple[int, ...] = ()
-        if opdef.inplace is not None:
+        if opdef.inplace is not None and spec.kernel is None:
             donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
-        steps.append(_Step(spec.name, spec.op, opdef, opdef.full_attrs(spec.attrs), ins, list(spec.outputs), free, donors))
+        kernel = spec.kernel if spec.kernel is not None else opdef.kernel
+        attrs = opdef.full_attrs(spec.attrs)
+        steps.append(_Step(spec.name, spec.op, opdef, attrs, ins, list(spec.outputs), free, kernel, donors))
     return steps
 
 
 def execute(steps: Sequence[_Step], env: list[np.ndarray | None], *, keep_intermediates: bool = False) -> None:
-    """Run ``steps`` over ``env`` (arrays by slot, inputs and constants filled in), freeing dead slots."""
+    """Run ``steps`` over ``env`` (arrays by slot, inputs and constants filled in), freeing dead slots.
+
+    NaN/Inf follow IEEE rules, as in onnxruntime, without numpy warnings."""
+    with np.errstate(all="ignore"):
+        _execute(steps, env, keep_intermediates)
+
+
+def _execute(steps: Sequence[_Step], env: list[np.ndarray | None], keep_intermediates: bool) -> None:
     for step in steps:
         args = [None if s is None else env[s] for s in step.inputs]
         if step.probe is not None:
             step.probe(args)
         else:
-            assert step.opdef is not None
+            assert step.opdef is not None and step.kernel is not None
             try:
                 outs = None
                 if step.donors and not keep_intermediates:
@@ -118,13 +132,14 @@ def execute(steps: Sequence[_Step], env: list[np.ndarray | None], *, keep_interm
                             if outs is not None:
                                 break
                 if outs is None:
-                    outs = step.opdef.kernel(args, step.attrs, len(step.outputs))
+                    outs = step.kernel(args, step.attrs, len(step.outputs))
             except InterpreterError:
                 raise
             except Exception as e:
                 shapes = ", ".join("_" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
                 raise InterpreterError(
-                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}"
+                    f"node {step.node_name} ({step.op}) failed on inputs ({shapes}): {type(e).__name__}: {e}",
+                    node=step.node_name,
                 ) from e
             if len(outs) != len(step.outputs):
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
@@ -138,10 +153,19 @@ def execute(steps: Sequence[_Step], env: list[np.ndarray | None], *, keep_interm
 
 
 class Interpreter:
-    """A compiled execution plan for one graph; ``run`` may be called many times."""
+    """A compiled execution plan for one graph; ``run`` may be called many times.
 
-    def __init__(self, graph: Graph) -> None:
+    ``overrides`` maps node names to kernels that run those nodes instead of
+    their op's registry kernel (a target running some layers elsewhere, such as
+    the fpga target's VTA programs); such nodes never write into their inputs.
+    """
+
+    def __init__(self, graph: Graph, overrides: Mapping[str, Kernel] | None = None) -> None:
         self.graph = graph
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - {n.name for n in graph.nodes})
+        if unknown:
+            raise InterpreterError(f"graph {graph.name!r}: kernel overrides for unknown node(s) {', '.join(unknown)}")
         _tune_malloc()
         slots: dict[int, int] = {}
 
@@ -161,6 +185,7 @@ class Interpreter:
                 node.attrs,
                 tuple(None if v is None else slot(v) for v in node.inputs),
                 tuple(slot(v) for v in node.outputs),
+                kernel=overrides.get(node.name),
             )
             for node in graph.nodes
         ]

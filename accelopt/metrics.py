@@ -42,6 +42,9 @@ WORSE_IS_LARGER: dict[str, bool] = {
 
 #: rank-2 outputs with at most this many columns are treated as logits
 MAX_LOGIT_CLASSES = 32
+#: pairwise similarity metrics only for up to this many embedding rows (one per sample; a [10**4, H] output
+#: that is not per sample would need a 10**8-entry similarity matrix)
+MAX_SIMILARITY_ROWS = 4096
 
 
 def _rows(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -128,6 +131,7 @@ def compare(ref: np.ndarray, new: np.ndarray, *, name: str = "", mask: np.ndarra
         pr, pn = pooled(r, mask), pooled(n, mask)
         if pr is not None and pn is not None and pr.shape[0] >= 2 and np.all(np.isfinite(pn)):
             out["pooled_cosine_min"] = float(row_cosines(pr, pn).min())
+        if pr is not None and pn is not None and 2 <= pr.shape[0] <= MAX_SIMILARITY_ROWS and np.all(np.isfinite(pn)):
             sr, sn = _similarity(pr), _similarity(pn)
             iu = np.triu_indices(pr.shape[0], k=1)
             out["similarity_max_abs"] = float(np.abs(sr[iu] - sn[iu]).max())

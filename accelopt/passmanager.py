@@ -27,7 +27,8 @@ What ``run`` does for every pass, in order:
    A result that fails its tolerance is rolled back (the previous graph is
    kept), with the failing metric as the reason and, when the validator has
    ``localize(old, new)``, the first diverging node. A result that the
-   interpreter cannot run is rolled back the same way. Unmodified results
+   interpreter cannot run is rolled back the same way, as a pass error (the
+   previous graph ran on the same inputs). Unmodified results
    reuse the previous accuracy. Every rollback goes through ``_rollback``.
 6. Calls the instruments' hooks and ``ctx.progress(done, total, desc)``, in
    pipeline order, once a pass's fate is settled (``on_rollback`` just before
@@ -411,10 +412,13 @@ class PassManager:
         reason = ""
         try:
             outcome = validator.check(new, family=step.pass_.family, previous=old)
-        except InterpreterError as e:
+        except InterpreterError as e:  # the previous graph ran on these inputs: the pass broke this one
             outcome = None
             reason = f"the new graph does not run: {e}"
             rec.error = str(e)
+            rec.broken_nodes = [e.node] if e.node else []
+            rec.pass_error = f"pass {rec.spec!r} produced a graph that does not run on the validation inputs: {e}"
+            log.warning("%s; the pass was rolled back and the run goes on (please report it)", rec.pass_error)
         rec.validate_seconds += time.perf_counter() - t0
         if outcome is not None:
             rec.accuracy = outcome

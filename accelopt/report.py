@@ -656,16 +656,33 @@ def artifact_summary(r: Report) -> tuple[list[str], bool]:
     lines = [str(x) for x in a.get("summary") or []]
     if not lines:
         for k, v in a.items():
-            if k in ("target", "files", "summary"):
+            if k in ("target", "files", "summary", "batch"):
                 continue
             if isinstance(v, (str, int, float, bool)):
                 lines.append(f"{k}: {v}")
             elif isinstance(v, Mapping) and v and all(isinstance(x, (str, int, float, bool)) for x in v.values()):
                 lines.append(f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items()))
+    batch = batch_line(a.get("batch"))
+    if batch:
+        lines.append(batch)
     estimate = bool((r.target.get("capabilities") or {}).get("estimate_only")) or any(
         "estimate" in x.lower() for x in lines
     )
     return lines, estimate
+
+
+def batch_line(b: Any) -> str:
+    """``--batch`` as the artifact took it: ``{"requested", "export", "padded"}`` in its metadata."""
+    if not isinstance(b, Mapping) or "requested" not in b:
+        return ""
+    req, exp = b.get("requested"), b.get("export")
+    if exp == "any":
+        text = f"batch: --batch {req}; any batch runs (the batch dim stays symbolic)"
+    elif b.get("padded") and exp != req:
+        text = f"batch: --batch {req}, padded to {exp}"
+    else:
+        text = f"batch: --batch {req}, built for {exp}"
+    return text + (f" ({b['note']})" if b.get("note") else "")
 
 
 ESTIMATE_LABEL = "performance figures are estimates from an analytic model, not measurements"
@@ -744,7 +761,8 @@ def _pass_table(steps: list[dict[str, Any]], width: int) -> Any:
 
 
 def render_console(r: Report, console: Any, *, details: bool = True) -> None:
-    """Draw the report: header, pass table, rollbacks and near misses, artifact summary, final accuracy.
+    """Draw the report: header, pass table, rollbacks and near misses, artifact summary, final accuracy (the
+    final graph's, then the written artifact's when it was run).
 
     Readable at 80 columns (CI logs, pipes): pass names and header values fold
     onto further lines instead of being cut; under ``NARROW_WIDTH`` the table
@@ -798,6 +816,12 @@ def render_console(r: Report, console: Any, *, details: bool = True) -> None:
         console.print(f"final vs reference: {line}", markup=False)
         for f in r.final.failures:
             console.print(Text(f"final tolerance not met: {f}", style="red"))
+    if r.artifact_check is not None:
+        a = r.artifact_check
+        line = ", ".join(f"{lab} {fmt_metric(a.vs_reference.get(m))}" for lab, m in METRIC_COLUMNS[:4])
+        console.print(f"written artifact vs reference: {line}", markup=False)
+        for f in a.failures:
+            console.print(Text(f"written artifact tolerance not met: {f}", style="red"))
 
 
 # ----------------------------------------------------------------- diff

@@ -8,6 +8,8 @@ Charts (drawn here as SVG, no plotting library):
 2. node count after every pass, stacked by op type (the eight most common
    types, the rest as "other"); a rolled-back pass shows the graph that was kept.
 
+A target's ``describe()["details"]`` sections are drawn collapsed under the artifact summary.
+
 Everything user-supplied is HTML-escaped.
 """
 
@@ -83,6 +85,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Seque
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def artifact_details(details: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Collapsible sections: ``{"title", "columns", "rows"}`` a table, ``{"title", "text"}`` preformatted lines."""
+    out = []
+    for d in details:
+        title = f"<summary>{_e(d.get('title', ''))}</summary>"
+        if d.get("columns"):
+            rows = d.get("rows") or []
+            numeric = [i for i in range(len(d["columns"])) if rows and all(isinstance(r[i], (int, float)) for r in rows)]
+            table = _table([str(c) for c in d["columns"]], [[_e(c) for c in r] for r in rows], numeric)
+            out.append(f"<details>{title}{table}</details>")
+        elif d.get("text") is not None:
+            out.append(f"<details>{title}<pre>{_e(chr(10).join(str(x) for x in d['text']))}</pre></details>")
+    return out
 
 
 # ------------------------------------------------------------------- charts
@@ -431,6 +448,7 @@ def render_html(r: Report) -> str:
             body.append(f'<p class="estimate"><strong>Estimate:</strong> {_e(ESTIMATE_LABEL)}.</p>')
         if lines:
             body.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        body.extend(artifact_details(r.artifact.get("details") or []))
 
     body.append("<h2>Passes</h2>")
     if r.passes:

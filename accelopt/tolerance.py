@@ -24,12 +24,12 @@ quantization: ``cosine=0.99``; precision (fp16/bf16): ``cosine=0.999``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from accelopt.errors import ValidationError
+from accelopt.suggest import did_you_mean
 
 #: tolerance key -> (metric, "max" for an upper bound / "min" for a lower bound)
 TOLERANCE_KEYS: dict[str, tuple[str, str]] = {
@@ -85,8 +85,7 @@ def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in items:
         if k not in TOLERANCE_KEYS:
-            close = difflib.get_close_matches(str(k), TOLERANCE_KEYS, n=1)
-            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            guess = did_you_mean(str(k), TOLERANCE_KEYS)
             raise ValidationError(f"unknown tolerance {k!r}{guess}; known: {', '.join(TOLERANCE_KEYS)}")
         if k in out:
             raise ValidationError(f"tolerance {k!r} is given twice")

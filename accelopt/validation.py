@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from accelopt.errors import InterpreterError, ValidationError
+from accelopt.errors import AccelOptError, FrontendError, InterpreterError, ValidationError
 from accelopt.interpreter import Interpreter, release_memory
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.metrics import MAX_LOGIT_CLASSES, WORSE_IS_LARGER, compare, is_logits, pooled, row_cosines, summarize
 from accelopt.model import Model
+from accelopt.model_checks import check_finite_outputs
 from accelopt.records import AccuracyRecord, Localization
 from accelopt.samples import SampleSet, default_samples
 from accelopt.tolerance import (
@@ -266,7 +267,16 @@ class Validator:
                 names = self.output_names
 
                 def ref(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-                    res = self.model.reference(batch)
+                    try:
+                        res = self.model.reference(batch)
+                    except AccelOptError:
+                        raise
+                    except Exception as e:  # the runtime refused the model or these inputs: the model's problem
+                        raise FrontendError(
+                            f"{self.model.source}: the original model does not run in {self.reference_runtime} "
+                            f"on the validation inputs: {type(e).__name__}: {' '.join(str(e).split())}",
+                            hint="check --seq-len and --batch against what the model takes",
+                        ) from e
                     try:
                         return [np.asarray(res[k]) for k in names]
                     except KeyError as e:
@@ -281,6 +291,13 @@ class Validator:
                     release_memory()
             else:
                 self._reference = self.outputs(self.original_graph)
+            check_finite_outputs(
+                self._reference,
+                self.output_names,
+                self.original_graph,
+                source=self.model.source,
+                runtime=self.reference_runtime,
+            )
             self.reference_seconds = time.perf_counter() - t0
         return self._reference
 

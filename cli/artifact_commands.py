@@ -2,17 +2,23 @@
 
 ::
 
-    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz] [--threads N]
+    optimize run OUTDIR --inputs FILE.npz [-o OUT.npz] [--threads N] [--dump-programs DIR]
     optimize bench OUTDIR [--batch N] [--seq-len N] [--inputs FILE.npz] [--warmup W] [--repeat R] [--threads N]
+                          [--profile]
 
 ``run`` loads the artifact (``accelopt.Artifact.load``: the target is read
 from its metadata.json), runs it on the arrays of FILE.npz (keyed by input
-name) and writes the outputs to OUT.npz, or prints their shapes and ranges.
+name) and writes the outputs to OUT.npz, or prints their shapes and ranges;
+``--dump-programs DIR`` (fpga artifacts) writes, per VTA program call, the
+DRAM segment as it was before the accelerator started and the output region
+after, to replay on VTA's simulator or a board.
 ``bench`` times ``run`` after ``--warmup`` runs: median and p90 over
 ``--repeat`` runs, with a progress bar; inputs come from ``--inputs`` or are
 generated from the artifact's input specs (``--batch`` x ``--seq-len``:
 attention masks all ones, token types zeros, positions ``0..S-1``, other
-ids below the vocabulary size recorded in the metadata, floats normal).
+ids below the vocabulary size recorded in the metadata, floats normal);
+``--profile`` adds a table of the time each compiled kernel takes
+(``accelopt.targets.relax.profile``).
 
 Exit codes follow ``optimize``'s: 2 for a folder that is not an artifact,
 an unreadable or mismatched inputs file (the message lists the inputs the
@@ -55,12 +61,20 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "run":
         p.add_argument("--inputs", required=True, metavar="FILE.npz", help="input arrays keyed by input name")
         p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here (default: print a summary)")
+        p.add_argument(
+            "--dump-programs",
+            metavar="DIR",
+            help="fpga artifacts: per VTA program call, the DRAM segment before the run and the output region after",
+        )
     else:
         p.add_argument("--inputs", metavar="FILE.npz", help="input arrays (default: generated from the input specs)")
         p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of generated inputs (default 1)")
         p.add_argument("--seq-len", type=int, default=None, metavar="N", help="sequence length (default: the first bucket's)")
         p.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
         p.add_argument("--repeat", type=int, default=20, metavar="R", help="timed runs (default 20)")
+        p.add_argument(
+            "--profile", action="store_true", help="also time every kernel the run calls (TVM artifacts), slowest first"
+        )
     return p
 
 
@@ -119,8 +133,12 @@ def _read_inputs(path: str, art: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _run(art: Any, inputs: Mapping[str, np.ndarray], threads: int | None) -> dict[str, np.ndarray]:
+def _run(
+    art: Any, inputs: Mapping[str, np.ndarray], threads: int | None, dump: str | None = None
+) -> dict[str, np.ndarray]:
     try:
+        if dump is not None:
+            return dict(art.run(inputs, dump_dir=dump))
         if threads is not None and hasattr(art, "threads"):
             return dict(art.run(inputs, num_threads=threads))
         return dict(art.run(inputs))
@@ -162,9 +180,11 @@ def generated_inputs(art: Any, batch: int, seq: int | None, seed: int = 0) -> di
 
 def cmd_run(args: argparse.Namespace, out: Any) -> int:
     art = _load(args.outdir)
+    if args.dump_programs and art.target != "fpga":
+        raise CommandError(f"--dump-programs dumps VTA programs: {args.outdir!r} is a {art.target} artifact, not fpga")
     inputs = _read_inputs(args.inputs, art)
     t0 = time.perf_counter()
-    outputs = _run(art, inputs, args.threads)
+    outputs = _run(art, inputs, args.threads, args.dump_programs)
     seconds = time.perf_counter() - t0
     if args.output:
         try:
@@ -215,7 +235,28 @@ def cmd_bench(args: argparse.Namespace, out: Any, err: Any) -> int:
         markup=False,
         soft_wrap=True,
     )
+    if args.profile:
+        _print_profile(art, inputs, args.repeat, out)
     return EXIT_OK
+
+
+def _print_profile(art: Any, inputs: Mapping[str, np.ndarray], repeat: int, out: Any) -> None:
+    from rich.table import Table
+
+    from accelopt.targets.relax.artifact import RelaxArtifact
+    from accelopt.targets.relax.profile import profile
+
+    if not isinstance(art, RelaxArtifact):
+        raise CommandError(f"--profile needs a TVM artifact (cpu, gpu); this one is {art.target!r}")
+    rows, total = profile(art, inputs, repeat=max(1, min(repeat, 10)))
+    t = Table(title=f"where the time goes (one run: {total:.2f} ms with the per-call timer)")
+    for col in ("function", "calls", "ms", "share"):
+        t.add_column(col, justify="left" if col == "function" else "right")
+    for r in rows:
+        if r.share < 0.001 and len(rows) > 25:
+            continue
+        t.add_row(r.name, f"{r.calls:g}", f"{r.ms:.3f}", f"{r.share * 100:.1f}%")
+    out.print(t)
 
 
 def main(argv: Sequence[str], out: Any, err: Any, report_error: Any) -> int:

@@ -20,7 +20,8 @@ Exit codes (``EXIT_*``):
 4. a pass's options do not fit the model, the target failed while running
    (the message names it), or an internal error (one line; ``-vv`` logs the
    traceback);
-130. interrupted (Ctrl-C).
+130. interrupted (Ctrl-C);
+143. terminated by SIGTERM (129: SIGHUP), cleaned up like Ctrl-C.
 
 A pass that breaks the graph or crashes is rolled back (status ``pass-error``
 in the report, a ``warning:`` line on stderr) and the run goes on; it does not
@@ -40,18 +41,22 @@ line and a hint, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from accelopt.cli import tuning_flags
+from accelopt.cli.listing import list_passes, list_targets
+from accelopt.cli.outdir import MARKER as MARKER  # re-exported: the marker of an OUTDIR optimize wrote
+from accelopt.cli.outdir import Staging
+from accelopt.cli.signals import Terminated, unwind_on_signals
+from accelopt.cli.usage import UsageError
 from accelopt.errors import AccelOptError, FrontendError, PassError, TargetError, ValidationError
+from accelopt.suggest import did_you_mean
 
 EXIT_OK = 0
 EXIT_TOLERANCE = 1
@@ -59,20 +64,12 @@ EXIT_USAGE = 2
 EXIT_UNSUPPORTED = 3
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM; SIGHUP gives 129
 
 REPORT_FORMATS = {"json": "report.json", "md": "report.md", "html": "report.html", "txt": "report.txt"}
-MARKER = ".accelopt"
 TARGET_CHOICES = ("cpu", "gpu", "fpga", "tpu", "onnx")
 
 log = logging.getLogger("accelopt.cli")
-
-
-class UsageError(Exception):
-    """A bad command line (exit code 2), with an optional hint."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 # ------------------------------------------------------------------ parser
@@ -83,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Compare two reports: optimize diff A.json B.json. "
             "Exit codes: 0 ok, 1 final accuracy tolerance not met, 2 usage error, 3 unsupported model, "
-            "4 a pass or the target failed, 130 interrupted."
+            "4 a pass or the target failed, 130 interrupted, 143 terminated (SIGTERM; 129 SIGHUP)."
         ),
     )
     p.add_argument("model", nargs="?", help="a .onnx file, a folder holding one, or a Hugging Face model folder")
@@ -115,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=1, metavar="N", help="batch size symbolic batch dims bind to (default 1)"
     )
     p.add_argument("--samples", type=int, default=32, metavar="N", help="validation samples (default 32)")
+    tuning_flags.add_arguments(p)
     p.add_argument(
         "--report",
         default="json,md,html",
@@ -169,44 +167,6 @@ def _setup_logging(verbose: int, quiet: bool, err: Any) -> None:
     root.propagate = False
 
 
-# -------------------------------------------------------------------- lists
-def list_passes(console: Any) -> None:
-    """Every registered pass with its family, what it does and its options (defaults in spec syntax)."""
-    import dataclasses
-
-    from rich.markup import escape
-
-    from accelopt.passes.base import _format_option, registered_groups, registered_passes
-
-    console.print("[bold]passes[/bold]  (options as in --passes 'name{key=value,...}', shown with defaults)")
-    for name, cls in sorted(registered_passes().items()):
-        console.print(f"  [bold]{name}[/bold] [dim]({cls.family})[/dim]  {escape(cls.describe())}")
-        defaults = cls.Options()
-        opts = [f"{f.name}={_format_option(getattr(defaults, f.name))}" for f in dataclasses.fields(cls.Options)]
-        if opts:
-            console.print("      [dim]" + escape(", ".join(opts)) + "[/dim]")
-    console.print("\n[bold]groups[/bold]")
-    for name, members in sorted(registered_groups().items()):
-        console.print(f"  [bold]{name}[/bold] = {', '.join(members)}")
-
-
-def list_targets(console: Any) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from accelopt.targets.base import list_targets as _targets
-
-    t = Table(title="targets")
-    t.add_column("name", style="bold")
-    t.add_column("status")
-    t.add_column("default passes")
-    t.add_column("what it is")
-    for info in _targets():
-        status = Text("built", style="green") if info.built else Text("not built yet", style="yellow")
-        t.add_row(info.name, status, info.default_passes or "-", info.summary)
-    console.print(t)
-
-
 # ------------------------------------------------------------------ progress
 class _Bar:
     """A rich progress bar over passes; the description says what runs (pass, validation, lowering)."""
@@ -240,74 +200,6 @@ class _Bar:
         self.progress.update(self.task, description=description)
 
 
-# ----------------------------------------------------------------- outdir
-class _Staging:
-    """A temporary folder next to OUTDIR, renamed into place by ``commit``; removed on failure."""
-
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = outdir
-        self.created_parents: list[Path] = []
-        self.tmp: Path | None = None
-
-    def open(self) -> Path:
-        out = self.outdir
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"output {str(out)!r} exists and is not a folder", "choose another -o OUTDIR")
-        if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-            raise UsageError(
-                f"output folder {str(out)!r} is not empty and was not written by optimize",
-                "choose a new or empty folder, or remove it first",
-            )
-        parent = out.parent
-        missing = []
-        p = parent
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        try:
-            for d in reversed(missing):
-                d.mkdir()
-                self.created_parents.append(d)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-        except OSError as e:
-            self.rollback()
-            raise UsageError(
-                f"cannot write to output folder {str(out)!r}: {e.strerror or e}", "choose a writable -o OUTDIR"
-            ) from None
-        return self.tmp
-
-    def commit(self) -> None:
-        assert self.tmp is not None
-        out = self.outdir
-        (self.tmp / MARKER).write_text(json.dumps({"written_by": "accelopt optimize", "time": time.time()}) + "\n")
-        backup = None
-        if out.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            backup.rmdir()
-            os.replace(out, backup)
-        try:
-            os.replace(self.tmp, out)
-        except BaseException:  # an error or Ctrl-C between the two renames: put the old output back
-            if backup is not None:
-                os.replace(backup, out)
-            raise
-        self.tmp = None
-        self.created_parents = []
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-
-    def rollback(self) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-        for d in reversed(self.created_parents):
-            try:
-                d.rmdir()
-            except OSError:
-                break
-        self.created_parents = []
-
-
 # --------------------------------------------------------------------- run
 def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     """Cheap checks before any model is loaded: formats, sizes, tolerance, target, pipeline, files."""
@@ -325,7 +217,8 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
     bad = [f for f in formats if f not in REPORT_FORMATS]
     if bad:
         raise UsageError(
-            f"unknown report format {bad[0]!r}", f"--report takes a comma list of {', '.join(REPORT_FORMATS)}"
+            f"unknown report format {bad[0]!r}{did_you_mean(bad[0], REPORT_FORMATS)}",
+            f"--report takes a comma list of {', '.join(REPORT_FORMATS)}",
         )
     args.seq_len = _parse_seq_len(args.seq_len)
     for flag, value in (("--batch", args.batch), ("--samples", args.samples)):
@@ -347,6 +240,11 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], Any]:
         target = target.with_seq_lens(args.seq_len)
     except TargetError as e:
         raise UsageError(str(e), f"give --seq-len one length for --target {target.name}") from None
+    try:
+        target.with_batch(args.batch)
+    except TargetError as e:
+        raise UsageError(str(e), "give the batch once: --batch N") from None
+    target = tuning_flags.apply(target, args)
     try:
         build_pipeline(args.passes if args.passes is not None else target.default_passes)
     except PassError as e:
@@ -383,7 +281,7 @@ def _run(args: argparse.Namespace, out: Any, err: Any, instruments: Sequence[Any
     from accelopt.api import optimize
 
     formats, target = _check_usage(args)
-    staging = _Staging(Path(args.output))
+    staging = Staging(Path(args.output))
     tmp = staging.open()
     try:
         dump_ir = None
@@ -461,8 +359,21 @@ def _diff(argv: Sequence[str], out: Any, err: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) -> int:
-    """Run the command; returns the exit code. ``instruments`` are passed to the pass manager (embedding, tests)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the command; returns the exit code. ``instruments`` are passed to the pass manager (embedding, tests).
+
+    SIGTERM and SIGHUP unwind it like Ctrl-C (``accelopt.cli.signals``): nothing is left
+    behind and the exit code is 128 + the signal number (143, 129).
+    """
+    try:
+        with unwind_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = _log_warning  # library warnings (numpy's RuntimeWarning...) are not for users
+            return _main(list(sys.argv[1:] if argv is None else argv), instruments)
+    except Terminated as e:  # arrived outside the optimize run's own handling (parsing, diff, run, bench)
+        _error(_consoles(False)[1], f"{e}; nothing was written")
+        return e.exit_code
+
+
+def _main(argv: list[str], instruments: Sequence[Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if argv and argv[0] == "diff" and not Path("diff").exists():
         out, err = _consoles(False)
@@ -495,7 +406,7 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
         _error(err, str(e), hint if "calibration" in str(e) else "")
         return EXIT_USAGE
     except FrontendError as e:
-        _error(err, f"unsupported model: {e}", "accelopt reads .onnx files, Hugging Face folders and torch modules")
+        _error(err, f"unsupported model: {e}", e.hint or "accelopt reads .onnx files, Hugging Face folders and torch modules")
         return EXIT_UNSUPPORTED
     except (PassError, TargetError) as e:
         _error(err, str(e), "run with -v for details; the report is not written")
@@ -506,10 +417,28 @@ def main(argv: Sequence[str] | None = None, *, instruments: Sequence[Any] = ()) 
     except KeyboardInterrupt:
         _error(err, "interrupted; nothing was written")
         return EXIT_INTERRUPTED
+    except Terminated as e:
+        _error(err, f"{e}; nothing was written" + (", the previous output was kept" if _kept(args) else ""))
+        return e.exit_code
     except Exception as e:  # a bug: still one line and no partial output; -vv logs the traceback
         log.debug("internal error", exc_info=True)
         _error(err, f"internal error: {type(e).__name__}: {e}", "please report it; run with -vv for the traceback")
         return EXIT_FAILED
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    log.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+
+
+def _kept(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "output", None)) and Path(args.output).is_dir()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,12 +45,16 @@ Cases handled (comments cite the numbers):
    5f TopK-1 ``k`` becomes an input;
    5g Constant ``value_float(s)``/``value_int(s)``/``sparse_value`` become ``value``;
    5h attributes typed ``dtype`` in the registry (Cast ``to``...) become ``DType``;
-   5i Resize/Upsample before opset 11 are rejected (different defaults).
+   5i Resize/Upsample before opset 11 are rejected (different defaults);
+   5j BatchNormalization's ``spatial`` attribute (opsets 7-8) is dropped when 1,
+      an error when 0 (per-activation statistics).
    Any attribute the registry does not declare is an error naming the node, so
    an unhandled old form can never be imported with silently wrong semantics.
 6. Graph inputs that are also initializers (old exporters) are initializers:
    they are constants in the IR and are not graph inputs; their names are kept
-   in ``graph.metadata["overridable_initializers"]``.
+   in ``graph.metadata["overridable_initializers"]``. A graph with no outputs,
+   an input whose element type is not an ONNX type, or an input with a static
+   dimension of 0 is a ``FrontendError`` (``onnx_interface``).
 7. Types: graph inputs keep their ``dim_param`` names as symbols (names that are
    not identifiers are sanitized), unnamed dynamic dims are ``None``. Node output
    types come from the registry's inference merged with ONNX shape inference
@@ -216,7 +220,9 @@ class _OrtReference:
         if self._session is None:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(self.file), providers=self.providers)
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4  # a failure is raised and reported by the validation, not logged by ORT
+            self._session = ort.InferenceSession(str(self.file), opts, providers=self.providers)
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise FrontendError(f"{self.file}: reference run is missing input(s) {', '.join(missing)}")

@@ -22,6 +22,7 @@ import onnx.inliner
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 from accelopt.errors import FrontendError, VerifyError
+from accelopt.frontends.onnx_interface import check_interface, type_name
 from accelopt.frontends.onnx_node import ONode, Unsupported, onnx_domain, qualified, sparse_to_array
 from accelopt.frontends.onnx_rewrites import REWRITES
 from accelopt.frontends.onnx_weights import PROTO_LIMIT, Payload, skeleton
@@ -74,6 +75,7 @@ class Importer:
         self.file_names = {v.name for v in g.input} | {t.name for t in g.initializer}
         self.file_names |= {s.values.name for s in g.sparse_initializer}
         self.file_names |= {o for n in g.node for o in n.output}
+        check_interface(model, lambda msg: self.fail(msg))  # case 6: outputs exist, inputs can hold values
         nodes = self._decode_nodes(g)
         self._check_supported(nodes)  # case 3
         order = self._toposort(nodes)  # case 9
@@ -238,9 +240,7 @@ class Importer:
             try:
                 DType.from_onnx(code)
             except TypeError:
-                raise self.fail(
-                    f"graph input {vi.name!r} has unsupported element type {TensorProto.DataType.Name(code)}"
-                ) from None
+                raise self.fail(f"graph input {vi.name!r} has unsupported element type {type_name(code)}") from None
             t = self._value_info_type(vi, intermediate=False)
             assert t is not None  # tensor type with a known dtype was checked above
             self.values[vi.name] = self._claim(functools.partial(self.g.add_input, vi.name, t), vi.name)

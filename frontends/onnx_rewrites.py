@@ -3,7 +3,7 @@
 ``REWRITES`` maps a default-domain op type to ``fn(importer, node) -> node | None``;
 a rewrite edits the decoded node (attributes that became inputs in later opsets
 turn into initializers) or emits replacement nodes itself and returns None.
-Comments cite the sub-cases 5a-5i.
+Comments cite the sub-cases 5a-5j.
 """
 
 from __future__ import annotations
@@ -159,6 +159,12 @@ def _rw_constant(imp: Importer, node: ONode) -> ONode:  # 5g
     return node
 
 
+def _rw_batchnorm(imp: Importer, node: ONode) -> ONode:  # 5j
+    if node.attrs.pop("spatial", 1) != 1:
+        raise imp.fail("spatial=0 (per-activation statistics, opset < 9) is not supported", node)
+    return node
+
+
 def _rw_resize(imp: Importer, node: ONode) -> ONode:  # 5i
     if imp.opset < 11:
         raise imp.fail(f"{node.op} before opset 11 has different semantics; upgrade the model's opset", node)
@@ -180,6 +186,7 @@ REWRITES: dict[str, Rewrite] = {
     "Dropout": _rw_dropout,
     "TopK": _rw_topk,
     "Constant": _rw_constant,
+    "BatchNormalization": _rw_batchnorm,
     "Resize": _rw_resize,
     "Upsample": _rw_resize,
 }

@@ -15,6 +15,9 @@ What the import does, case by case:
    torch does not specialize it. When torch reports constraint violations its
    suggested fixes are applied once; if export still fails, ``seq`` is dropped,
    then ``batch`` (each fallback logged as a warning), ending with a static export.
+1b. A model that returns a key/value cache (``past_key_values``: GPT-2 and other
+   decoders) is exported with ``use_cache=False`` (logged as a warning): a cache
+   is not a tensor output, and ``torch.export`` refuses it.
 2. Decomposition: ``ep.run_decompositions`` with torch's default table minus
    ``aten.scaled_dot_product_attention``, which therefore stays one op and becomes
    ``ScaledDotProductAttention`` (accelopt domain). ``import_exported_program``
@@ -53,6 +56,7 @@ The driver is ``accelopt.frontends.torch_importer.Importer``; the per-op convert
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -63,7 +67,14 @@ import numpy as np
 
 from accelopt.errors import FrontendError
 from accelopt.frontends.torch_importer import Importer
-from accelopt.frontends.torch_ops.base import CONVERTERS, first_line, to_numpy, torch_module, unsupported_ops
+from accelopt.frontends.torch_ops.base import (
+    CONVERTERS,
+    first_line,
+    is_constant_input,
+    to_numpy,
+    torch_module,
+    unsupported_ops,
+)
 from accelopt.ir.graph import Graph
 from accelopt.model import Model
 
@@ -108,6 +119,7 @@ def load_torch(
         if example_inputs is None:
             raise FrontendError(f"{src}: example_inputs are needed to export an nn.Module")
         args, kwargs = _as_args_kwargs(example_inputs, src)
+        kwargs = _without_cache(module, args, kwargs, src)
         ep = export_module(module, args, kwargs, dynamic=dynamic, source=src)
         graph = import_exported_program(_decompose(ep, src), source=src)
         runner = module
@@ -182,6 +194,39 @@ def supported_aten_ops() -> list[str]:
 
 
 # ======================================================= export helpers
+def _without_cache(module: Any, args: tuple, kwargs: dict[str, Any], src: str) -> dict[str, Any]:
+    """Case 1b: ``use_cache=False`` for a model that returns a key/value cache (GPT-2 and other decoders).
+
+    The cache (``DynamicCache``) is not a tensor output, so ``torch.export``
+    refuses it; an inference graph has no use for it. Encoders whose config
+    says ``use_cache`` but that return no cache (BERT) are left alone: one
+    forward pass on the example inputs tells.
+    """
+    config = getattr(module, "config", None)
+    if not getattr(config, "use_cache", False) or "use_cache" in kwargs:
+        return kwargs
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # a forward without a signature: leave it as it is
+        return kwargs
+    if "use_cache" not in params:
+        return kwargs
+    torch = torch_module()
+    try:
+        with torch.no_grad():
+            out = module(*args, **kwargs)
+    except Exception:  # the export reports whatever is wrong with the inputs
+        return kwargs
+    if getattr(out, "past_key_values", None) is None:
+        return kwargs
+    log.warning(
+        "%s: exported with use_cache=False: its key/value cache (past_key_values) is not a tensor output "
+        "and is dropped",
+        src,
+    )
+    return {**kwargs, "use_cache": False}
+
+
 
 
 def _export(module: Any, args: tuple, kwargs: dict, spec: Any) -> Any:
@@ -293,7 +338,11 @@ class _InputBinder:
     def from_program(cls, ep: Any, src: str) -> _InputBinder:
         torch = torch_module()
         pytree = torch.utils._pytree
-        names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        names = [
+            s.arg.name
+            for s in ep.graph_signature.input_specs
+            if s.kind.name == "USER_INPUT" and not is_constant_input(s)
+        ]
         if ep.example_inputs is not None:
             flat, spec = pytree.tree_flatten(ep.example_inputs)
         else:

@@ -27,6 +27,7 @@ from accelopt.frontends.torch_ops.base import (
     SymArg,
     ValueTuple,
     expr_of,
+    is_constant_input,
     is_symbolic_scalar,
     target_name,
     to_numpy,
@@ -140,7 +141,9 @@ class Importer:
         for n in nodes:
             s = specs.get(n.name)
             kind = s.kind.name if s is not None else "USER_INPUT"
-            if kind == "USER_INPUT":
+            if kind == "USER_INPUT" and s is not None and is_constant_input(s):
+                self.env[n] = s.arg.value  # a python constant (use_cache=False): torch specialized on it
+            elif kind == "USER_INPUT":
                 val = n.meta.get("val")
                 if not isinstance(val, torch.Tensor):
                     raise FrontendError(

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 from accelopt.errors import PassError
 from accelopt.ir.graph import Graph
+from accelopt.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,8 @@ def registered_groups() -> dict[str, list[str]]:
 def get_pass_class(name: str) -> type[Pass]:
     _ensure_loaded()
     if name not in _PASSES:
-        known = ", ".join(sorted(_PASSES) + sorted(_GROUPS))
-        raise PassError(f"unknown pass {name!r}; known passes and groups: {known}")
+        names = sorted(_PASSES) + sorted(_GROUPS)
+        raise PassError(f"unknown pass {name!r}{did_you_mean(name, names)}; known passes and groups: {', '.join(names)}")
     return _PASSES[name]
 
 
@@ -280,7 +281,7 @@ def make_pass(spec: PassSpec) -> Pass:
     for key, raw in spec.options.items():
         if key not in fields:
             known = ", ".join(fields) or "none"
-            raise PassError(f"pass {spec.name!r} has no option {key!r}; its options: {known}")
+            raise PassError(f"pass {spec.name!r} has no option {key!r}{did_you_mean(key, fields)}; its options: {known}")
         kwargs[key] = _convert_option(spec.name, fields[key], raw)
     try:
         return cls(**kwargs)
@@ -303,11 +304,13 @@ def build_pipeline(spec: str | Sequence[PassSpec]) -> list[Pass]:
                 p = make_pass(PassSpec(member, opts))
                 p.group = tag
                 out.append(p)
-            unused = set(s.options) - {
-                f.name for m in _GROUPS[s.name] for f in dataclasses.fields(get_pass_class(m).Options)
-            }
+            options = {f.name for m in _GROUPS[s.name] for f in dataclasses.fields(get_pass_class(m).Options)}
+            unused = sorted(set(s.options) - options)
             if unused:
-                raise PassError(f"group {s.name!r} has no option {sorted(unused)[0]!r}")
+                raise PassError(
+                    f"group {s.name!r} has no option {unused[0]!r}{did_you_mean(unused[0], options)}; "
+                    f"its passes' options: {', '.join(sorted(options)) or 'none'}"
+                )
         else:
             out.append(make_pass(s))
     return out

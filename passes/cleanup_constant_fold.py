@@ -17,7 +17,10 @@ Cases (comments below cite the numbers):
 4. Size cap: a result with more than ``max_elements`` elements that is also
    larger than all its constant inputs together is not materialized (an
    ``Expand`` of a scalar to a large shape stays an ``Expand``); counted in
-   ``stats["too_large"]``.
+   ``stats["too_large"]``. A node whose inferred outputs would take more than
+   ``max_bytes`` (default 64 MiB; a ``ConstantOfShape`` of [10**4, 10**4] is
+   400 MB) is not even run: it stays, counted in ``stats["too_large"]``, with
+   a note naming it and the size.
 5. Initializers that only the folded nodes used are removed.
 
 Tensors parsed from the text form without their data (printed as
@@ -50,6 +53,13 @@ NONDETERMINISTIC = frozenset(
 @dataclass(frozen=True)
 class ConstantFoldOptions:
     max_elements: int = 1 << 20
+    max_bytes: int = 64 << 20
+
+
+def _static_bytes(v: Value) -> int | None:
+    """Bytes of ``v`` when its type is static (a dim of 0 or a symbol: None)."""
+    n = v.type.numel
+    return None if n is None else n * v.dtype.np.itemsize
 
 
 def _is_const(graph: Graph, v: Value | None) -> bool:
@@ -115,6 +125,14 @@ class ConstantFold(Pass):
 
     def _evaluate(self, graph: Graph, node: Node, stats: dict[str, int], notes: list[str]) -> list[np.ndarray] | None:
         opdef = get_op(node.op)
+        planned = sum(_static_bytes(v) or 0 for v in node.outputs)
+        if planned > self.options.max_bytes:  # case 4: refused before anything is computed
+            stats["too_large"] += 1
+            notes.append(
+                f"node {node.name} ({node.op}) not folded: its output would take {planned / 2**20:,.0f} MiB, "
+                f"over max_bytes={self.options.max_bytes}"
+            )
+            return None
         args = [None if v is None else graph.const_value(v) for v in node.inputs]
         try:
             outs = [np.asarray(o) for o in opdef.kernel(args, opdef.full_attrs(node.attrs), len(node.outputs))]
@@ -133,7 +151,7 @@ class ConstantFold(Pass):
         # case 4
         in_size = sum(a.size for a in args if a is not None)
         biggest = max((o.size for o in outs), default=0)
-        if biggest > self.options.max_elements and biggest > in_size:
+        if (biggest > self.options.max_elements and biggest > in_size) or sum(o.nbytes for o in outs) > self.options.max_bytes:
             stats["too_large"] += 1
             return None
         return outs

@@ -1,674 +1,242 @@
-"""``fuse-attention``: a whole BERT self-attention block -> one ``Attention`` op with packed QKV weights.
+"""``fuse-attention``: attention blocks -> ``Attention`` (packed QKV) or ``MultiHeadAttention``.
 
 An imperative matcher anchored at each ``Softmax`` (and each
 ``ScaledDotProductAttention`` from the torch.export frontend). It does not
-special-case any exporter's node sequence: it walks the dataflow, then proves
-the candidate numerically. Cases:
+special-case any exporter's or model's node sequence: it walks the dataflow,
+decides what the pieces mean numerically, then proves the candidate on seeded
+probes. The walks live in ``fuse_attention_scores`` (cases 1, 4, 5),
+``fuse_attention_paths`` (cases 2, 3) and ``fuse_attention_terms`` (case 6).
+Cases:
 
-1. **Scores**: back from the softmax input through ``Identity`` and ``Mul``/``Div``
-   by scalar constants (the scale, wherever it sits), one additive mask
-   ``Add(scores, M)`` or one ``Where(cond, fill, scores)`` /
-   ``Where(cond, scores, fill)`` with a scalar fill <= -1e4 (or -inf), to the
-   ``MatMul(Q', K')`` of the scores. The side of an ``Add`` holding the mask is
-   the one with no matmul upstream.
-2. **Q, K, V**: back from the two matmul operands and from the context
-   matmul's second operand through layout ops (Reshape, Transpose, Squeeze,
-   Unsqueeze, Flatten, Identity: any equivalent split-heads form) and scalar
-   ``Mul``/``Div`` (a scale applied to Q or K before the matmul, as in
-   DistilBERT, or sqrt-scale on both, as in dynamo's SDPA decomposition) to a
-   projection: ``Add(MatMul(X, W), b)`` (either order), ``MatMul(X, W)``,
-   ``Linear(X, W, b?)`` without activation, or ``Gemm``; a projection of the
-   rows ``Reshape(X, [-1, K])`` (torch.export's 2-D ``addmm``) reads ``X``. The
-   three projections must read the same ``X`` and have constant weights.
-3. **SDPA**: ``ScaledDotProductAttention(q, k, v, mask?)`` (not causal) takes the
-   place of cases 1's matmul/softmax/matmul; q, k, v are walked as in case 2.
-   A bool mask keeps True pairs, a float mask is additive.
-4. **Context**: forward from the softmax through an optional NaN guard
-   ``Where(IsNaN(p), 0, p)`` and ``Identity`` to ``MatMul(p, V')``, then through
-   layout ops (merge heads) to the first value shaped ``[batch, seq, hidden]``.
-5. **Mask semantics** are decided numerically: the mask subgraph must depend
-   (through data, not shapes) on exactly one graph input of rank 2; evaluated
-   on two probe key-padding masks it must give ~0 where a key is kept and
-   <= -1e4 where it is padded (additive forms, after any later scaling), or a
-   ``Where`` condition equal to "padded" (fill first) / "kept" (fill second).
-   This covers the Cast/Sub/Mul, Where/IsNaN and Expand forms of every
-   exporter. ``mask_filter_value`` is the padded value (-inf becomes the
-   float32 minimum).
-6. **Numbers**: the block is evaluated on a seeded probe input and must match
-   the fused op within 1e-4 (relative to the output's magnitude); the head
-   count comes from Q's head size at the scores matmul; the scale is the
-   product of the constants found, written as 0 when it equals 1/sqrt(head_dim).
-7. **Escapes**: no intermediate result (Q/K/V, scores, probabilities) may be
-   used outside the block, else it would be computed twice.
-8. **Sharing**: identical (Wq, Wk, Wv, bq, bk, bv) sets (ALBERT shares one
-   layer's weights across all layers) are packed once and the packed
-   initializers are shared.
+1. **Scores**: back from the softmax through scalar factors (the scale,
+   wherever it sits, or none at all: T5), additive terms, ``Where`` masks and
+   one ``Reshape`` to ``MatMul(Q', K')``.
+2. **Q, K, V**: back from the matmul operands through layout ops (any
+   split-heads form) and scalar factors to a projection with constant
+   weights, or to one piece of a fused projection split along its last axis
+   (GPT-2's ``c_attn``).
+3. **Form**: when the three projections read the same input, have the same
+   width and are used only here, they are packed into one
+   ``Attention(x, Wqkv, bqkv, mask?, bias?)`` (identical weight sets, as in
+   ALBERT, are packed once and shared). Otherwise (Q and K from another input
+   than V as in MobileBERT, a projection also used elsewhere as in DeBERTa's
+   disentangled bias or ConvBERT's convolution half, no constant projection)
+   the block becomes ``MultiHeadAttention(q, k, v, mask?, bias?)`` on the
+   ``[batch, seq, hidden]`` values before the heads were split.
+4. **SDPA**: ``ScaledDotProductAttention(q, k, v, mask?){scale, is_causal}``
+   takes the place of case 1; ``is_causal`` is ``unidirectional=1``.
+5. **Context**: forward from the softmax through a NaN guard, layout ops and
+   ``MatMul(p, V')``, then through layout ops (merge heads) to the last value
+   shaped ``[batch, seq, hidden]``; when the heads are never merged because the
+   context is concatenated per head with something else (ConvBERT's mixed
+   attention), the fused op's output is reshaped to ``[batch, seq, heads,
+   head_size]`` there, the other half is left as it is and a note says so.
+6. **Terms** (``fuse_attention_terms``): each term is a key-padding mask
+   (the fused op's mask input), a causal mask (``unidirectional=1``), both,
+   nothing, or a bias (``attention_bias``: relative position biases, computed
+   disentangled biases, masks of any other shape), decided on the probes.
+7. **Numbers**: the block is evaluated on seeded probe inputs (two padding
+   patterns for the mask input) and must match the fused op within 1e-4
+   relative to the output's magnitude; the head count comes from Q's head
+   size; the scale is the product of the factors found (0 when it equals
+   1/sqrt(head_size)). The probes keep key 0, so no query has every key
+   masked: exporters disagree on such rows (zeros, NaN, a uniform average)
+   and the fused op gives onnxruntime's.
+8. **Escapes**: no intermediate result of the block (scores, probabilities,
+   packed projections) may be used outside it, else it would be computed
+   twice; a packed candidate whose projections escape is tried as case 3's
+   ``MultiHeadAttention``.
 
 A failed candidate is reported with the check that failed, e.g. "stopped at
-Where(mask) in node where_3: mask depends on 2 graph inputs (a, b), expected
-one attention mask".
+Where(mask) in node where_3: Where on the scores replaces masked scores with
+-1, expected a scalar fill <= -1e4".
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from accelopt.errors import AccelOptError
 from accelopt.ir.graph import Graph, Node, Provenance, Value, tensor_digest
-from accelopt.ir.ops.fused import attention
-from accelopt.ir.registry import get_op
-from accelopt.passes.base import register_pass
-from accelopt.passes.fuse_common import (
-    SHAPE_ONLY_OPS,
-    Prober,
-    cone,
-    const_of,
-    data_sources,
-    dead_after_replacing,
-    describe,
-    first_escape,
-    looked_through,
-    scalar_of,
-)
-from accelopt.passes.patterns.driver import RulePass
+from accelopt.passes.base import PassContext, PassResult, register_pass
+from accelopt.passes.fuse_attention_paths import AttentionMiss, Path, packed_arrays, walk_path
+from accelopt.passes.fuse_attention_proof import Cand, prove_form
+from accelopt.passes.fuse_attention_scores import Block, structure_sdpa, structure_softmax
+from accelopt.passes.fuse_attention_terms import term_fill
+from accelopt.passes.patterns.driver import RulePass, apply_rules
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.rule import Rewriter, Rule
 
 log = logging.getLogger(__name__)
 
 PASS_NAME = "fuse-attention"
-#: ops that only move data around (splitting or merging heads)
-LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
-MATMUL_OPS = frozenset({"MatMul", "Linear", "Gemm", "Attention", "ScaledDotProductAttention"})
-#: a padded key must get at most this much added to its score
-MASK_THRESHOLD = -1e4
-#: numerical agreement required between the block and the fused op (relative to max |output|)
-PROBE_RTOL = 1e-4
-F32_MIN = float(np.finfo(np.float32).min)
 
 
-@dataclass
-class _Proj:
-    x: Value
-    w: np.ndarray
-    b: np.ndarray | None
-    nodes: list[Node]
-    factor: float = 1.0  # scalar factors applied between the projection and the matmul
-
-
-@dataclass
-class _Mask:
-    kind: str  # "add" | "where_pad" (cond True = padded) | "where_keep" | "bool_keep"
-    value: Value  # the additive mask or the condition
-    factor: float = 1.0  # scaling applied after the mask (add kind)
-    fill: float = 0.0  # where kinds: the fill value (already scaled)
-    node: Node | None = None
-
-
-@dataclass
-class _Cand:
-    anchor: Node
-    q: _Proj | None = None
-    k: _Proj | None = None
-    v: _Proj | None = None
-    q_end: Value | None = None
-    k_end: Value | None = None
-    score_factor: float = 1.0
-    sdpa_scale: float | None = None  # SDPA's own scale (0 = default)
-    mask: _Mask | None = None
-    core: list[Node] = field(default_factory=list)
-    ctx_chain: list[Value] = field(default_factory=list)
-    scores: Value | None = None  # a value shaped like the scores (for mask broadcasting)
-    progress: int = 0
-    # filled by _prove
-    out: Value | None = None
-    num_heads: int = 0
-    scale: float = 0.0
-    mask_input: Value | None = None
-    mask_filter_value: float = -10000.0
-    region: list[Node] = field(default_factory=list)
-
-
-class _Fail(Exception):
-    def __init__(self, reason: str, node: Node | None, where: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.node = node
-        self.where = where
-
-
-# ------------------------------------------------------------------ walking
-def _scalar_operand(graph: Graph, node: Node) -> tuple[Value, float] | None:
-    """For Mul/Div by a scalar constant: (the other operand, the factor it is multiplied by)."""
-    if node.op == "Mul":
-        for i in (0, 1):
-            c = scalar_of(graph, node.inputs[i])
-            if c is not None and const_of(graph, node.inputs[1 - i]) is None:
-                return node.inputs[1 - i], c  # type: ignore[return-value]
-    if node.op == "Div":
-        c = scalar_of(graph, node.inputs[1])
-        if c is not None and c != 0:
-            return node.inputs[0], 1.0 / c  # type: ignore[return-value]
-    return None
-
-
-def _has_matmul_upstream(v: Value, limit: int = 4000) -> bool:
-    seen: set[int] = set()
-    stack = [v]
-    while stack and len(seen) < limit:
-        cur = stack.pop()
-        node = cur.producer
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op in MATMUL_OPS:
-            return True
-        if node.op in SHAPE_ONLY_OPS:
-            continue
-        stack.extend(i for i in node.inputs if i is not None)
-    return False
-
-
-def _walk_to_projection(graph: Graph, v: Value, what: str, core: list[Node]) -> _Proj:
-    """Case 2: back through layout ops and scalar factors to a projection."""
-    factor = 1.0
-    cur = v
-    while True:
-        node = cur.producer
-        if node is None:
-            raise _Fail(f"{what} path reached {describe(cur)}, expected a projection MatMul", None, f"{what} path")
-        if node.op in LAYOUT_OPS:
-            core.append(node)
-            cur = node.inputs[0]  # type: ignore[assignment]
-            continue
-        if node.op in ("Mul", "Div"):
-            so = _scalar_operand(graph, node)
-            if so is not None:
-                core.append(node)
-                cur, c = so
-                factor *= c
-                continue
-        proj = _projection(graph, node)
-        if proj is None:
-            raise _Fail(
-                f"{what} path stopped at {node.op}: expected a layout op, a scalar scale or a projection "
-                "(MatMul + bias Add, Linear, Gemm) with constant weights",
-                node,
-                f"{what} path",
-            )
-        proj.factor = factor
-        core.extend(proj.nodes)
-        _unflatten_input(proj, core)
-        return proj
-
-
-def _unflatten_input(proj: _Proj, core: list[Node]) -> None:
-    """A projection of rows ``Reshape(X [B, S, K], [-1, K])`` (torch.export's 2-D addmm) reads ``X`` itself."""
-    x = proj.x
-    node = x.producer
-    if node is None or node.op not in ("Reshape", "Flatten") or x.type.rank != 2:
-        return
-    src = node.inputs[0]
-    if src is None or src.type.rank != 3 or src.shape is None or src.shape[-1] != proj.w.shape[0]:
-        return
-    if node.op == "Flatten" and int(node.attr("axis", 1)) != 2:
-        return
-    proj.x = src
-    core.append(node)
-
-
-def _projection(graph: Graph, node: Node) -> _Proj | None:
-    """``Add(MatMul(X, W), b)``, ``MatMul(X, W)``, ``Linear(X, W, b?)`` or ``Gemm(X, W, b)``."""
-
-    def weight(v: Value | None) -> np.ndarray | None:
-        w = const_of(graph, v)
-        return w if w is not None and w.ndim == 2 else None
-
-    if node.op == "Add":
-        for i in (0, 1):
-            b = const_of(graph, node.inputs[i])
-            mm = looked_through(node.inputs[1 - i])
-            if b is None or mm is None or mm.producer is None or mm.producer.op != "MatMul":
-                continue
-            w = weight(mm.producer.inputs[1])
-            x = mm.producer.inputs[0]
-            if w is None or x is None or b.size != w.shape[1] or const_of(graph, x) is not None:
-                continue
-            if b.ndim > 1 and any(d != 1 for d in b.shape[:-1]):
-                continue
-            nodes = [node, mm.producer]
-            if len(mm.consumers) != 1:
-                continue
-            return _Proj(x, w, b.reshape(-1), nodes)
-        return None
-    if node.op == "MatMul":
-        w = weight(node.inputs[1])
-        if w is None or node.inputs[0] is None or const_of(graph, node.inputs[0]) is not None:
-            return None
-        return _Proj(node.inputs[0], w, None, [node])
-    if node.op == "Linear":
-        if node.attr("activation", "none") != "none":
-            return None
-        w = weight(node.inputs[1])
-        b = const_of(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        if w is None or (len(node.inputs) > 2 and node.inputs[2] is not None and b is None):
-            return None
-        return _Proj(node.inputs[0], w, None if b is None else b.reshape(-1), [node])  # type: ignore[arg-type]
-    if node.op == "Gemm":
-        full = get_op("Gemm").full_attrs(node.attrs)
-        if full.get("transA", 0) or float(full.get("alpha", 1.0)) != 1.0 or float(full.get("beta", 1.0)) != 1.0:
-            return None
-        w = weight(node.inputs[1])
-        if w is None:
-            return None
-        if full.get("transB", 0):
-            w = w.T
-        b = None
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            b = const_of(graph, node.inputs[2])
-            if b is None or b.size != w.shape[1]:
-                return None
-        return _Proj(node.inputs[0], w, None if b is None else b.reshape(-1), [node])  # type: ignore[arg-type]
-    return None
-
-
-# ------------------------------------------------------------------ the rule
 class AttentionRule(Rule):
     """The imperative attention matcher (cases 1-8 of the module docstring)."""
 
     name = "attention"
     root_ops = frozenset({"Softmax", "ScaledDotProductAttention"})
-    near_miss_min = 2
+    near_miss_min = 1  # every softmax is a candidate: one that is not fused always says why
     allow_escapes = True
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending: dict[str, _Cand] = {}
+        self._pending: dict[str, Cand] = {}
         self._packed: dict[tuple[str, ...], tuple[Value, Value]] = {}
+        self.notes: list[str] = []
+        #: fused blocks by form, e.g. "MultiHeadAttention (causal, with bias)"
+        self.forms: dict[str, int] = {}
 
     # ............................................................. match
     def match(self, graph: Graph, node: Node) -> Match | MatchResult:
-        cand = _Cand(anchor=node)
+        blk = Block(node)
         try:
             if node.op == "Softmax":
-                self._structure_softmax(graph, node, cand)
+                structure_softmax(graph, node, blk)
             else:
-                self._structure_sdpa(graph, node, cand)
-            self._prove(graph, cand)
-        except _Fail as f:
-            return MatchResult.fail(
-                f.reason,
-                node=(f.node or node).name,
-                where=f.where,
-                progress=max(cand.progress, 1),
-            )
+                structure_sdpa(graph, node, blk)
+            assert blk.q_end is not None and blk.k_end is not None and blk.v_end is not None
+            paths = [walk_path(graph, v, w) for v, w in ((blk.q_end, "Q"), (blk.k_end, "K"), (blk.v_end, "V"))]
+            blk.progress = 3
+            cand = self._prove(graph, blk, paths)
+        except AttentionMiss as f:
+            return MatchResult.fail(f.reason, node=(f.node or node).name, where=f.where, progress=max(blk.progress, 1))
         except AccelOptError as e:  # a probe could not be evaluated
-            return MatchResult.fail(f"probe evaluation failed: {e}", node=node.name, where="probe", progress=cand.progress)
-        assert cand.out is not None and cand.out.producer is not None
-        m = Match(self.name, graph, cand.out.producer)
+            return MatchResult.fail(f"probe evaluation failed: {e}", node=node.name, where="probe",
+                                    progress=blk.progress)
+        root = cand.out.producer
+        assert root is not None
+        m = Match(self.name, graph, root)
         for n in cand.region:
             m.add_node(n)
-        self._pending[cand.out.producer.name] = cand
+        self._pending[root.name] = cand
         return m
 
-    def _structure_softmax(self, graph: Graph, sm: Node, cand: _Cand) -> None:
-        axis = int(sm.attr("axis", -1))
-        rank = sm.inputs[0].type.rank if sm.inputs[0] is not None else None
-        if axis != -1 and (rank is None or axis != rank - 1):
-            raise _Fail(f"softmax axis is {axis}, expected the last axis", sm, "Softmax")
-        core = cand.core
-        core.append(sm)
-        # case 1: scores path
-        cur = sm.inputs[0]
-        factor = 1.0
-        while True:
-            node = cur.producer if cur is not None else None
-            if node is None:
-                raise _Fail(f"scores path reached {describe(cur)}, expected MatMul(Q, K)", sm, "scores")
-            if node.op == "Identity":
-                core.append(node)
-                cur = node.inputs[0]
-                continue
-            if node.op in ("Mul", "Div"):
-                so = _scalar_operand(graph, node)
-                if so is None:
-                    raise _Fail(f"{node.op} on the scores is not by a scalar constant", node, "scores scale")
-                core.append(node)
-                cur, c = so
-                factor *= c
-                continue
-            if node.op == "Add":
-                if cand.mask is not None:
-                    raise _Fail("a second mask term is added to the scores", node, "Add(mask)")
-                sides = [_has_matmul_upstream(i) if i is not None else False for i in node.inputs]
-                if sides.count(True) != 1:
-                    raise _Fail("cannot tell the scores from the mask: "
-                                f"{'both' if all(sides) else 'neither'} operand(s) come from a matmul", node, "Add(mask)")
-                s = sides.index(True)
-                cand.mask = _Mask("add", node.inputs[1 - s], factor=factor, node=node)  # type: ignore[arg-type]
-                core.append(node)
-                cur = node.inputs[s]
-                continue
-            if node.op == "Where":
-                if cand.mask is not None:
-                    raise _Fail("a second mask is applied to the scores", node, "Where(mask)")
-                cond, a, b = node.inputs
-                fa, fb = scalar_of(graph, a), scalar_of(graph, b)
-                if fa is not None and fa <= MASK_THRESHOLD and fb is None:
-                    cand.mask = _Mask("where_pad", cond, fill=fa * factor, node=node)  # type: ignore[arg-type]
-                    cur = b
-                elif fb is not None and fb <= MASK_THRESHOLD and fa is None:
-                    cand.mask = _Mask("where_keep", cond, fill=fb * factor, node=node)  # type: ignore[arg-type]
-                    cur = a
-                else:
-                    raise _Fail("Where on the scores has no scalar fill <= -1e4 in one branch", node, "Where(mask)")
-                core.append(node)
-                continue
-            if node.op == "MatMul":
-                if any(const_of(graph, i) is not None for i in node.inputs):
-                    raise _Fail("the scores MatMul has a constant operand", node, "MatMul(Q, K)")
-                core.append(node)
-                break
-            raise _Fail(f"scores path stopped at {node.op}: expected Mul/Div by a constant, "
-                        "Add(mask), Where(mask) or MatMul(Q, K)", node, "scores")
-        cand.score_factor = factor
-        cand.scores = node.outputs[0]
-        cand.progress = 1
-        qk = node
-        cand.q_end, cand.k_end = qk.inputs[0], qk.inputs[1]
-        # case 4: forward to the context matmul
-        p = sm.outputs[0]
-        while True:
-            users = p.consumers
-            if len(users) == 1 and users[0].op == "Identity":
-                core.append(users[0])
-                p = users[0].outputs[0]
-                continue
-            guard = _nan_guard(graph, p)
-            if guard is not None:
-                core.extend(guard)
-                p = guard[1].outputs[0]
-                continue
-            break
-        users = p.consumers
-        if len(users) != 1 or users[0].op != "MatMul" or users[0].inputs[0] is not p:
-            found = ", ".join(f"{u.op} (node {u.name})" for u in users) or "nothing"
-            raise _Fail(f"the probabilities are used by {found}, expected one MatMul(probs, V)", sm, "MatMul(probs, V)")
-        ctx_mm = users[0]
-        core.append(ctx_mm)
-        cand.progress = 2
-        self._walk_qkv(graph, cand, ctx_mm.inputs[1], ctx_mm.outputs[0])  # type: ignore[arg-type]
-
-    def _structure_sdpa(self, graph: Graph, node: Node, cand: _Cand) -> None:
-        cand.progress = 2  # an SDPA is attention by definition: any failure is a near miss
-        if int(node.attr("is_causal", 0)):
-            raise _Fail("causal attention is not BERT self-attention", node, "SDPA")
-        cand.core.append(node)
-        cand.sdpa_scale = float(node.attr("scale", 0.0))
-        cand.q_end, cand.k_end = node.inputs[0], node.inputs[1]
-        if len(node.inputs) > 3 and node.inputs[3] is not None:
-            m = node.inputs[3]
-            kind = "bool_keep" if m.dtype.np == np.bool_ else "add"
-            cand.mask = _Mask(kind, m, fill=-np.inf, node=node)
-        cand.progress = 2
-        self._walk_qkv(graph, cand, node.inputs[2], node.outputs[0])  # type: ignore[arg-type]
-
-    def _walk_qkv(self, graph: Graph, cand: _Cand, v_end: Value, ctx: Value) -> None:
-        core = cand.core
-        assert cand.q_end is not None and cand.k_end is not None
-        cand.q = _walk_to_projection(graph, cand.q_end, "Q", core)
-        cand.progress = 3
-        cand.k = _walk_to_projection(graph, cand.k_end, "K", core)
-        cand.v = _walk_to_projection(graph, v_end, "V", core)
-        cand.progress = 4
-        xs = {id(p.x) for p in (cand.q, cand.k, cand.v)}
-        if len(xs) != 1:
-            raise _Fail(
-                f"Q, K and V projections read different inputs (%{cand.q.x.name}, %{cand.k.x.name}, "
-                f"%{cand.v.x.name}); only self-attention is fused",
-                cand.anchor,
-                "projections",
-            )
-        shapes = {p.w.shape for p in (cand.q, cand.k, cand.v)}
-        if len(shapes) != 1:
-            raise _Fail(f"Q/K/V weights differ in shape: {sorted(shapes)}", cand.anchor, "projections")
-        # case 4: merge heads
-        chain = [ctx]
-        cur = ctx
-        outs = {id(o) for o in graph.outputs}
-        while id(cur) not in outs:
-            users = [u for u in cur.consumers if u.op not in SHAPE_ONLY_OPS]
-            if len(users) == 1 and users[0].op in LAYOUT_OPS and users[0].inputs[0] is cur:
-                cur = users[0].outputs[0]
-                chain.append(cur)
-                continue
-            break
-        cand.ctx_chain = chain
-        cand.progress = 5
-
-    # ............................................................. proof
-    def _prove(self, graph: Graph, cand: _Cand) -> None:
-        """Cases 5-7: mask semantics, numerical equality, escapes."""
-        q, k, v = cand.q, cand.k, cand.v
-        assert q is not None and k is not None and v is not None and cand.q_end is not None
-        x = q.x
-        prober = Prober(graph)
-        mask = cand.mask
-        if mask is not None:
-            sources = data_sources(mask.value)
-            if len(sources) != 1:
-                names = ", ".join(sorted(s.name for s in sources)) or "none"
-                raise _Fail(
-                    f"mask depends on {len(sources)} graph inputs ({names}), expected one attention mask input",
-                    mask.node,
-                    "mask",
-                )
-            (mi,) = sources
-            if mi.type.rank != 2:
-                raise _Fail(f"mask input %{mi.name} is {mi.type}, expected a [batch, seq] key-padding mask",
-                            mask.node, "mask")
-            cand.mask_input = mi
-        hidden_in = q.w.shape[0]
-        bsz = seq = None
-        if cand.mask_input is not None:
-            bsz, seq = prober.shape(cand.mask_input.type)
-        xshape = prober.shape(x.type, fallback=(bsz or 2, seq or 6, hidden_in))
-        if len(xshape) != 3 or xshape[-1] != hidden_in:
-            raise _Fail(f"block input %{x.name} is {x.type}, expected [batch, seq, {hidden_in}]", cand.anchor, "input")
-        bsz, seq = xshape[0], xshape[1]
-        rng = np.random.default_rng(1234)
-        xp = rng.standard_normal(xshape).astype(x.dtype.np)
-        probes = _probe_masks(bsz, seq, rng) if cand.mask_input is not None else [None]
-        targets: list[Value] = [cand.q_end, *cand.ctx_chain]
-        if mask is not None:
-            targets += [mask.value]
-            if cand.scores is not None:
-                targets.append(cand.scores)
-            else:
-                targets.append(cand.k_end)  # type: ignore[arg-type]
-        results = []
-        for pm in probes:
-            feeds: dict[Value, np.ndarray] = {x: xp}
-            if pm is not None:
-                assert cand.mask_input is not None
-                feeds[cand.mask_input] = pm.astype(cand.mask_input.dtype.np)
-            results.append(prober.run(targets, feeds))
-        # heads and scale (case 6)
-        qp = results[0][0]
-        head_dim = int(qp.shape[-1])
-        hidden = q.w.shape[1]
-        if head_dim <= 0 or hidden % head_dim:
-            raise _Fail(f"Q reaches the scores matmul with head size {head_dim}, which does not divide {hidden}",
-                        cand.anchor, "heads")
-        heads = hidden // head_dim
-        if cand.sdpa_scale is not None:
-            base = cand.sdpa_scale or 1.0 / np.sqrt(head_dim)
-        else:
-            base = cand.score_factor
-        scale = float(base * q.factor * k.factor)
-        if np.isclose(scale, 1.0 / np.sqrt(head_dim), rtol=1e-6, atol=0):
-            scale = 0.0
-        # mask semantics (case 5)
-        if mask is not None:
-            cand.mask_filter_value = self._check_mask(cand, mask, results, probes)
-        cand.progress = 6
-        # numbers (case 6): longest merge-heads chain prefix that gives [B, S, hidden]
-        w, b = _packed_arrays(cand)
-        expected_shape = (bsz, seq, hidden)
-        fused = [
-            attention(xp, w, b, pm, heads, scale, cand.mask_filter_value) for pm in probes
-        ]
-        out_idx = None
-        for i in range(len(cand.ctx_chain) - 1, -1, -1):
-            if results[0][1 + i].shape == expected_shape:
-                out_idx = i
-                break
-        if out_idx is None:
-            shapes = ", ".join(str(tuple(results[0][1 + i].shape)) for i in range(len(cand.ctx_chain)))
-            raise _Fail(f"the context is never merged back to [batch, seq, hidden] = {expected_shape} "
-                        f"(shapes after the context matmul: {shapes})", cand.anchor, "merge heads")
-        for res, f in zip(results, fused):
-            ref = res[1 + out_idx]
-            err = float(np.max(np.abs(ref.astype(np.float64) - f)))
-            tol = PROBE_RTOL * (1.0 + float(np.max(np.abs(ref))))
-            if not err <= tol:
-                raise _Fail(f"the block differs from the fused Attention by {err:.3g} on a probe (tolerance {tol:.3g})",
-                            cand.anchor, "numerical check")
-        out = cand.ctx_chain[out_idx]
-        for val in cand.ctx_chain[1 : out_idx + 1]:
-            assert val.producer is not None
-            cand.core.append(val.producer)
-        cand.out = out
-        cand.num_heads = heads
-        cand.scale = scale
-        cand.progress = 7
-        # escapes (case 7)
-        region = cone([out], stop=[x])
-        dead = dead_after_replacing(graph, out, region)
-        for n in cand.core:
-            if id(n) not in dead:
-                raise _Fail(first_escape(graph, n, dead), n, "escape")
-        cand.region = [n for n in region if id(n) in dead]
-
-    def _check_mask(self, cand: _Cand, mask: _Mask, results: list[list[np.ndarray]], probes: list[Any]) -> float:
-        fill_values: list[float] = []
-        for res, pm in zip(results, probes):
-            mval, ref = res[-2], res[-1]
-            if cand.scores is not None:
-                scores_shape = ref.shape
-            else:
-                qp = res[0]
-                scores_shape = tuple(qp.shape[:-1]) + (ref.shape[-2],)
+    def _prove(self, graph: Graph, blk: Block, paths: list[Path]) -> Cand:
+        """Case 3: the packed form when it applies, else (or when its projections escape) MultiHeadAttention."""
+        q, k, v = paths
+        packed_why = _packed_blocker(q, k, v)
+        mha_why = _mha_blocker(q, k, v)
+        if packed_why is None:
             try:
-                full = np.broadcast_to(mval, np.broadcast_shapes(mval.shape, scores_shape))
-            except ValueError:
-                raise _Fail(f"mask of shape {mval.shape} does not broadcast to the scores {scores_shape}",
-                            mask.node, "mask") from None
-            bsz, seq = pm.shape
-            if full.shape[-1] != seq or full.size % (bsz * seq) or full.shape[0] % bsz:
-                raise _Fail(f"mask of shape {full.shape} is not over [batch, ..., keys={seq}]", mask.node, "mask")
-            full = full.reshape(bsz, -1, seq)
-            padded = (pm == 0)[:, None, :]
-            padded = np.broadcast_to(padded, full.shape)
-            if mask.kind == "add":
-                eff = full.astype(np.float64) * mask.factor
-                kept_vals = eff[~padded]
-                pad_vals = eff[padded]
-                if kept_vals.size and np.max(np.abs(kept_vals)) > 1e-3:
-                    raise _Fail(f"mask adds up to {np.max(np.abs(kept_vals)):.3g} to kept keys, expected 0 "
-                                "(not a key-padding mask)", mask.node, "Add(mask)")
-                if pad_vals.size:
-                    worst = float(np.max(pad_vals))
-                    if not worst <= MASK_THRESHOLD:
-                        raise _Fail(f"mask adds only {worst:.3g} to padded keys, expected <= -1e4",
-                                    mask.node, "Add(mask)")
-                    fill_values.append(worst)
-            else:
-                cond = full.astype(bool)
-                want = padded if mask.kind == "where_pad" else ~padded
-                if not np.array_equal(cond, want):
-                    sense = "padded" if mask.kind == "where_pad" else "kept"
-                    raise _Fail(f"mask condition is not 'key is {sense}' on a probe key-padding mask",
-                                mask.node, "Where(mask)" if mask.kind != "bool_keep" else "SDPA mask")
-                fill_values.append(mask.fill)
-        fill = max(fill_values) if fill_values else -10000.0
-        return F32_MIN if not np.isfinite(fill) or fill < F32_MIN else float(fill)
+                return prove_form(graph, blk, paths, "packed")
+            except AttentionMiss as miss:
+                if mha_why is not None or miss.where != "escape":
+                    raise
+        if mha_why is not None:
+            raise AttentionMiss(mha_why, blk.anchor, "projections")
+        return prove_form(graph, blk, paths, "mha")
 
     # ........................................................... rewrite
     def rewrite(self, rw: Rewriter, match: Match) -> Value | None:
         cand = self._pending.pop(match.root.name)
         graph = rw.graph
-        assert cand.q is not None and cand.out is not None
-        rw.provenance = Provenance(rw.provenance.pass_name, self.name, tuple(n.name for n in _ordered(graph, cand.core)))
-        w_val, b_val = self._packed_values(rw, cand)
-        inputs: list[Value | None] = [cand.q.x, w_val, b_val]
-        if cand.mask_input is not None:
-            inputs.append(cand.mask_input)
+        blk = cand.blk
+        rw.provenance = Provenance(rw.provenance.pass_name, self.name, tuple(n.name for n in _ordered(graph, blk.core)))
+        masking = cand.masking
+        bias = _bias_value(rw, cand)
+        mask = masking.mask_input
+        if cand.form == "packed":
+            w_val, b_val = self._packed_values(rw, cand)
+            q = cand.paths[0].proj
+            assert q is not None
+            inputs: list[Value | None] = [q.x, w_val, b_val, mask, bias]
+            op, suffix = "Attention", "attention"
+        else:
+            inputs = [p.merged for p in cand.paths] + [mask, bias]
+            op, suffix = "MultiHeadAttention", "mha"
+        while inputs[-1] is None:
+            inputs.pop()
         attrs: dict[str, Any] = {"num_heads": cand.num_heads}
         if cand.scale:
             attrs["scale"] = cand.scale
-        if cand.mask_input is not None:
-            attrs["mask_filter_value"] = cand.mask_filter_value
-        return rw.op("Attention", inputs, attrs, name=f"{cand.anchor.name}_attention")
+        if mask is not None or masking.unidirectional:
+            attrs["mask_filter_value"] = masking.fill
+        if masking.unidirectional:
+            attrs["unidirectional"] = 1
+        out = rw.op(op, inputs, attrs, name=f"{blk.anchor.name}_{suffix}")
+        form = _describe_form(op, mask is not None, bias is not None, masking.unidirectional)
+        self.forms[form] = self.forms.get(form, 0) + 1
+        if cand.split_out is not None:
+            shape = rw.const(f"{blk.anchor.name}_heads_shape", np.array([0, 0, *cand.split_out], dtype=np.int64))
+            out = rw.op("Reshape", [out, shape], name=f"{blk.anchor.name}_split_heads")
+            joins = [u for u in cand.out.consumers if u.op == "Concat"]
+            if joins:
+                self.notes.append(
+                    f"{blk.anchor.name}: fused the self-attention half of a mixed attention; the other half "
+                    f"joins it at {joins[0].op} (node {joins[0].name}) and is left as it is"
+                )
+        return out
 
-    def _packed_values(self, rw: Rewriter, cand: _Cand) -> tuple[Value, Value]:
-        w, b = _packed_arrays(cand)
+    def _packed_values(self, rw: Rewriter, cand: Cand) -> tuple[Value, Value]:
+        q, k, v = (p.proj for p in cand.paths)
+        assert q is not None and k is not None and v is not None
+        w, b = packed_arrays(q, k, v, cand.paths[2].factor)
         key = (tensor_digest(w), tensor_digest(b))
         got = self._packed.get(key)
-        if got is not None and all(v.graph is rw.graph for v in got):
+        if got is not None and all(val.graph is rw.graph for val in got):
             return got
-        base = cand.anchor.name
+        base = cand.blk.anchor.name
         pair = (rw.const(f"{base}_qkv_weight", w), rw.const(f"{base}_qkv_bias", b))
         self._packed[key] = pair
         return pair
 
 
-def _packed_arrays(cand: _Cand) -> tuple[np.ndarray, np.ndarray]:
-    q, k, v = cand.q, cand.k, cand.v
-    assert q is not None and k is not None and v is not None
-    dt = q.x.dtype.np
-    n = q.w.shape[1]
-    ws, bs = [], []
-    for p, extra in ((q, 1.0), (k, 1.0), (v, v.factor)):
-        ws.append(p.w.astype(dt) * dt.type(extra) if extra != 1.0 else p.w.astype(dt))
-        bias = p.b if p.b is not None else np.zeros(n, dtype=dt)
-        bs.append(bias.astype(dt) * dt.type(extra) if extra != 1.0 else bias.astype(dt))
-    return np.concatenate(ws, axis=1), np.concatenate(bs)
+# ------------------------------------------------------------------ form checks
+def _packed_blocker(q: Path, k: Path, v: Path) -> str | None:
+    """Why the three paths cannot be packed into one Attention (None when they can)."""
+    for p in (q, k, v):
+        if p.proj is None:
+            return p.stop
+    assert q.proj is not None and k.proj is not None and v.proj is not None
+    if len({id(q.proj.x), id(k.proj.x), id(v.proj.x)}) != 1:
+        return (
+            f"Q, K and V projections read different inputs (%{q.proj.x.name}, %{k.proj.x.name}, "
+            f"%{v.proj.x.name})"
+        )
+    shapes = {p.proj.w.shape for p in (q, k, v) if p.proj is not None}
+    if len(shapes) != 1:
+        return f"Q/K/V weights differ in shape: {sorted(shapes)}"
+    return None
 
 
-def _nan_guard(graph: Graph, p: Value) -> tuple[Node, Node] | None:
-    """``Where(IsNaN(p), 0, p)``: returns (IsNaN, Where) when ``p``'s users are exactly that."""
-    users = p.consumers
-    if len(users) != 2:
-        return None
-    isnan = next((u for u in users if u.op == "IsNaN"), None)
-    where = next((u for u in users if u.op == "Where"), None)
-    if isnan is None or where is None or len(isnan.outputs[0].consumers) != 1:
-        return None
-    c, a, b = where.inputs
-    if c is not isnan.outputs[0] or b is not p or scalar_of(graph, a) != 0.0:
-        return None
-    return isnan, where
+def _mha_blocker(q: Path, k: Path, v: Path) -> str | None:
+    """Why the paths cannot feed a MultiHeadAttention (None when they can)."""
+    for p in (q, k, v):
+        if p.merged is None:
+            return f"{p.what} path has no [batch, seq, hidden] value before its heads are split ({p.stop or 'none'})"
+    if v.factor != 1.0:
+        return f"V is scaled by {v.factor:.4g} after its projection, which MultiHeadAttention cannot hold"
+    return None
 
 
-def _probe_masks(bsz: int, seq: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Two key-padding masks: suffix padding, then scattered padding; every row keeps a key."""
-    a = np.ones((bsz, seq), dtype=np.int64)
-    for r in range(bsz):
-        keep = max(1, seq - 1 - r) if seq > 1 else 1
-        a[r, keep:] = 0
-    b = (rng.random((bsz, seq)) < 0.6).astype(np.int64)
-    for r in range(bsz):
-        b[r, int(rng.integers(0, seq))] = 1
-        if seq > 1 and b[r].all():
-            b[r, int(rng.integers(0, seq))] = 0
-            if not b[r].any():
-                b[r, 0] = 1
-    return [a, b]
+# ------------------------------------------------------------------ rewrite helpers
+def _bias_value(rw: Rewriter, cand: Cand) -> Value | None:
+    """The ``attention_bias`` input: the bias terms as case 6 laid them out (the same ops as the proof computed)."""
+    acc: Value | None = None
+    base = cand.blk.anchor.name
+    for term in cand.masking.bias_terms:
+        if term.kind == "where":
+            fill = rw.const(f"{base}_mask_fill", np.array(term_fill(term), dtype=np.float32))
+            zero = rw.const(f"{base}_zero", np.array(0.0, dtype=np.float32))
+            ins = [term.value, zero, fill] if term.keep_if else [term.value, fill, zero]
+            part = rw.op("Where", ins, name=f"{base}_mask_bias")
+        else:
+            part = term.value
+            if term.factor != 1.0:
+                factor = rw.const(f"{base}_bias_factor", np.array(term.factor, dtype=part.dtype.np))
+                part = rw.op("Mul", [part, factor], name=f"{base}_bias_scaled")
+            if term.reshape is not None:  # [B*N, S, T] -> [B, N, S, T]: -1, N and the term's last two dims
+                dims = rw.op("Shape", [part], {"start": -2}, name=f"{base}_bias_dims")
+                lead = rw.const(f"{base}_bias_lead", np.array([-1, cand.num_heads], dtype=np.int64))
+                shape = rw.op("Concat", [lead, dims], {"axis": 0}, name=f"{base}_bias_shape")
+                part = rw.op("Reshape", [part, shape], name=f"{base}_bias_per_head")
+        acc = part if acc is None else rw.op("Add", [acc, part], name=f"{base}_bias_sum")
+    return acc
 
 
 def _ordered(graph: Graph, nodes: list[Node]) -> list[Node]:
@@ -678,10 +246,24 @@ def _ordered(graph: Graph, nodes: list[Node]) -> list[Node]:
 
 @register_pass
 class FuseAttention(RulePass):
-    """Fuse BERT self-attention blocks (and SDPA) into Attention with packed QKV weights."""
+    """Fuse attention blocks (and SDPA) into Attention with packed QKV weights or MultiHeadAttention."""
 
     name = PASS_NAME
     family = "fusion"
 
     def rules(self) -> list[Rule]:
         return [AttentionRule()]
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        rule = AttentionRule()
+        outcome = apply_rules(graph, [rule], pass_name=self.name)
+        notes = list(rule.notes)
+        if rule.forms:
+            notes.insert(0, "fused: " + ", ".join(f"{v} {k}" for k, v in sorted(rule.forms.items())))
+        return PassResult(graph, outcome.modified, stats=outcome.stats, near_misses=outcome.near_misses, notes=notes)
+
+
+def _describe_form(op: str, mask: bool, bias: bool, causal: bool) -> str:
+    """How a fused block is reported: the op, then causal / key-padding mask / bias."""
+    parts = (["causal"] if causal else []) + (["key-padding mask"] if mask else []) + (["bias"] if bias else [])
+    return op + (f" ({', '.join(parts)})" if parts else " (no mask)")

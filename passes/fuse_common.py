@@ -6,8 +6,9 @@ subgraph with the registry kernels on small seeded *probe* inputs and compare
 with the fused op. ``Prober`` does that evaluation:
 
 1. Graph inputs get concrete shapes from their symbols (``batch`` -> 2 in
-   axis 0, ``sequence`` -> 6 in axis 1, any other symbol -> 3), the same
-   symbol always the same size, so shape subgraphs agree with the probes.
+   axis 0, ``sequence`` -> 6 in axis 1, any other symbol -> 3; other sizes
+   by axis can be asked for), the same symbol always the same size, so shape
+   subgraphs agree with the probes.
 2. Integer inputs are zeros (valid token ids), float inputs seeded normals,
    bool inputs True; callers override any value (a probe attention mask, a
    cut point such as the attention block's input).
@@ -68,10 +69,11 @@ def describe(v: Value | None) -> str:
     return f"graph input %{v.name}"
 
 
-def data_sources(v: Value) -> set[Value]:
-    """Graph inputs that ``v`` depends on through data (not only through their shapes)."""
+def data_sources(v: Value, stop: Iterable[Value] = ()) -> set[Value]:
+    """Graph inputs that ``v`` depends on through data (not only through their shapes), not looking
+    upstream of the ``stop`` values."""
     found: dict[int, Value] = {}
-    seen: set[int] = set()
+    seen: set[int] = {id(s) for s in stop}
     stack = [v]
     while stack:
         cur = stack.pop()
@@ -108,14 +110,16 @@ def cone(targets: Iterable[Value], stop: Iterable[Value] = ()) -> list[Node]:
 class Prober:
     """Evaluates parts of a graph on concrete seeded probe inputs (see the module docstring)."""
 
-    def __init__(self, graph: Graph, *, seed: int = 0) -> None:
+    def __init__(self, graph: Graph, *, seed: int = 0, sizes: Mapping[int, int] | None = None) -> None:
         self.graph = graph
         self.seed = seed
+        #: probe sizes by axis (``PROBE_SIZES`` unless given)
+        self.sizes = dict(PROBE_SIZES if sizes is None else sizes)
         self.bindings: dict[str, int] = {}
         for v in graph.inputs:
             for axis, d in enumerate(v.shape or ()):
                 if isinstance(d, str) and d not in self.bindings:
-                    self.bindings[d] = PROBE_SIZES.get(axis, OTHER_SIZE)
+                    self.bindings[d] = self.sizes.get(axis, OTHER_SIZE)
 
     def shape(self, t: TensorType, fallback: Sequence[int] | None = None) -> tuple[int, ...]:
         """A concrete shape for ``t``: symbols bound, unknown dims from ``fallback`` or by axis."""
@@ -132,7 +136,7 @@ class Prober:
             elif fallback is not None and axis < len(fallback):
                 out.append(int(fallback[axis]))
             else:
-                out.append(PROBE_SIZES.get(axis, OTHER_SIZE))
+                out.append(self.sizes.get(axis, OTHER_SIZE))
         return tuple(out)
 
     def default_input(self, v: Value) -> np.ndarray:

@@ -86,7 +86,7 @@ def _core_pattern() -> list[tuple[str, Pattern]]:
     ]
 
 
-def _norm_axes(m: Match, name: str) -> tuple[int, ...] | None:
+def norm_axes(m: Match, name: str) -> tuple[int, ...] | None:
     x = m["x"]
     arr = m.const(name)
     rank = x.type.rank
@@ -102,7 +102,7 @@ def _core_check(m: Match) -> MatchResult | None:
     x = m["x"]
     if not x.dtype.is_float:
         return MatchResult.fail(f"%{x.name} is {x.type}, expected a float tensor", progress=1)
-    a1, a2 = _norm_axes(m, "axes1"), _norm_axes(m, "axes2")
+    a1, a2 = norm_axes(m, "axes1"), norm_axes(m, "axes2")
     if a1 is None or a2 is None or a1 != a2:
         return MatchResult.fail(
             "the two means do not reduce the same trailing axes",
@@ -118,14 +118,21 @@ def _core_check(m: Match) -> MatchResult | None:
     return None
 
 
+def param_shape(x: Value, first_axis: int) -> tuple[int, ...]:
+    """The shape of a norm's scale/shift over ``x``'s axes ``first_axis..``: those dims, or all 1 when one is
+    not a number (the parameter then broadcasts)."""
+    assert x.shape is not None
+    trailing = x.shape[first_axis:]
+    if any(not isinstance(d, int) for d in trailing):
+        return (1,) * len(trailing)
+    return tuple(int(d) for d in trailing)
+
+
 def _core_rewrite(rw: Rewriter, m: Match) -> Value:
     x = m["x"]
-    axes = _norm_axes(m, "axes1")
+    axes = norm_axes(m, "axes1")
     assert axes is not None and x.shape is not None
-    trailing = x.shape[axes[0] :]
-    shape = tuple(d if isinstance(d, int) else 1 for d in trailing)
-    if any(not isinstance(d, int) for d in trailing):
-        shape = (1,) * len(trailing)
+    shape = param_shape(x, axes[0])
     name = f"{m.root.name}_layernorm"
     gamma = rw.const(f"{name}_gamma", np.ones(shape, dtype=x.dtype.np))
     beta = rw.const(f"{name}_beta", np.zeros(shape, dtype=x.dtype.np))
@@ -134,7 +141,7 @@ def _core_rewrite(rw: Rewriter, m: Match) -> Value:
 
 
 # ---------------------------------------------------------- cases 3, 4
-def _affine_operand(m: Match) -> np.ndarray | MatchResult:
+def affine_operand(m: Match) -> np.ndarray | MatchResult:
     """The constant ``c`` reduced to the normalized shape, or why it does not qualify."""
     ln = m.node("ln")
     c = const_of(m.graph, m["c"])
@@ -159,13 +166,14 @@ def _affine_operand(m: Match) -> np.ndarray | MatchResult:
     return c.reshape(c.shape[max(0, c.ndim - k) :])
 
 
-def _affine_check(m: Match) -> MatchResult | None:
-    got = _affine_operand(m)
+def affine_check(m: Match) -> MatchResult | None:
+    got = affine_operand(m)
     return got if isinstance(got, MatchResult) else None
 
 
-def _fold_in_place(rw: Rewriter, m: Match, gamma: np.ndarray | None, beta: np.ndarray | None) -> Value:
-    """Give the matched LayerNorm new gamma/beta constants and let it replace the root (cases 3, 4)."""
+def fold_in_place(rw: Rewriter, m: Match, gamma: np.ndarray | None, beta: np.ndarray | None) -> Value:
+    """Give the matched norm (LayerNorm or RMSNorm, captured as ``ln``) new gamma/beta constants and let it
+    replace the root (cases 3, 4; fuse-rmsnorm case 2)."""
     ln = m.node("ln")
     graph = rw.graph
     dt = ln.inputs[0].dtype.np  # type: ignore[union-attr]
@@ -188,19 +196,19 @@ def _fold_in_place(rw: Rewriter, m: Match, gamma: np.ndarray | None, beta: np.nd
 
 def _scale_rewrite(rw: Rewriter, m: Match) -> Value:
     ln = m.node("ln")
-    c = _affine_operand(m)
+    c = affine_operand(m)
     assert isinstance(c, np.ndarray)
     g = const_of(rw.graph, ln.inputs[1])
     b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
-    return _fold_in_place(rw, m, g * c, None if b is None else b * c)
+    return fold_in_place(rw, m, g * c, None if b is None else b * c)
 
 
 def _shift_rewrite(rw: Rewriter, m: Match) -> Value:
     ln = m.node("ln")
-    c = _affine_operand(m)
+    c = affine_operand(m)
     assert isinstance(c, np.ndarray)
     b = const_of(rw.graph, ln.inputs[2]) if len(ln.inputs) > 2 else None
-    return _fold_in_place(rw, m, None, c if b is None else b + c)
+    return fold_in_place(rw, m, None, c if b is None else b + c)
 
 
 def _affine_rules() -> list[Rule]:
@@ -211,14 +219,14 @@ def _affine_rules() -> list[Rule]:
         Rule(
             "layernorm-scale",
             P.op("Mul", ln_pattern(), P.var("c"), commute=True),
-            check=_affine_check,
+            check=affine_check,
             rewrite=_scale_rewrite,
             near_miss_min=3,
         ),
         Rule(
             "layernorm-shift",
             P.op("Add", ln_pattern(), P.var("c"), commute=True),
-            check=_affine_check,
+            check=affine_check,
             rewrite=_shift_rewrite,
             near_miss_min=3,
         ),

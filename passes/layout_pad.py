@@ -13,8 +13,8 @@ every output its original shape back. Cases:
    directly when its ``Kp`` equals that ``Np``: no Slice + Pad in between
    (the FFN's two matmuls stay padded end to end).
 3. **sequence**: when every attention in the graph is a fused ``Attention``
-   whose key-padding mask is a graph input (no unfused ``Softmax`` or SDPA
-   left), every graph input whose axis 1 is the mask's sequence dim is padded
+   or ``MultiHeadAttention`` whose key-padding mask is a graph input (no
+   unfused ``Softmax`` or SDPA left), every graph input whose axis 1 is the mask's sequence dim is padded
    with zeros to a multiple (the mask with 0 = padded key, so the padded
    positions are never attended to), and every output with that dim on axis 1
    is sliced back. Static sequence lengths get constant pads; symbolic ones a
@@ -169,13 +169,13 @@ class PadDims(Pass):
     # ----------------------------------------------------------------- case 3
     def _pad_sequence(self, graph: Graph, m: int) -> tuple[int, str]:
         ops = graph.op_counts()
-        if not (ops.get("Attention") or ops.get("Softmax") or ops.get("ScaledDotProductAttention")):
+        fused = [n for n in graph.nodes if n.op in ("Attention", "MultiHeadAttention")]
+        if not (fused or ops.get("Softmax") or ops.get("ScaledDotProductAttention")):
             return 0, ""  # no attention: nothing says which dim is a sequence
         if ops.get("Softmax") or ops.get("ScaledDotProductAttention"):
             return 0, "the graph has unfused attention (run fuse first); padded keys might be attended to"
-        masks = [n.inputs[3] for n in graph.nodes if n.op == "Attention" and len(n.inputs) > 3]
-        if not ops.get("Attention") or len(masks) != ops["Attention"] or any(v is None or not v.is_input
-                                                                              for v in masks):
+        masks = [n.inputs[3] if len(n.inputs) > 3 else None for n in fused]
+        if any(v is None or not v.is_input for v in masks):
             return 0, "not every attention has a key-padding mask input that masks padded positions"
         seq = {v.shape[1] for v in masks if v is not None and v.shape is not None and len(v.shape) == 2}
         if len(seq) != 1:

@@ -4,8 +4,8 @@ Groups:
 
 - ``cleanup`` = ``constant-fold, remove-noops, cse, dce``, repeated until none of
   them changes the graph (at most 10 rounds).
-- ``fuse`` = ``fuse-layernorm, fuse-gelu, fuse-attention, fuse-embedlayernorm,
-  fuse-linear, fuse-skiplayernorm``, once each in that order.
+- ``fuse`` = ``fuse-layernorm, fuse-rmsnorm, fuse-gelu, fuse-attention,
+  fuse-embedlayernorm, fuse-linear, fuse-skiplayernorm``, once each in that order.
 
 Test-only passes (``damage``, ``break-graph``) are not here: ``tests/planted_passes.py``
 registers them from the tests, so ``optimize --list-passes`` never shows them.
@@ -21,6 +21,7 @@ from accelopt.passes import (  # noqa: F401
     fuse_gelu,
     fuse_layernorm,
     fuse_linear,
+    fuse_rmsnorm,
     fuse_skiplayernorm,
     gelu_approx,
     layout_cancel_transposes,
@@ -38,6 +39,7 @@ register_group(
     "fuse",
     [
         "fuse-layernorm",
+        "fuse-rmsnorm",
         "fuse-gelu",
         "fuse-attention",
         "fuse-embedlayernorm",

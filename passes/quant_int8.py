@@ -25,8 +25,17 @@ ops for targets that run them). Options (``int8{mode=static,calibration=entropy}
   layers, the packed QKV projection of ``Attention``, and MatMuls by a
   constant weight); ``exclude``: op types or node names left float;
   ``nodes``: if given, only these nodes.
+- ``scales``: ``float`` (any float scales, the default without a target),
+  ``power2`` (scales an integer accelerator applies with shifts: per-row
+  activation scales that are power-of-two fractions of a calibrated base,
+  outputs requantized to int8 per channel with power-of-two multiples of the
+  accumulator's unit, the bias on the accumulator's grid; asymmetric rows
+  keep an int8 zero point each; needs calibration data; see ``quant_power2``) or ``auto``
+  (default: the target's ``quantization["scales"]``, float without one).
 - ``smoothquant``: SmoothQuant's alpha (0 = off, typical 0.5): activation
   outliers migrate into the weights before quantizing (needs calibration data).
+  Unset (default): the target's ``quantization["smoothquant"]`` (the fpga
+  target asks for 0.5), else 0.
 - ``fallback``: ``auto`` (default: when the run has a validator), ``on`` or
   ``off``. Each layer's sensitivity is measured (it alone quantized, error at
   the outputs on ``fallback_samples`` calibration samples) and the most
@@ -47,6 +56,10 @@ What the pass does (cases):
 3. With fallback active, the graph is checked; when it fails, the most
    sensitive layers are left float (``quant_fallback.search``); if even all
    float fails, the input graph is returned unchanged.
+5. ``scales=power2``: before anything else, the quantizable layers' fused
+   activations and Attention nodes are split (``quant_power2.split_for_power2``)
+   so each layer's output can be requantized; calibration then sets the base
+   scales and output shifts; a graph left all float is the input graph.
 4. ``PackedLinear`` layers (weights already packed by a layout pass) stay
    float; a note, a warning and a near miss per layer say to run int8 before
    layout, and they count as float layers in the stats.
@@ -59,6 +72,7 @@ sensitivity.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -73,6 +87,7 @@ from accelopt.passes.base import Pass, PassContext, PassResult, register_pass
 from accelopt.passes.quant_calibration import METHODS, choose_range, observe, qparams, sample_batches
 from accelopt.passes.quant_fallback import Sensitivity, measure_sensitivity, search
 from accelopt.passes.quant_lowprec import target_lacks_dtype
+from accelopt.passes.quant_power2_plan import calibrate_power2, split_targets
 from accelopt.passes.quant_qdq import PASS_NAME, QdqPlan, Scheme, Target, apply, select_targets, smoothing_factors
 from accelopt.validation import TOLERANCE_KEYS, violations
 
@@ -80,6 +95,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("dynamic", "static")
 FALLBACK = ("auto", "on", "off")
+SCALES = ("auto", "float", "power2")
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,8 @@ class Int8Options:
     ops: tuple[str, ...] = ("Linear", "Attention", "MatMul")
     exclude: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
-    smoothquant: float = 0.0
+    smoothquant: float | None = None
+    scales: str = "auto"
     fallback: str = "auto"
     fallback_samples: int = 4
     fallback_margin: float = 0.25
@@ -107,6 +124,7 @@ class Int8Options:
             "weights": (self.weights, ("per-channel", "per-tensor")),
             "calibration": (self.calibration, METHODS),
             "fallback": (self.fallback, FALLBACK),
+            "scales": (self.scales, SCALES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -115,7 +133,7 @@ class Int8Options:
             raise ValueError("granularity=row needs mode=dynamic (a static scale cannot follow each token)")
         if not 0 < self.percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
-        if not 0 <= self.smoothquant <= 1:
+        if self.smoothquant is not None and not 0 <= self.smoothquant <= 1:
             raise ValueError(f"smoothquant (alpha) must be in [0, 1], got {self.smoothquant}")
         if self.samples < 0 or self.fallback_samples < 1:
             raise ValueError("samples must be >= 0 and fallback_samples >= 1")
@@ -143,6 +161,22 @@ def scheme_for(options: Int8Options, target: Any) -> Scheme:
         symmetric=symmetric,
         per_channel=options.weights == "per-channel",
     )
+
+
+def smoothquant_alpha(options: Int8Options, target: Any) -> float:
+    """SmoothQuant's alpha: the option, else the target's ``quantization["smoothquant"]``, else 0 (off)."""
+    if options.smoothquant is not None:
+        return float(options.smoothquant)
+    caps = getattr(target, "quantization", None) or {}
+    return float(caps.get("smoothquant", 0.0))
+
+
+def power2_scales(options: Int8Options, target: Any) -> bool:
+    """True when the layers get power-of-two scales (``scales=power2``, or ``auto`` on a target asking for them)."""
+    if options.scales != "auto":
+        return options.scales == "power2"
+    caps = getattr(target, "quantization", None) or {}
+    return str(caps.get("scales", "float")) == "power2"
 
 
 _PACKED_REASON = "weight already in a target layout (a layout pass ran before int8); put int8 before layout"
@@ -186,22 +220,40 @@ class QuantizeInt8(Pass):
                 near_misses=skipped,
                 notes=[f"no quantizable layer (ops {'+'.join(o.ops)})"] + _packed_notes(packed),
             )
-        notes = [scheme.describe()] + _packed_notes(packed)
+        power2 = power2_scales(o, target)
+        if power2 and scheme.mode == "dynamic":  # the power-of-two quantizer writes int8 (zero points per row)
+            scheme = dataclasses.replace(scheme, dtype="int8")
+        notes = [scheme.describe() + ("; power-of-two scales (scales=power2)" if power2 else "")]
+        notes += _packed_notes(packed)
         batches = sample_batches(ctx.calibration, o.samples)
+        graph_in = graph
+        if power2:
+            if not batches:
+                raise PassOptionError(
+                    "scales=power2 needs calibration data (PassContext.calibration) for its base scales and output "
+                    "shifts: pass --calibration, or use scales=float"
+                )
+            graph, targets = split_targets(graph, targets, o.ops, o.exclude, o.nodes, notes)  # case 5
         plan = QdqPlan(scheme, targets)
-        if o.smoothquant > 0:
+        alpha = smoothquant_alpha(o, target)
+        if alpha > 0:
             if not batches:
                 notes.append("smoothquant needs calibration data (ctx.calibration is empty): skipped")
             else:
-                self._smooth(graph, plan, batches, o.smoothquant)
-                notes.append(f"SmoothQuant alpha={o.smoothquant:g} on {len(plan.smooth)} activation(s)")
-        if scheme.mode == "static":
+                self._smooth(graph, plan, batches, alpha)
+                notes.append(
+                    f"SmoothQuant alpha={alpha:g} on {len(plan.smooth)} activation(s)"
+                    + (" (the target's recommendation)" if o.smoothquant is None else "")
+                )
+        if scheme.mode == "static" and not power2:
             if not batches:
                 raise PassOptionError(
                     "static int8 needs calibration data (PassContext.calibration): pass --calibration, or use mode=dynamic"
                 )
             self._calibrate(graph, plan, batches, o)
             notes.append(f"static ranges: {o.calibration} on {sum(_rows(b) for b in batches)} calibration sample(s)")
+        if power2:
+            notes.append(calibrate_power2(graph, plan, batches, o.calibration, o.percentile))
 
         chosen, float_sens, extra = self._with_fallback(graph, plan, targets, ctx, batches)
         notes += extra
@@ -210,7 +262,7 @@ class QuantizeInt8(Pass):
         if not quantized:
             notes.append("every layer stayed float: the graph is unchanged")
             stats = _stats(graph, graph, targets, set(), scheme, float_sens, len(packed))
-            return PassResult(graph, False, stats=stats, notes=notes)
+            return PassResult(graph_in, False, stats=stats, notes=notes)
         kinds = Counter(t.op for t in quantized)
         notes.insert(
             1,
@@ -394,4 +446,4 @@ def _stats(
     }
 
 
-__all__ = ["Int8Options", "QuantizeInt8", "scheme_for"]
+__all__ = ["Int8Options", "QuantizeInt8", "power2_scales", "scheme_for"]

@@ -5,11 +5,14 @@ Rewrites (cases):
 1. ``Linear(DQ(x_q, x_s, x_zp), DQ(W_q, w_s, w_zp?), b?){act}`` ->
    ``QLinear(x_q, x_s, x_zp, W_q, w_s, w_zp, b){act}``;
 2. ``MatMul(DQ(x_q, ...), DQ(W_q, ...))`` -> ``QLinear`` without bias;
-3. ``Attention(DQ(x_q, ...), DQ(W_q, ...), b, mask?)`` ->
-   ``QAttention(x_q, x_s, x_zp, W_q, w_s, w_zp, b, mask)``;
+3. ``Attention(DQ(x_q, ...), DQ(W_q, ...), b, mask?, attention_bias?)`` ->
+   ``QAttention(x_q, x_s, x_zp, W_q, w_s, w_zp, b, mask, attention_bias)``
+   (attributes, ``unidirectional`` included, kept);
 4. requantization: a ``QLinear`` whose float result feeds only one
-   per-tensor ``QuantizeLinear`` takes that quantizer's scale and zero point
-   and produces the integers itself (static chains such as FFN1 -> FFN2).
+   ``QuantizeLinear`` per tensor, or per channel of its last axis (the
+   int8 pass's ``scales=power2`` outputs), takes that quantizer's scale and
+   zero point and produces the integers itself (static chains such as
+   FFN1 -> FFN2).
 
 A DQ of the activation qualifies when its data is int8/uint8 and its scale is
 per tensor or per row (``block_size`` equal to K on the last axis, scale
@@ -178,9 +181,10 @@ class LowerQuantized(Pass):
         qparams: list[Value | None] = [xres.q, xres.scale, xres.zp, w.q, w.scale, w.zp]
         out = node.outputs[0]
         if node.op == "Attention":
-            bias = node.inputs[2] if len(node.inputs) > 2 else None
-            mask = node.inputs[3] if len(node.inputs) > 3 else None
-            ins = qparams + [bias] + ([mask] if mask is not None else [])
+            bias, mask, attention_bias = (node.inputs[i] if len(node.inputs) > i else None for i in (2, 3, 4))
+            ins = qparams + [bias, mask, attention_bias]
+            while ins[-1] is None:
+                ins.pop()
             attrs = dict(node.attrs)
             new = graph.add_node("QAttention", ins, attrs, name=node.name, before=node, provenance=prov)
         else:
@@ -204,9 +208,15 @@ class LowerQuantized(Pass):
         scale = q.inputs[1]
         zp = q.inputs[2] if len(q.inputs) > 2 else None
         s = graph.const_value(scale)
-        if s is None or s.size != 1 or a["block_size"] or a["output_dtype"] not in (0,):
+        if s is None or a["block_size"] or a["output_dtype"] not in (0,):
             return False
-        if zp is None or zp.dtype not in _QTYPES or graph.const_value(zp) is None:
+        rank = out.type.rank
+        n = out.shape[-1] if out.shape else None
+        per_channel = s.ndim == 1 and s.size == n and rank is not None and a["axis"] % rank == rank - 1
+        if s.size != 1 and not per_channel:
+            return False
+        z = graph.const_value(zp) if zp is not None else None
+        if zp is None or zp.dtype not in _QTYPES or z is None or z.size not in (1, s.size):
             return False
         ins = list(node.inputs) + [None] * (7 - len(node.inputs)) + [scale, zp]
         prov = Provenance(PASS_NAME, "requantize", (node.name, q.name))

@@ -31,6 +31,10 @@ What ``apply`` inserts for each group of targets sharing an input ``x``:
    ``axis=-1, block_size=K``).
 3. Weights: int8 symmetric, per output channel (``DequantizeLinear{axis=1}``
    with a ``[N]`` scale) or per tensor; zero columns get scale 1.
+4. ``scales=power2`` (``quant_power2``): the dynamic quantizer scales each row
+   by a power of two of a calibrated base (``QdqPlan.pow2_base``), the bias
+   is rounded onto the accumulator's grid and the output is requantized per
+   channel (``QdqPlan.out_scales``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import numpy as np
 
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Provenance, Value
+from accelopt.passes.quant_power2 import output_qdq, round_bias, row_pow2_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,12 @@ class QdqPlan:
     smooth: dict[str, np.ndarray] = field(default_factory=dict)
     #: x value name -> (scale, zero point) of the static quantizer
     static: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: ``scales=power2`` (``quant_power2``): x value name -> base scale S of its dynamic power-of-two quantizer
+    pow2_base: dict[str, np.float32] = field(default_factory=dict)
+    #: ``scales=power2``: x value name -> whether its rows stay symmetric (no zero point)
+    pow2_sym: dict[str, bool] = field(default_factory=dict)
+    #: ``scales=power2``: node -> (per-channel output scale, the base scale S of its input)
+    out_scales: dict[str, tuple[np.ndarray, np.float32]] = field(default_factory=dict)
     _weights: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def groups(self, subset: Iterable[Target]) -> dict[str, list[Target]]:
@@ -234,6 +245,8 @@ def apply(
             xi, wi = TARGET_OPS[t.op]
             node.set_input(xi, deq)
             node.set_input(wi, _weight_dq(g, plan, graph, t, node, wcache, prov))
+            if t.node in plan.out_scales:
+                _requantize_output(g, plan, graph, t, node, prov)
     for t in subset_list:
         w = g.initializers.get(t.w)
         if w is not None and not w.uses and w not in g.outputs:
@@ -242,9 +255,32 @@ def apply(
     return g, q_inputs
 
 
+def _requantize_output(g: Graph, plan: QdqPlan, original: Graph, t: Target, node: Node, prov: Provenance) -> None:
+    """``scales=power2``: the bias onto the accumulator's grid, the output requantized per channel."""
+    y_scale, base = plan.out_scales[t.node]
+    _, w_scale = plan.quantized_weight(original, t)
+    if t.op == "Linear" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        b = g.const_value(node.inputs[2])
+        if b is not None:
+            rounded = round_bias(b, base, w_scale)
+            node.set_input(2, g.add_initializer(f"{node.inputs[2].name}_{t.node}_grid", rounded, unique=True))
+    output_qdq(g, node, y_scale, prov)
+
+
 def _activation_qdq(g: Graph, src: Value, k: int, plan: QdqPlan, key: str, anchor: Node, prov: Provenance) -> Value:
     scheme = plan.scheme
     base = src.name
+    if key in plan.pow2_base and scheme.mode == "dynamic":
+        per_row = scheme.granularity == "row"
+        sym = plan.pow2_sym.get(key, scheme.symmetric)
+        qv, sv, zv = row_pow2_quantizer(g, src, plan.pow2_base[key], k, per_row, sym, anchor, prov)
+        pattrs: dict[str, Any] = {}
+        if per_row:
+            rank = len(src.shape) if src.shape is not None else 0
+            pattrs = {"axis": rank - 1 if rank else -1, "block_size": int(k)}
+        ins = [qv, sv] + ([zv] if zv is not None else [])
+        dq = g.add_node("DequantizeLinear", ins, pattrs, name=f"{base}_dequantize", before=anchor, provenance=prov)
+        return dq.output
     if scheme.mode == "static":
         scale, zp = plan.static[key]
         sv = g.add_initializer(f"{base}_scale", scale, unique=True)

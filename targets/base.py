@@ -24,6 +24,7 @@ syntax as pass options: ``tpu{chip=v4}``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import importlib.util
@@ -38,6 +39,7 @@ import numpy as np
 
 from accelopt.errors import PassError, TargetError
 from accelopt.ir.graph import Graph
+from accelopt.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +184,14 @@ class Target:
 
     def with_batch(self, batch: int) -> Target:
         """This target bound to batch size ``batch`` (``--batch``); targets that compile static shapes
-        override it, the others ignore it."""
-        return self
+        override it (with ``bound_batch`` for the value), the others keep it in ``requested_batch``
+        so their artifact can say what it was built for."""
+        target = copy.copy(self)
+        target.requested_batch = int(batch)
+        return target
+
+    #: the ``--batch`` a target without a batch option was given (``with_batch``)
+    requested_batch: int = 1
 
     @property
     def spec(self) -> str:
@@ -200,6 +208,22 @@ class Target:
 
     def __repr__(self) -> str:
         return f"<Target {self.spec}>"
+
+
+def bound_batch(target: str, option: int, requested: int, *, default: int = 1) -> int:
+    """The batch a static-shape target compiles for: ``--batch`` (``requested``), unless the target spec
+    set its ``batch`` option (``option``) and ``--batch`` was left at ``default``. A spec option and a
+    ``--batch`` that disagree are a ``TargetError``. Every target with a ``batch`` option uses this."""
+    requested = int(requested)
+    if requested < 1:
+        raise TargetError(f"{target} target: batch must be at least 1, got {requested}")
+    if option == requested or requested == default:
+        return option
+    if option != default:
+        raise TargetError(
+            f"{target} target: batch={option} in the target spec and --batch {requested} disagree; give the batch once"
+        )
+    return requested
 
 
 # ---------------------------------------------------------------- registry
@@ -264,8 +288,8 @@ def target_class(name: str) -> type[Target]:
     if name in KNOWN_TARGETS:
         built = [n for n in KNOWN_TARGETS if n != name and _try_load(n)]
         raise TargetError(f"target {name!r} is not built yet; available targets: {', '.join(built) or 'none'}")
-    known = ", ".join(sorted(set(KNOWN_TARGETS) | set(_TARGETS)))
-    raise TargetError(f"unknown target {name!r}; known targets: {known}")
+    names = sorted(set(KNOWN_TARGETS) | set(_TARGETS))
+    raise TargetError(f"unknown target {name!r}{did_you_mean(name, names)}; known targets: {', '.join(names)}")
 
 
 def get_target(spec: str) -> Target:
@@ -284,7 +308,10 @@ def get_target(spec: str) -> Target:
     kwargs: dict[str, Any] = {}
     for key, raw in s.options.items():
         if key not in fields:
-            raise TargetError(f"target {s.name!r} has no option {key!r}; its options: {', '.join(fields) or 'none'}")
+            raise TargetError(
+                f"target {s.name!r} has no option {key!r}{did_you_mean(key, fields)}; "
+                f"its options: {', '.join(fields) or 'none'}"
+            )
         try:
             kwargs[key] = _convert_option(s.name, fields[key], raw)
         except PassError as e:

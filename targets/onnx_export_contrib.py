@@ -3,11 +3,7 @@
 The ONNX writer imports this module on first use (its name starts with
 ``onnx_export``). Mappings:
 
-1. ``Attention`` -> ``com.microsoft.Attention(input, weights, bias, mask_index)``
-   with ``num_heads``, ``scale`` (omitted when 0: onnxruntime then uses
-   1/sqrt(head_size), as the op does) and ``mask_filter_value``; an int64 or
-   bool key-padding mask is cast to int32 (the raw ``[batch, seq]`` mask form),
-   once for all the layers that share it.
+1. ``Attention`` and ``MultiHeadAttention``: see ``onnx_export_attention``.
 2. ``SkipLayerNorm`` -> ``com.microsoft.SkipLayerNormalization`` (the optional
    sum output is output 3, ``input_skip_bias_sum``) for 3-D inputs with 1-D
    gamma/beta/bias; otherwise ``Add`` (+ bias) and ``LayerNormalization``.
@@ -41,7 +37,7 @@ from accelopt.targets.onnx_writer import ExportContext, NodeEmitter, register_ex
 MS = "com.microsoft"
 
 
-class _Emitter(NodeEmitter):
+class ContribEmitter(NodeEmitter):
     """``NodeEmitter`` plus int32 casts shared across nodes."""
 
     def int32(self, v: Value | None, hint: str) -> str:
@@ -66,41 +62,10 @@ def _is_vector(v: Value | None) -> bool:
     return v is None or (v.shape is not None and len(v.shape) == 1)
 
 
-# ------------------------------------------------------------------ case 1
-@register_exporter("Attention")
-def export_attention(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
-    x, w = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    mask = node.inputs[3] if len(node.inputs) > 3 else None
-    assert x is not None and w is not None
-    if b is None:
-        if w.shape is None or not isinstance(w.shape[1], int):
-            raise TargetError(f"node {node.name} (Attention): bias is absent and the weight width is unknown")
-        bias = ctx.add_initializer(np.zeros(w.shape[1], dtype=w.dtype.np), f"{node.name}_zero_bias")
-    else:
-        bias = ctx.name(b)
-    ins = [ctx.name(x), ctx.name(w), bias]
-    if mask is not None:
-        ins.append(emit.int32(mask, "mask"))
-    scale = float(node.attr("scale", 0.0))
-    emit(
-        "Attention",
-        ins,
-        "attention",
-        outputs=[ctx.name(node.outputs[0])],
-        domain=MS,
-        num_heads=int(node.attrs["num_heads"]),
-        scale=scale if scale else None,
-        mask_filter_value=float(node.attr("mask_filter_value", -10000.0)) if mask is not None else None,
-    )
-    return emit.made
-
-
 # ------------------------------------------------------------------ case 2
 @register_exporter("SkipLayerNorm")
 def export_skiplayernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     x, skip, gamma = node.inputs[0], node.inputs[1], node.inputs[2]
     beta = node.inputs[3] if len(node.inputs) > 3 else None
     bias = node.inputs[4] if len(node.inputs) > 4 else None
@@ -132,7 +97,7 @@ def export_skiplayernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
 @register_exporter("LayerNorm")
 def export_layernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
     ctx.require_opset(17, "LayerNormalization")
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     ins = [ctx.name(v) for v in node.inputs]
     while ins and ins[-1] == "":
         ins.pop()
@@ -157,7 +122,7 @@ def export_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
 
 def _linear_nodes(ctx: ExportContext, node: Node, weight: str) -> list[NodeProto]:
     """MatMul by ``weight`` then the bias and activation of a Linear-like node (case 4)."""
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     x = node.inputs[0]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     assert x is not None
@@ -191,7 +156,7 @@ def _linear_nodes(ctx: ExportContext, node: Node, weight: str) -> list[NodeProto
 # ------------------------------------------------------------------ case 7
 @register_exporter("PackedLinear")
 def export_packed_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     w = node.inputs[1]
     assert w is not None
     k, n = int(node.attrs["k"]), int(node.attrs["n"])
@@ -217,7 +182,7 @@ def export_packed_linear(ctx: ExportContext, node: Node) -> list[NodeProto]:
 # ------------------------------------------------------------------ case 8
 @register_exporter("ConvNHWC")
 def export_conv_nhwc(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     x, w = node.inputs[0], node.inputs[1]
     assert x is not None and w is not None and x.shape is not None and w.shape is not None
     sp = len(x.shape) - 2
@@ -233,7 +198,7 @@ def export_conv_nhwc(ctx: ExportContext, node: Node) -> list[NodeProto]:
 # ------------------------------------------------------------------ case 5
 @register_exporter("QuickGelu")
 def export_quickgelu(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     emit(
         "QuickGelu",
         [ctx.name(node.inputs[0])],
@@ -248,7 +213,7 @@ def export_quickgelu(ctx: ExportContext, node: Node) -> list[NodeProto]:
 # ------------------------------------------------------------------ case 6
 @register_exporter("EmbedLayerNorm")
 def export_embedlayernorm(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = _Emitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     ids, types, word, pos, temb, gamma, beta = (node.inputs + (None,) * 8)[:7]
     pos_ids = node.inputs[7] if len(node.inputs) > 7 else None
     assert ids is not None and word is not None and pos is not None and gamma is not None

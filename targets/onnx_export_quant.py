@@ -30,10 +30,11 @@ epilogue); the int8 pass gives targets like this uint8 activations. Mappings:
    The bias and activation follow (``BiasGelu``, ``FastGelu``, ``Gelu``,
    ``QuickGelu``, ``Relu``, ``Add``) unless case a took the bias; with
    ``y_scale`` the result is requantized by ``QuantizeLinear``.
-3. ``QAttention``: a uint8 per-tensor input with a symmetric weight ->
-   ``com.microsoft.QAttention(x_q, W, bias, x_scale, w_scale, mask_index,
-   x_zp)``; otherwise the QKV projection as in 2, ``Split`` and
-   ``com.microsoft.MultiHeadAttention(q, k, v, bias, key_padding_mask)``.
+3. ``QAttention``: a uint8 per-tensor input with a symmetric weight and no
+   ``attention_bias`` -> ``com.microsoft.QAttention(x_q, W, bias, x_scale,
+   w_scale, mask_index, x_zp)``; otherwise the QKV projection as in 2,
+   ``Split`` and ``com.microsoft.MultiHeadAttention(q, k, v, bias,
+   key_padding_mask, attention_bias)``; ``unidirectional`` is kept either way.
 
 The integers onnxruntime multiplies are the interpreter's, so a single layer
 agrees to float rounding; through several layers dynamic quantization turns
@@ -57,6 +58,8 @@ from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.ops.quantized import ZERO_RANGE_SCALE
 from accelopt.ir.registry import get_op
+from accelopt.targets.onnx_export_attention import attention_bias
+from accelopt.targets.onnx_export_contrib import ContribEmitter
 from accelopt.targets.onnx_writer import ExportContext, NodeEmitter, register_exporter
 
 MS = "com.microsoft"
@@ -289,33 +292,37 @@ def export_qlinear(ctx: ExportContext, node: Node) -> list[NodeProto]:
     else:
         _activation(emit, y, act, "" if done else bias, target)
     if y_scale is not None:
-        emit("QuantizeLinear", [target, ctx.name(y_scale), ctx.name(y_zp)], "requantize", outputs=[out])
+        per_channel = y_scale.shape is not None and len(y_scale.shape) == 1 and y_scale.shape[0] != 1
+        axis: dict[str, Any] = {"axis": (node.outputs[0].type.rank or 1) - 1} if per_channel else {}  # power2
+        emit("QuantizeLinear", [target, ctx.name(y_scale), ctx.name(y_zp)], "requantize", outputs=[out], **axis)
     return emit.made
 
 
 # ------------------------------------------------------------------ case 3
 @register_exporter("QAttention")
 def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
-    emit = NodeEmitter(ctx, node)
+    emit = ContribEmitter(ctx, node)
     a = _attrs(node)
     heads = int(a["num_heads"])
     scale = float(a["scale"])
+    causal = int(a["unidirectional"])
     mask_v = _opt(node, 7)
     bias_v = _opt(node, 6)
+    ab_v = _opt(node, 8)
     out = ctx.name(node.outputs[0])
     src = _source(ctx, node)
     wq, ws, wz = _weight_parts(node)
-    mask = ""
-    if mask_v is not None:
-        mask = (
-            ctx.name(mask_v)
-            if mask_v.dtype == DType.INT32
-            else emit("Cast", [ctx.name(mask_v)], "mask", to=DType.INT32)
-        )
+    mask = emit.int32(mask_v, "mask")
     bias = ctx.name(bias_v) if bias_v is not None else emit.const(np.zeros(wq.shape[1], np.float32), "zero_bias")
-    filt = float(a["mask_filter_value"]) if mask else None
-    attention_attrs: dict[str, Any] = {"num_heads": heads, "scale": scale if scale else None, "mask_filter_value": filt}
-    if src.q_dtype == DType.UINT8 and not src.per_row and (wz is None or not np.any(wz)):
+    filt = float(a["mask_filter_value"]) if mask or causal else None
+    attention_attrs: dict[str, Any] = {
+        "num_heads": heads,
+        "scale": scale if scale else None,
+        "mask_filter_value": filt,
+        "unidirectional": 1 if causal else None,
+    }
+    plain = ab_v is None  # com.microsoft.QAttention has no attention_bias input
+    if plain and src.q_dtype == DType.UINT8 and not src.per_row and (wz is None or not np.any(wz)):
         zp = src.zp or emit.const(0, "x_zp", np.uint8)
         emit(
             "QAttention",
@@ -330,7 +337,10 @@ def export_qattention(ctx: ExportContext, node: Node) -> list[NodeProto]:
     hidden = wq.shape[1] // 3
     emit("Split", [qkv, emit.const([hidden] * 3, "split", np.int64)], "split_qkv", outputs=3, axis=-1)
     qn, kn, vn = emit.outs()
-    emit("MultiHeadAttention", [qn, kn, vn, bias, mask], "mha", outputs=[out], domain=MS, **attention_attrs)
+    x = node.inputs[0]
+    assert x is not None
+    ab = attention_bias(emit, ab_v, x, x)
+    emit("MultiHeadAttention", [qn, kn, vn, bias, mask, ab], "mha", outputs=[out], domain=MS, **attention_attrs)
     return emit.made
 
 

@@ -151,7 +151,7 @@ class OnnxArtifact(Artifact):
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
-            opts.log_severity_level = 3
+            opts.log_severity_level = 4  # failures are raised as TargetError with ORT's message
             try:
                 if self.path is not None and self.path.is_file():
                     self._session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
@@ -216,4 +216,19 @@ class OnnxTarget(Target):
         except Exception as e:
             raise TargetError(f"cannot write graph {graph.name!r} as ONNX: {type(e).__name__}: {e}") from e
         opsets = {i.domain or "ai.onnx": i.version for i in proto.opset_import}
-        return OnnxArtifact(proto, graph, metadata={"opsets": opsets, "nodes": len(proto.graph.node)}, weights=weights)
+        meta = {"opsets": opsets, "nodes": len(proto.graph.node), "batch": _batch_info(graph, self.requested_batch)}
+        return OnnxArtifact(proto, graph, metadata=meta, weights=weights)
+
+
+def _batch_info(graph: Graph, requested: int) -> dict[str, Any]:
+    """What ``--batch`` means for the written model: dim 0 of the inputs stays symbolic (any batch runs),
+    or is static (only that batch runs)."""
+    dims = {v.shape[0] for v in graph.inputs if v.shape}
+    static = sorted(d for d in dims if isinstance(d, int))
+    if not static:
+        keys = sorted(str(d) for d in dims if isinstance(d, str))
+        return {"requested": requested, "export": "any", "keys": keys, "padded": False}
+    info: dict[str, Any] = {"requested": requested, "export": static[0], "keys": [], "padded": False}
+    if requested != static[0]:
+        info["note"] = f"the model's inputs have a static batch of {static[0]}; --batch {requested} is not applied"
+    return info

@@ -14,7 +14,8 @@ Cases handled:
    counts fit, every non-default attribute is known, and every input/output
    element type is allowed (e.g. ReduceMean with ``axes`` as an input needs
    18, Gelu needs 20). A few semantic changes that signatures do not show are
-   listed in ``_SEMANTIC_MIN_OPSET`` (e.g. Pad ``mode="wrap"`` needs 19).
+   listed in ``_SEMANTIC_MIN_OPSET`` (e.g. Pad ``mode="wrap"`` needs 19, a
+   ceil-mode pool 22, where ONNX drops a last window starting in the padding).
    Opsets below 13 are never written (Softmax and friends changed there).
 2. **Attributes** are written by their registry kind: int, float, str, ints,
    floats, strs, tensor (``numpy_helper.from_array``, bfloat16 included), dtype
@@ -278,9 +279,21 @@ def _scatter_min_opset(attrs: Mapping[str, Any]) -> int:
     return 18 if attrs.get("reduction") in ("min", "max") else MIN_OPSET
 
 
+def _pool_min_opset(attrs: Mapping[str, Any]) -> int:
+    # opset 22 drops a last ceil-mode window that starts in the end padding (as torch and the IR do)
+    return 22 if attrs.get("ceil_mode") else MIN_OPSET
+
+
+def _resize_min_opset(attrs: Mapping[str, Any]) -> int:
+    return 19 if attrs.get("coordinate_transformation_mode") == "half_pixel_symmetric" else MIN_OPSET
+
+
 #: semantic changes that a schema signature does not show: op -> attrs -> lowest opset
 _SEMANTIC_MIN_OPSET: dict[str, Callable[[Mapping[str, Any]], int]] = {
     "Pad": _pad_min_opset,
+    "AveragePool": _pool_min_opset,
+    "MaxPool": _pool_min_opset,
+    "Resize": _resize_min_opset,
     "ScatterElements": _scatter_min_opset,
     "ScatterND": _scatter_min_opset,
 }

@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,25 +289,38 @@ def export_onnx(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Path of a cached ONNX export of ``family`` (``"minilm"`` uses real weights)."""
-    from importlib.metadata import version
-
     if exporter not in ("dynamo", "legacy"):
         raise ValueError(f"unknown exporter {exporter!r} (dynamo or legacy)")
     params = "minilm" if family == "minilm" else CONFIG_PARAMS[size][family]
-    versions = [version("torch"), version("transformers"), version("onnx"), version("onnxscript")]
-    key = json.dumps([family, size, exporter, opset, seed, params, *versions], sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     label = "minilm" if family == "minilm" else f"{family}-{size}"
-    final = root / f"{label}-{exporter}{opset}-s{seed}-{digest}"
+
+    def write(path: Path) -> None:
+        with quiet():
+            model = build_model(family, None if family == "minilm" else config_for(family, size), seed=seed)
+        _export(model, family, path, exporter=exporter, opset=opset)
+
+    return cached_export(f"{label}-{exporter}{opset}-s{seed}", [family, size, exporter, opset, seed, params], write,
+                         cache_dir=cache_dir)
+
+
+def cached_export(
+    label: str, key: list[Any], write: Callable[[Path], None], *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """``<cache>/<label>-<digest>/model.onnx``, written by ``write(path)`` the first time: ``key`` (plus the
+    torch/transformers/onnx/onnxscript versions) makes the digest; the export goes to a temporary folder that is
+    renamed into place, so a crash never leaves a half-written model behind."""
+    from importlib.metadata import version
+
+    versions = [version("torch"), version("transformers"), version("onnx"), version("onnxscript")]
+    digest = hashlib.sha1(json.dumps([*key, *versions], sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+    final = root / f"{label}-{digest}"
     if (final / "model.onnx").is_file():
         return final / "model.onnx"
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
-        with _quiet():
-            model = build_model(family, None if family == "minilm" else config_for(family, size), seed=seed)
-        _export(model, family, tmp / "model.onnx", exporter=exporter, opset=opset)
+        write(tmp / "model.onnx")
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
@@ -346,12 +359,12 @@ def _export(model: Any, family: str, path: Path, *, exporter: str, opset: int) -
         if "pooler_output" in outs:
             axes["pooler_output"] = {0: "batch"}
         how = {"dynamo": False, "dynamic_axes": axes, "do_constant_folding": True}
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         torch.onnx.export(model, args, str(path), input_names=names, output_names=outs, opset_version=opset, **how)
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def quiet() -> Any:
     """Silence the exporters' prints, warnings and log records."""
     sink = io.StringIO()
     previous = logging.root.manager.disable

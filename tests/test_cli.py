@@ -42,6 +42,7 @@ def test_end_to_end_writes_model_and_reports(
     assert report["validation"]["artifact"]["ok"] is True
     assert report["result"]["nodes"] < report["model"]["nodes"]
     assert "wrote" in stdout and "Traceback" not in stdout + stderr
+    assert "written artifact vs reference" in stdout  # the artifact's own check, after the final graph's
     # the written model runs in onnxruntime and matches the original model
     import onnxruntime as ort
 
@@ -343,7 +344,12 @@ def test_list_passes_and_targets(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(["--list-passes"], capsys)
     assert rc == EXIT_OK and "constant-fold" in out and "cleanup" in out and "damage" in out
     rc, out, _ = run(["--list-targets"], capsys)
-    assert rc == EXIT_OK and "onnx" in out and "built" in out and "not built yet" in out
+    from accelopt.targets.base import KNOWN_TARGETS, list_targets
+
+    assert rc == EXIT_OK
+    for info in list_targets():  # every planned target, built or not, with its status
+        assert info.name in KNOWN_TARGETS
+        assert f"  {info.name}  [{'built' if info.built else 'not built yet'}]" in out
 
 
 def test_test_only_passes_are_not_shown_to_users() -> None:
@@ -407,3 +413,71 @@ def test_minilm_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert final["max_abs"] < 1e-4 and final["pooled_cosine_min"] > 0.99999 and final["similarity_spearman"] > 0.9999
     assert v["artifact"]["ok"]
     assert "<svg" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(tiny_bert: Path, tmp_path: Path, sig: str, code: int) -> None:
+    """Issue 14 item 1: a signal mid-run leaves no ``.partial-*`` folder and keeps the previous OUTDIR."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("{}\n")  # an earlier run's output
+    (out / "model.onnx").write_text("previous")
+    cmd = [sys.executable, "-m", "accelopt.cli.main", str(tiny_bert), "--passes", "cleanup,fuse", "-o", str(out)]
+    proc = subprocess.Popen([*cmd, "--seq-len", "64", "--samples", "64"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(tmp_path), "the run never staged its output"
+        time.sleep(0.5)  # inside the model load or validation
+        proc.send_signal(getattr(signal, sig))
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr
+    assert f"terminated by {sig}; nothing was written, the previous output was kept" in stderr
+    assert "Traceback" not in stderr
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "model.onnx"]
+    assert (out / "model.onnx").read_text() == "previous"
+
+
+def _listing(width: int, terminal: bool) -> str:
+    import io
+
+    from rich.console import Console
+
+    from accelopt.cli.listing import list_passes, list_targets
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None)
+    list_passes(console)
+    list_targets(console)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("width", [40, 60, 100])
+def test_list_passes_wraps_on_word_boundaries_in_a_narrow_terminal(width: int) -> None:
+    """Issue 14 item 7: no name is cut ("Log / Softmax"), no line is wider than the terminal."""
+    from accelopt.passes.base import registered_passes
+
+    text = _listing(width, terminal=True)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    words = set(" ".join(lines).replace(",", " ").replace("+", " ").replace("=", " ").split())
+    for name in ("LogSoftmax", "ReduceLogSumExp", "SkipLayerNorm", "max_const_elements", *registered_passes()):
+        assert name in words, name
+
+
+def test_list_passes_prints_one_line_per_pass_through_a_pipe() -> None:
+    from accelopt.passes.base import registered_groups, registered_passes
+
+    lines = _listing(80, terminal=False).splitlines()
+    for name, cls in registered_passes().items():
+        mine = [line for line in lines if line.startswith(f"  {name} (")]
+        assert len(mine) == 1 and cls.describe() in mine[0], name
+    for name in registered_groups():
+        assert sum(line.startswith(f"  {name} = ") for line in lines) == 1
+    assert any(line.startswith("  onnx  [built]  default passes: cleanup,fuse") for line in lines)

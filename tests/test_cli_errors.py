@@ -48,8 +48,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> dict[str, 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     nodes = [
-        helper.make_node("MaxPool", ["x"], ["a"], name="pool_1", kernel_shape=[2, 2]),
-        helper.make_node("MaxPool", ["a"], ["b"], name="pool_2", kernel_shape=[1, 1]),
+        helper.make_node("LpPool", ["x"], ["a"], name="pool_1", kernel_shape=[2, 2]),
+        helper.make_node("LpPool", ["a"], ["b"], name="pool_2", kernel_shape=[1, 1]),
         helper.make_node("Det", ["b"], ["y"], name="det_0"),
     ]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
@@ -110,7 +110,7 @@ def assert_clean_error(stderr: str, rc: int, want_rc: int, *fragments: str) -> N
         (
             "unsupported",
             EXIT_UNSUPPORTED,
-            ["unsupported.onnx", "3 unsupported op(s)", "MaxPool (nodes pool_1, pool_2)", "Det (node det_0)"],
+            ["unsupported.onnx", "3 unsupported op(s)", "LpPool (nodes pool_1, pool_2)", "Det (node det_0)"],
         ),
     ],
 )
@@ -166,7 +166,7 @@ def test_bad_calibration(
     [
         (["--tolerance", "cosine0.99"], ["bad tolerance 'cosine0.99'", "expected key=value"]),
         (["--tolerance", "cosine=0.99,,max_abs"], ["bad tolerance 'max_abs'"]),
-        (["--tolerance", "cosin=0.99"], ["unknown tolerance 'cosin' (did you mean 'cosine'?)", "known: max_abs"]),
+        (["--tolerance", "cosin=0.99"], ["unknown tolerance 'cosin'; did you mean 'cosine'", "known: max_abs"]),
         (["--tolerance", "cosine=high"], ["tolerance cosine='high' is not a number"]),
         (["--tolerance", "cosine=1.5"], ["tolerance cosine='1.5' is out of range", "between -1 and 1"]),
         (["--tolerance", "max_abs=-1e-3"], ["tolerance max_abs='-1e-3' is out of range", "at least 0"]),
@@ -181,6 +181,16 @@ def test_bad_calibration(
         (["--passes", "constant-fold{foo=1}"], ["pass 'constant-fold' has no option 'foo'", "max_elements"]),
         (["--passes", "cleanup,{"], ["bad pipeline spec 'cleanup,{'"]),
         (["--report", "json,pdf"], ["unknown report format 'pdf'"]),
+        # issue 14 item 6: the closest names are offered for typos
+        (["--target", "tpuu"], ["unknown target 'tpuu'; did you mean 'tpu'?"]),
+        (["--target", "onnx{foo=1}"], ["target 'onnx' has no option 'foo'; its options: none"]),
+        (["--target", "tpu{precison=bf16}"], ["has no option 'precison'; did you mean 'precision'?"]),
+        (["--passes", "cleanup,fuse-gelus"], ["unknown pass 'fuse-gelus'; did you mean 'fuse-gelu'"]),
+        (["--passes", "layernorm"], ["unknown pass 'layernorm'; did you mean 'fuse-layernorm'"]),
+        (["--passes", "constant-fold{max_element=5}"], ["no option 'max_element'; did you mean 'max_elements'?"]),
+        (["--passes", "cleanup{max_elemnts=5}"], ["group 'cleanup' has no option 'max_elemnts'; did you mean"]),
+        (["--passes", "int8{calibraton=minmax}"], ["group 'int8' has no option 'calibraton'; did you mean 'calibration'?"]),
+        (["--report", "jsn"], ["unknown report format 'jsn'; did you mean 'json'?"]),
         (["--batch", "0"], ["--batch must be at least 1, got 0"]),
         (["--seq-len", "12x"], ["--seq-len takes a length or a comma list"]),
     ],
@@ -294,7 +304,7 @@ def test_real_process_stderr_has_no_traceback(bad: dict[str, Path], tmp_path: Pa
         check=False,
     )
     assert res.returncode == EXIT_UNSUPPORTED and "Traceback" not in res.stderr
-    assert re.search(r"^error: .*MaxPool \(nodes pool_1, pool_2\), Det \(node det_0\)$", res.stderr, re.M)
+    assert re.search(r"^error: .*LpPool \(nodes pool_1, pool_2\), Det \(node det_0\)$", res.stderr, re.M)
     assert not (tmp_path / "out").exists()
 
 
@@ -307,7 +317,7 @@ def test_real_process_stderr_has_no_traceback(bad: dict[str, Path], tmp_path: Pa
         ("text_file", r"cannot tell the format of .*notes\.txt"),
         ("fake_onnx", r"fake\.onnx: not an ONNX model, or truncated"),
         ("truncated", r"truncated\.onnx: not an ONNX model, or truncated"),
-        ("unsupported", r"3 unsupported op\(s\): MaxPool \(nodes pool_1, pool_2\), Det \(node det_0\)"),
+        ("unsupported", r"3 unsupported op\(s\): LpPool \(nodes pool_1, pool_2\), Det \(node det_0\)"),
     ],
 )
 def test_load_bad_models(bad: dict[str, Path], tmp_path: Path, key: str | None, match: str) -> None:

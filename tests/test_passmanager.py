@@ -289,12 +289,14 @@ def test_unmodified_pass_reuses_previous_accuracy() -> None:
 def test_graph_that_does_not_run_is_rolled_back() -> None:
     class Crashes(FakeValidator):
         def check(self, graph, *, family, previous=None):
-            raise InterpreterError("node extra_relu (Relu) failed")
+            raise InterpreterError("node extra_relu (Relu) failed", node="extra_relu")
 
     g = mlp()
     out, recs = PassManager([AddRelu()], PassContext(validator=Crashes(g))).run(g)
     assert recs[0].rolled_back and recs[0].rollback_reason.startswith("the new graph does not run")
     assert recs[0].error == "node extra_relu (Relu) failed"
+    assert recs[0].pass_error.startswith("pass 'add-relu' produced a graph that does not run")
+    assert recs[0].broken_nodes == ["extra_relu"]
     assert print_graph(out) == print_graph(g)
 
 

@@ -223,7 +223,11 @@ def test_graph_output_keeps_its_name_and_inputs_are_not_renamed() -> None:
     rule = Rule("identity", P.op("Identity", P.var("x")), rewrite=lambda rw, m: m["x"])
     out = apply_rules(g, [rule], pass_name="t")
     g.verify()
-    assert out.stats["identity"] == {"candidates": 2, "matched": 1}
+    assert out.stats["identity"] == {"candidates": 2, "matched": 1, "near_misses": 1}
+    assert out.reasons["identity"] == {
+        "id2": "stopped at rewrite in node id2: output %z is a graph output and its replacement %x is a graph "
+        "input or output, so the interface would change"
+    }
     assert [v.name for v in g.outputs] == ["y", "z"]
     assert print_graph(g) == """graph g(%x: float32[3]) {
   %y: float32[3] = Relu(%x) @relu
@@ -368,3 +372,54 @@ def test_refined_type_cases() -> None:
     assert refined_type(t(3, 5), t("batch", 6)) == t(3, 5)  # a static size stays; a conflict is the verifier's
     assert refined_type(t(3), t(3, 1)) == t(3)  # rank disagreements are left alone
     assert refined_type(TensorType(f32, None), t("batch")) == t("batch")
+
+
+def test_every_candidate_yields_a_match_or_a_reason() -> None:
+    """Issue 14 item 3: a planted candidate that matches nothing (and gives no reason) still gets a near miss."""
+    g = parse("""graph g(%x: float32[2,4]) {
+  %a: float32[2,4] = Softmax(%x) @sm_ok
+  %b: float32[2,4] = Softmax(%a) @sm_planted
+  return %b
+}
+""")
+
+    class Anchored(Rule):
+        name = "planted"
+        root_ops = frozenset({"Softmax"})
+        near_miss_min = 1  # every softmax is a candidate
+
+        def match(self, graph, node):  # type: ignore[no-untyped-def]
+            if node.name == "sm_planted":
+                return MatchResult.fail("")  # no reason, no progress: the driver must still explain it
+            m = Match(self.name, graph, node)
+            m.add_node(node)
+            m.bind("x", node.inputs[0])
+            return m
+
+        def rewrite(self, rw, m):  # type: ignore[no-untyped-def]
+            return rw.op("Sigmoid", [m["x"]])
+
+    out = apply_rules(g, [Anchored()], pass_name="t")
+    s = out.stats["planted"]
+    assert s == {"candidates": 2, "matched": 1, "near_misses": 1}
+    assert s["candidates"] == s["matched"] + len(out.reasons["planted"])
+    reason = out.reasons["planted"]["sm_planted"]
+    assert "gave no reason" in reason and "test_rules.py" in reason
+    assert out.near_misses == [f"planted: 1 of 2 matched; closest: node sm_planted, {reason}"]
+
+
+def test_fuse_attention_explains_a_planted_softmax() -> None:
+    """A softmax that is not attention at all is still a candidate with a near miss (MPNet, DeBERTa-v2 said
+    "attention: 0 of 2 matched, 0 near misses")."""
+    from accelopt.passes.base import build_pipeline
+
+    g = parse("""graph g(%logits: float32[batch,8]) {
+  %p: float32[batch,8] = Softmax(%logits) @planted
+  return %p
+}
+""")
+    (fuse,) = build_pipeline("fuse-attention")
+    res = fuse.run(g, PassContext())
+    assert not res.modified
+    assert res.stats["attention"] == {"candidates": 1, "matched": 0, "near_misses": 1}
+    assert len(res.near_misses) == 1 and res.near_misses[0].startswith("attention: 0 of 1 matched; closest: node planted, stopped at ")

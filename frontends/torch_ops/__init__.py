@@ -5,7 +5,7 @@ Importing this package fills ``base.CONVERTERS``; the driver is
 ``accelopt.frontends.torch_export``.
 """
 
-from accelopt.frontends.torch_ops import attention, creation, elementwise, nn, reduce, shape
+from accelopt.frontends.torch_ops import attention, cnn, creation, elementwise, nn, reduce, shape
 from accelopt.frontends.torch_ops.base import CONVERTERS, IGNORED
 
-__all__ = ["CONVERTERS", "IGNORED", "attention", "creation", "elementwise", "nn", "reduce", "shape"]
+__all__ = ["CONVERTERS", "IGNORED", "attention", "cnn", "creation", "elementwise", "nn", "reduce", "shape"]

@@ -83,6 +83,11 @@ def target_name(target: Any) -> str:
     return f"{module}.{qual}" if module else qual
 
 
+def is_constant_input(spec: Any) -> bool:
+    """A user input that torch specialized on: a python constant (``use_cache=False``), not a tensor."""
+    return type(spec.arg).__name__ == "ConstantArgument"
+
+
 def is_symbolic_scalar(node: Any) -> bool:
     """A call producing a SymInt/int/float/bool (shape arithmetic), not a tensor."""
     torch = torch_module()

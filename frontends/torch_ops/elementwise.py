@@ -158,6 +158,39 @@ for _n, _o in {
     CONVERTERS[f"aten.{_n}.default"] = _unary(_o)
 
 
+@converter("aten.leaky_relu.default")
+def _leaky_relu(imp: Importer, node: Any, x: Any, negative_slope: float = 0.01) -> Value:
+    return imp.emit("LeakyRelu", [imp.operand(x, imp.out_dtype())], {"alpha": float(negative_slope)})
+
+
+@converter("aten.elu.default")
+def _elu(imp: Importer, node: Any, x: Any, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0) -> Value:
+    """``scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1))``: Elu, Selu, or the formula itself."""
+    v = imp.operand(x, imp.out_dtype())
+    if input_scale == 1 and scale == 1:
+        return imp.emit("Elu", [v], {"alpha": float(alpha)})
+    if input_scale == 1:
+        return imp.emit("Selu", [v], {"alpha": float(alpha), "gamma": float(scale)})
+    dt = v.dtype
+    neg = imp.emit("Exp", [imp.emit("Mul", [v, imp.scalar(input_scale, dt)], part="in_scale")], part="exp")
+    neg = imp.emit("Mul", [imp.emit("Sub", [neg, imp.scalar(1, dt)], part="expm1"), imp.scalar(alpha * scale, dt)],
+                   part="negative")  # fmt: skip
+    pos = imp.emit("Mul", [v, imp.scalar(scale, dt)], part="positive")
+    return imp.emit("Where", [imp.emit("Greater", [v, imp.scalar(0, dt)], part="is_pos"), pos, neg])
+
+
+@converter("aten.log1p.default")
+def _log1p(imp: Importer, node: Any, x: Any) -> Value:
+    v = imp.operand(x, imp.out_dtype())
+    return imp.emit("Log", [imp.emit("Add", [v, imp.scalar(1, v.dtype)], part="plus_one")])
+
+
+@converter("aten.expm1.default")
+def _expm1(imp: Importer, node: Any, x: Any) -> Value:
+    v = imp.operand(x, imp.out_dtype())
+    return imp.emit("Sub", [imp.emit("Exp", [v], part="exp"), imp.scalar(1, v.dtype)])
+
+
 @converter("aten.isnan.default", "aten.isinf.default")
 def _isnan(imp: Importer, node: Any, x: Any) -> Value:
     return imp.emit("IsNaN" if "isnan" in target_name(node.target) else "IsInf", [imp.tensor(x)])

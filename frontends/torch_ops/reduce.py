@@ -1,10 +1,13 @@
-"""ATen converters for reductions: sum/mean/amax/amin, any/all, max/min with indices, topk, cumsum, argmax."""
+"""ATen converters for reductions: sum/mean/amax/amin, any/all, max/min with indices, topk, cumsum, argmax,
+vector norms, variance."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from accelopt.frontends.torch_ops.base import CONVERTERS, Converter, ValueTuple, converter, target_name
+from accelopt.errors import FrontendError
+from accelopt.frontends.torch_ops.base import CONVERTERS, Converter, ValueTuple, converter, expr_of, target_name
 from accelopt.frontends.torch_ops.elementwise import as_bool
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Value
@@ -96,3 +99,57 @@ def _argmax(imp: Importer, node: Any, x: Any, dim: Any = None, keepdim: bool = F
         v = imp.emit("Reshape", [v, imp.ints([-1])], part="flat")
         return imp.emit(op, [v], {"axis": 0, "keepdims": 0})
     return imp.emit(op, [v], {"axis": dim % imp.rank(x), "keepdims": int(bool(keepdim))})
+
+
+def _reduced_axes(imp: Importer, x: Any, dims: Any) -> list[int]:
+    rank = imp.rank(x)
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        return list(range(rank))
+    return [d % max(rank, 1) for d in ([dims] if isinstance(dims, int) else dims)]
+
+
+@converter("aten.linalg_vector_norm.default")
+def _vector_norm(
+    imp: Importer, node: Any, x: Any, ord: Any = 2, dim: Any = None, keepdim: bool = False, *, dtype: Any = None
+) -> Value:
+    """``linalg.vector_norm``: ReduceL2 / ReduceL1 / max or min of ``|x|`` / ``sum(|x|^p)^(1/p)``."""
+    dt = imp.out_dtype()
+    v = imp.operand(x, dt)
+    axes, kd = imp.ints(_reduced_axes(imp, x, dim)), {"keepdims": int(bool(keepdim))}
+    p = float(ord)
+    if p == 2:
+        return imp.emit("ReduceL2", [v, axes], kd)
+    if p == 1:
+        return imp.emit("ReduceL1", [v, axes], kd)
+    a = imp.emit("Abs", [v], part="abs")
+    if math.isinf(p):
+        return imp.emit("ReduceMax" if p > 0 else "ReduceMin", [a, axes], kd)
+    if p == 0:
+        raise FrontendError(f"{imp.source}: node {node.name}: vector_norm with ord=0 is not supported")
+    s = imp.emit("ReduceSum", [imp.emit("Pow", [a, imp.scalar(p, dt)], part="pow"), axes], kd, part="sum")
+    return imp.emit("Pow", [s, imp.scalar(1.0 / p, dt)])
+
+
+@converter("aten.var.correction", "aten.var_mean.correction")
+def _var(imp: Importer, node: Any, x: Any, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> Any:
+    """Variance ``sum((x - mean)^2) / (N - correction)`` (correction 1 unless given); ``var_mean`` adds the mean."""
+    dt = imp.out_dtype() if target_name(node.target) == "aten.var.correction" else imp.tensor(x).dtype
+    v = imp.operand(x, dt)
+    axes_list = _reduced_axes(imp, x, dim)
+    axes = imp.ints(axes_list)
+    mean = imp.emit("ReduceMean", [v, axes], {"keepdims": 1}, part="mean")
+    d = imp.emit("Sub", [v, mean], part="centered")
+    ss = imp.emit("ReduceSum", [imp.emit("Mul", [d, d], part="square"), axes], {"keepdims": int(bool(keepdim))},
+                  part="sum_sq")  # fmt: skip
+    shape = imp.meta(x).shape
+    n = math.prod([expr_of(shape[a]) for a in axes_list], start=expr_of(1))
+    c = 1 if correction is None else imp.sym(correction)
+    denom = n - c
+    dv = imp.scalar(float(denom), dt) if denom.is_number else imp.emit("Cast", [imp.sym_scalar(denom)], {"to": dt},
+                                                                       part="count")  # fmt: skip
+    var = imp.emit("Div", [ss, dv], part=None if target_name(node.target) == "aten.var.correction" else "var")
+    if target_name(node.target) == "aten.var.correction":
+        return var
+    m = mean if keepdim else imp.emit("Squeeze", [mean, axes], part="mean_out")
+    metas = imp.fx.meta["val"]
+    return ValueTuple((imp.finish(var, metas[0]), imp.finish(m, metas[1])))

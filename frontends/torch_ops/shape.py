@@ -126,23 +126,66 @@ def _squeeze(imp: Importer, node: Any, x: Any, dims: Any = None) -> Value:
     return imp.emit("Squeeze", [v, imp.ints(axes)])
 
 
-@converter("aten.slice.Tensor")
-def _slice(imp: Importer, node: Any, x: Any, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> Value:
-    v = imp.tensor(x)
-    shape = list(imp.meta(x).shape)
-    rank = len(shape)
-    dim = dim % rank
+def _bounds(imp: Importer, shape: Sequence[Any], dim: int, start: Any, end: Any) -> tuple[Any, Any, bool]:
+    """(start, end, whether end reaches the end of ``dim``) as ints or sympy expressions."""
     s = 0 if start is None else imp.sym(start)
     e = INT64_MAX if end is None else imp.sym(end)
     size = expr_of(shape[dim])
     full_end = (isinstance(e, int) and (e >= INT64_MAX or (size.is_number and e >= int(size)))) or (
         not isinstance(e, int) and e == size
     )
-    if s == 0 and step == 1 and full_end:
-        return v
+    return s, e, full_end
+
+
+def _slice_of(imp: Importer, v: Value, dim: int, s: Any, e: Any, step: int, part: str | None = None) -> Value:
     starts = imp.sym_vec(s) if not isinstance(s, int) else imp.ints([s])
     ends = imp.sym_vec(e) if not isinstance(e, int) else imp.ints([min(e, INT64_MAX)])
-    return imp.emit("Slice", [v, starts, ends, imp.ints([dim]), imp.ints([step])])
+    return imp.emit("Slice", [v, starts, ends, imp.ints([dim]), imp.ints([step])], part=part)
+
+
+@converter("aten.slice.Tensor")
+def _slice(imp: Importer, node: Any, x: Any, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> Value:
+    v = imp.tensor(x)
+    shape = list(imp.meta(x).shape)
+    dim = dim % len(shape)
+    s, e, full_end = _bounds(imp, shape, dim, start, end)
+    if s == 0 and step == 1 and full_end:
+        return v
+    return _slice_of(imp, v, dim, s, e, step)
+
+
+@converter("aten.slice_scatter.default")
+def _slice_scatter(
+    imp: Importer, node: Any, x: Any, src: Any, dim: int = 0, start: Any = None, end: Any = None, step: int = 1
+) -> Value:
+    """``x`` with ``x[..., start:end:step, ...] = src``: a ``Concat`` of the kept slices around ``src``
+    (step 1), else ``ScatterElements`` at the static positions."""
+    v, sv = imp.tensor(x), imp.tensor(src)
+    shape = list(imp.meta(x).shape)
+    dim = dim % len(shape)
+    size = expr_of(shape[dim])
+    s, e, full_end = _bounds(imp, shape, dim, start, end)
+    for b in (s, e):
+        if isinstance(b, int) and b < 0 and not size.is_number:
+            raise FrontendError(f"{imp.source}: node {node.name}: a negative bound on a symbolic dim is not supported")
+    s = s + int(size) if isinstance(s, int) and s < 0 else s
+    e = e + int(size) if isinstance(e, int) and e < 0 else e
+    if step == 1:
+        pieces = ([_slice_of(imp, v, dim, 0, s, 1, part="before")] if s != 0 else []) + [sv]
+        if not full_end:
+            pieces.append(_slice_of(imp, v, dim, e, INT64_MAX, 1, part="after"))
+        return pieces[0] if len(pieces) == 1 else imp.emit("Concat", pieces, {"axis": dim})
+    if not (isinstance(s, int) and isinstance(e, int) and size.is_number):
+        raise FrontendError(f"{imp.source}: node {node.name}: slice_scatter with step {step} needs static bounds")
+    positions = np.arange(s, min(e, int(size)), step, dtype=np.int64)
+    where = [1] * len(shape)
+    where[dim] = len(positions)
+    index = imp.emit(
+        "Expand",
+        [imp.const(positions.reshape(where), "positions"), imp.emit("Shape", [sv], part="shape")],
+        part="index",
+    )
+    return imp.emit("ScatterElements", [v, index, sv], {"axis": dim})
 
 
 @converter("aten.select.int")
@@ -170,12 +213,15 @@ def _gather(imp: Importer, node: Any, x: Any, dim: int, index: Any, *, sparse_gr
 
 @converter("aten.index.Tensor")
 def _index(imp: Importer, node: Any, x: Any, indices: Sequence[Any]) -> Value:
-    """``x[i0, i1, ...]`` (advanced indexing).
+    """``x[..., i0, i1, ...]`` (advanced indexing).
 
-    One index tensor at position p becomes ``Gather(axis=p)``. Index tensors on
-    all the leading dims become one flat index ``sum_j i_j * stride_j`` into
-    ``x`` reshaped to ``[-1, rest...]``; negative indices are wrapped unless the
-    index provably comes from a non-negative ``arange``.
+    One index tensor at position p becomes ``Gather(axis=p)``. Several become
+    one flat index ``sum_j i_j * stride_j`` into ``x`` reshaped to
+    ``[-1, rest...]``, after a ``Transpose`` that brings the indexed dims to the
+    front when they are not the leading ones. As in numpy, the broadcast index
+    dims then stand where the indexed dims were when those are adjacent, and
+    first otherwise. Negative indices are wrapped unless the index provably
+    comes from a non-negative ``arange``.
     """
     v = imp.tensor(x)
     shape = list(imp.meta(x).shape)
@@ -187,18 +233,17 @@ def _index(imp: Importer, node: Any, x: Any, indices: Sequence[Any]) -> Value:
             )
     if len(present) == 1:
         return imp.emit("Gather", [v, imp.tensor(indices[present[0]])], {"axis": present[0]})
-    k = len(indices)
+    k = len(present)
     if present != list(range(k)):
-        raise FrontendError(
-            f"{imp.source}: node {node.name} (aten.index.Tensor): index tensors must cover the leading dims "
-            f"without gaps; got positions {present}"
-        )
+        perm = present + [i for i in range(len(shape)) if i not in present]
+        v = imp.emit("Transpose", [v], {"perm": perm}, part="indexed_first")
+        shape = [shape[i] for i in perm]
     flat: Value | None = None
-    for j in range(k):
-        idx = imp.tensor(indices[j])
+    for j, pos in enumerate(present):
+        idx = imp.tensor(indices[pos])
         if idx.dtype != DType.INT64:
             idx = imp.emit("Cast", [idx], {"to": DType.INT64}, part=f"index{j}")
-        if not _nonnegative(indices[j]):
+        if not _nonnegative(indices[pos]):
             size = expr_of(shape[j])
             sv = imp.scalar(int(size), DType.INT64) if size.is_number else imp.sym_scalar(size)
             neg = imp.emit("Less", [idx, imp.scalar(0, DType.INT64)], part=f"index{j}_neg")
@@ -209,9 +254,15 @@ def _index(imp: Importer, node: Any, x: Any, indices: Sequence[Any]) -> Value:
             sv = imp.scalar(int(prod), DType.INT64) if prod.is_number else imp.sym_scalar(prod)
             idx = imp.emit("Mul", [idx, sv], part=f"index{j}_offset")
         flat = idx if flat is None else imp.emit("Add", [flat, idx], part="flat_index")
-    rest = [imp.sym(s) for s in shape[k:]]
+    rest = shape[k:]  # ints or SymInts: shape_vec reads them
     data = imp.emit("Reshape", [v, imp.shape_vec([-1, *rest], allow_infer=False)], part="flat_data")
-    return imp.emit("Gather", [data, flat], {"axis": 0})
+    first = present[0]
+    if present != list(range(first, first + k)) or first == 0:
+        return imp.emit("Gather", [data, flat], {"axis": 0})
+    out = imp.emit("Gather", [data, flat], {"axis": 0}, part="gather")
+    nb = max(imp.rank(indices[i]) for i in present)  # the broadcast index rank
+    perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, nb + len(rest)))
+    return imp.emit("Transpose", [out], {"perm": perm})
 
 
 _NONNEG_PASSTHROUGH = {

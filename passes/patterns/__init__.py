@@ -26,7 +26,7 @@ Example: fold a bias ``Add`` into a ``MatMul`` as one ``Linear``::
 
     rule = Rule("matmul-bias", pattern, check=check, rewrite=rewrite)
     outcome = apply_rules(graph, [rule], pass_name="fuse-linear")
-    outcome.stats        # {"matmul-bias": {"candidates": 12, "matched": 12}}
+    outcome.stats        # {"matmul-bias": {"candidates": 12, "matched": 11, "near_misses": 1}}
     outcome.near_misses  # ["matmul-bias: 11 of 12 matched; closest: node add_7, stopped at check in node add_7: bias has rank 2, expected 1"]
 
 A pass made of rules subclasses ``RulePass`` and returns them from
@@ -39,8 +39,14 @@ Hard cases (many optional forms, e.g. the attention mask) override
 ``m.bind`` for what the code finds itself, and return the ``Match`` or a
 ``MatchResult.fail(reason, node=..., where=..., progress=m.size)``.
 
-Near misses: a failed candidate is reported when at least ``rule.min_progress``
-pattern nodes matched (half of them by default), as
+Candidates and near misses (the contract, see ``driver.py``): a root the rule
+accepts counts as a candidate when it matches or when its failure got at
+least ``rule.min_progress`` pattern nodes deep (half of them by default;
+``near_miss_min = 1`` for a rule whose every root is a real candidate, such
+as attention anchored on ``Softmax``). Every candidate yields a match or a
+reason: ``stats[rule]`` has ``candidates == matched + near_misses``,
+``RewriteOutcome.reasons`` holds each reason, and every rule with an
+unmatched candidate gets one near-miss line for the closest, as
 ``"<rule>: <m> of <n> matched; closest: node <root>, stopped at <element> in
 node <node>: <reason>"``.
 """

@@ -3,9 +3,31 @@
 For every node (in order) and every rule that accepts it, the driver finds a
 match, runs ``check``, calls ``rewrite``, points the root's users at the
 replacement values, and removes the matched nodes (and initializers) that are
-now dead. It sweeps the graph again while something changed. It counts
-candidates and matches per rule and keeps, for each rule, the failed candidate
-that got furthest, so the report can say why a fusion did not happen.
+now dead. It sweeps the graph again while something changed, then refreshes
+the stored types downstream of the rewrites (``refine_types``: a replacement
+may know its shape better than the value it replaced). It counts candidates
+and matches per rule and keeps, for each rule, the failed candidate that got
+furthest, so the report can say why a fusion did not happen.
+
+Candidates and near misses (the contract every rule follows):
+
+1. A node a rule accepts (``rule.accepts``: its root op) is examined.
+2. It counts as a **candidate** when the rule matched it, when its failure
+   got at least ``rule.min_progress`` pattern nodes deep (``near_miss_min``;
+   a ``MatchResult.fail(..., progress=n)`` from ``check`` or an imperative
+   ``match`` says how deep), or when the rewrite declined after a complete
+   match. A shallow failure (a residual ``Add`` examined by a bias-fusion
+   rule) is not a candidate.
+3. Every candidate yields a match or a **reason**: ``stats[rule]`` has
+   ``candidates == matched + near_misses``, ``RewriteOutcome.reasons[rule]``
+   maps each unmatched candidate to where and why it stopped (the driver
+   fills in a reason a rule left empty), and every rule with an unmatched
+   candidate gets one near-miss line naming the closest one. A report never
+   says "0 of 2 matched" without saying where the closest match stopped.
+4. A rule whose every root is a real candidate (one anchored on ``Softmax``)
+   sets ``near_miss_min = 1``; a peephole rule whose misses are the normal
+   case (remove-noops examines every ``Reshape``) sets it out of reach, so
+   only its matches count.
 """
 
 from __future__ import annotations
@@ -30,13 +52,19 @@ DEFAULT_MAX_SWEEPS = 16
 
 @dataclass
 class RewriteOutcome:
-    """What ``apply_rules`` did: ``stats`` is ``{rule: {"candidates": n, "matched": m}}``."""
+    """What ``apply_rules`` did: ``stats`` is ``{rule: {"candidates": n, "matched": m, "near_misses": k}}``.
+
+    ``candidates == matched + near_misses`` for every rule (``near_misses`` only
+    when not 0), and ``reasons[rule]`` holds one reason per near miss, so a
+    counted candidate always yields a match or a reason (see the module docstring).
+    """
 
     modified: bool = False
     rewrites: int = 0
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     near_misses: list[str] = field(default_factory=list)
     failures: dict[str, MatchResult] = field(default_factory=dict)  # rule -> closest failure
+    reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # rule -> node -> where and why it stopped
 
 
 def replace_value(graph: Graph, old: Value, new: Value) -> bool:
@@ -115,7 +143,9 @@ def _apply(graph: Graph, rule: Rule, m: Match, pass_name: str) -> MatchResult:
     values = _normalize(rule.rewrite(rw, m), root, rule)
     if values is None or all(v is None for v in values):
         rw.undo()
-        return MatchResult.fail("rewrite declined", node=root.name, where="rewrite", progress=m.size)
+        return MatchResult.fail(
+            "rewrite declined", node=root.name, where="rewrite", progress=max(m.size, rule.min_progress)
+        )
     outs = {id(v) for v in graph.outputs}
     for old, new in zip(root.outputs, values):
         if new is None:
@@ -133,7 +163,7 @@ def _apply(graph: Graph, rule: Rule, m: Match, pass_name: str) -> MatchResult:
                 "input or output, so the interface would change",
                 node=root.name,
                 where="rewrite",
-                progress=m.size,
+                progress=max(m.size, rule.min_progress),  # the rule agreed, the graph could not take it
             )
     for old, new in zip(root.outputs, values):
         if new is not None:
@@ -154,7 +184,6 @@ def apply_rules(
     if len(set(names)) != len(names):
         raise PassError(f"pass {pass_name}: duplicate rule names in {names}")
     out = RewriteOutcome(stats={r.name: {"candidates": 0, "matched": 0} for r in rules})
-    seen: dict[str, set[str]] = {r.name: set() for r in rules}
     misses: dict[str, dict[str, MatchResult]] = {r.name: {} for r in rules}
     for sweep in range(max_sweeps):
         applied = 0
@@ -164,9 +193,6 @@ def apply_rules(
                     break
                 if not rule.accepts(node):
                     continue
-                if node.name not in seen[rule.name]:
-                    seen[rule.name].add(node.name)
-                    out.stats[rule.name]["candidates"] += 1
                 found = rule.find(graph, node)
                 if isinstance(found, MatchResult):
                     misses[rule.name][node.name] = found
@@ -193,20 +219,28 @@ def apply_rules(
     out.modified = out.rewrites > 0
     live = {n.name for n in graph.nodes}
     for rule in rules:
-        pending = {k: v for k, v in misses[rule.name].items() if k in live}
+        s = out.stats[rule.name]
+        pending = {k: _explained(v, rule) for k, v in misses[rule.name].items() if k in live}
+        pending = {k: v for k, v in pending.items() if v.progress >= rule.min_progress}
+        s["candidates"] = s["matched"] + len(pending)
         if not pending:
             continue
+        s["near_misses"] = len(pending)
+        out.reasons[rule.name] = {k: v.describe() for k, v in pending.items()}
         node_name, best = max(pending.items(), key=lambda kv: kv[1].progress)
         out.failures[rule.name] = best
-        deep = [r for r in pending.values() if r.progress >= rule.min_progress]
-        if deep:
-            out.stats[rule.name]["near_misses"] = len(deep)
-        if best.progress >= rule.min_progress:
-            s = out.stats[rule.name]
-            out.near_misses.append(
-                f"{rule.name}: {s['matched']} of {s['candidates']} matched; closest: node {node_name}, {best.describe()}"
-            )
+        out.near_misses.append(
+            f"{rule.name}: {s['matched']} of {s['candidates']} matched; closest: node {node_name}, {best.describe()}"
+        )
     return out
+
+
+def _explained(res: MatchResult, rule: Rule) -> MatchResult:
+    """``res`` with a reason and a progress of at least 1 (the root's op matched), whatever the rule filled in."""
+    res.progress = max(res.progress, 1)
+    if not res.reason.strip():
+        res.reason = f"rule {rule.name} ({rule.defined_at}) gave no reason"
+    return res
 
 
 class RulePass(Pass):

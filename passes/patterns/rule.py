@@ -95,10 +95,11 @@ class Rule:
     Imperative rules set ``root_ops`` and override ``match(graph, node)`` to
     return a ``Match`` or a failed ``MatchResult``.
 
-    ``near_miss_min``: a failed candidate is reported as a near miss when at
-    least this many pattern nodes matched (default: half the pattern's op
-    nodes, at least 2). ``allow_escapes``: let interior nodes keep users
-    outside the match (they are then not removed).
+    ``near_miss_min``: a failed root counts as a candidate, and so as a near
+    miss with its reason, when at least this many pattern nodes matched
+    (default: half the pattern's op nodes, at least 2; 1 when every root is a
+    real candidate; see the driver's contract). ``allow_escapes``: let
+    interior nodes keep users outside the match (they are then not removed).
     """
 
     name: str = ""

@@ -5,7 +5,8 @@ Beyond the Relax artifact's files and run logic (``accelopt.targets.relax.artifa
 1. metadata.json records the ``mcpu`` the library was compiled for and the
    CPU features its code uses (``cpu.features``); ``load`` and ``run`` refuse
    (``TargetError``) on a CPU that lacks any of them, naming them and the
-   option to compile for this CPU instead.
+   option to compile for this CPU instead; ``cannot_run_here`` says the same
+   without raising (``optimize`` then writes the artifact unrun, with a note).
 2. Threads: the TVM runtime uses one thread here unless told; the artifact
    configures its thread pool before the first run with ``num_threads``
    workers (the run argument, else the compile-time option, else one per
@@ -15,6 +16,7 @@ Beyond the Relax artifact's files and run logic (``accelopt.targets.relax.artifa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -44,16 +46,27 @@ class CpuArtifact(RelaxArtifact):
         super().__init__(*args, **kwargs)
         self.num_threads = num_threads
 
-    def check_host(self) -> None:
-        """Case 1."""
+    def cannot_run_here(self) -> str | None:
+        """Case 1: why this CPU cannot run the library (features it lacks), or None.
+
+        ``optimize`` asks before its final check, so compiling for another CPU
+        (``cpu{mcpu=sapphirerapids}`` here) writes the artifact with a note.
+        """
         cpu = self.metadata.get("cpu", {})
         missing = host.missing_features(cpu.get("features", []))
-        if missing:
-            raise TargetError(
-                f"{self.source}: compiled for mcpu {cpu.get('mcpu')!r}, whose code uses CPU feature(s) "
-                f"{', '.join(missing)} that this CPU ({host.detect_mcpu()}) lacks; compile it here, or for this CPU "
-                f"with --target cpu{{mcpu={host.detect_mcpu()}}}"
-            )
+        if not missing:
+            return None
+        return (
+            f"compiled for mcpu {cpu.get('mcpu')!r}, whose code uses CPU feature(s) {', '.join(missing)} that this "
+            f"CPU ({host.detect_mcpu()}) lacks; compile it here, or for this CPU with --target "
+            f"cpu{{mcpu={host.detect_mcpu()}}}"
+        )
+
+    def check_host(self) -> None:
+        """Case 1: ``TargetError`` from ``load`` and ``run`` on a CPU that lacks a needed feature."""
+        why = self.cannot_run_here()
+        if why:
+            raise TargetError(f"{self.source}: {why}")
 
     def threads(self) -> int:
         """Case 2: the worker count the next run uses."""
@@ -64,12 +77,11 @@ class CpuArtifact(RelaxArtifact):
         configure_threads(self.threads())
 
     def run(self, inputs: Mapping[str, np.ndarray], *, num_threads: int | None = None) -> dict[str, np.ndarray]:
-        if num_threads is not None and num_threads != self.num_threads:
+        if num_threads is not None:
             if num_threads < 1:
                 raise TargetError(f"num_threads must be at least 1, got {num_threads}")
             self.num_threads = num_threads
-            if self._vm is not None:
-                configure_threads(self.threads())
+        configure_threads(self.threads())  # cached per calling thread: free after the first run
         return super().run(inputs)
 
     def summary(self) -> list[str]:
@@ -94,17 +106,19 @@ class CpuArtifact(RelaxArtifact):
         return out
 
 
-_configured: list[int] = []
+#: thread id -> worker count last configured (TVM's thread pool belongs to the calling thread)
+_configured: dict[int, int] = {}
 
 
 def configure_threads(n: int) -> None:
     """Case 2: ``n`` TVM worker threads, one per physical core (round-robin when ``n`` exceeds them)."""
-    if _configured and _configured[-1] == n:
+    me = threading.get_ident()
+    if _configured.get(me) == n:
         return
     cores = host.physical_cores()
     cpus = [str(cores[i % len(cores)]) for i in range(max(1, n))]
     tvm.get_global_func("runtime.config_threadpool")(_ONE_CORE_PER_THREAD, len(cpus), cpus)
-    _configured.append(n)
+    _configured[me] = n
     log.debug("TVM thread pool: %d worker(s) on CPU(s) %s", len(cpus), ", ".join(cpus))
 
 

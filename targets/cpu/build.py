@@ -28,7 +28,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic  # its __init__ omits dataflow_lower_passes
 
-from accelopt.targets.cpu.schedule_rules import ApplyCpuSchedules, ScheduleReport
+from accelopt.targets.cpu.schedule_rules import ApplyCpuSchedules, LookupFn, ScheduleReport
+from accelopt.targets.cpu.tuning import TuningOptions, TuningReport, tune_module
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +47,52 @@ class BuildResult:
     schedule: ScheduleReport
     seconds: dict[str, float] = field(default_factory=dict)
     primfuncs: int = 0
+    tuning: TuningReport | None = None
 
 
-def legalize_and_schedule(mod: tvm.IRModule, target: tvm.target.Target, report: ScheduleReport) -> tvm.IRModule:
-    """Stages 1 and 2."""
+def legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Stage 1."""
     passes = [
         *cpu_generic.library_dispatch_passes(target),
         *cpu_generic.legalize_passes(target),
         relax.transform.DeadCodeElimination(),
-        ApplyCpuSchedules(report),
     ]
     with target:
         return tvm.transform.Sequential(passes)(mod)
 
 
-def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> BuildResult:
-    """Stages 1-3 for a Relax module from ``accelopt.targets.relax.build_module``."""
+def legalize_and_schedule(
+    mod: tvm.IRModule, target: tvm.target.Target, report: ScheduleReport, lookup: LookupFn | None = None
+) -> tvm.IRModule:
+    """Stages 1 and 2 (``lookup``: a tuning database's schedules, tried before the rules)."""
+    mod = legalize(mod, target)
+    with target:
+        return tvm.transform.Sequential([ApplyCpuSchedules(report, lookup)])(mod)
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningOptions | None = None) -> BuildResult:
+    """Stages 1-3 for a Relax module from ``accelopt.targets.relax.build_module``.
+
+    ``tuning``: MetaSchedule tuning of the kernels between stages 1 and 2, and/or a database whose best
+    records schedule the functions it has (``tuning.py``).
+    """
     report = ScheduleReport()
     t0 = time.perf_counter()
-    mod = legalize_and_schedule(mod, target, report)
+    mod = legalize(mod, target)
+    lookup: LookupFn | None = None
+    tuning_report: TuningReport | None = None
+    seconds: dict[str, float] = {}
+    if tuning is not None and tuning.active:
+        tt = time.perf_counter()
+        db, tuning_report = tune_module(mod, target, tuning)
+        seconds["tune"] = round(time.perf_counter() - tt, 3)
+
+        def lookup(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+            best = db.best(func, target)
+            return None if best is None else best[0]
+
+    with target:
+        mod = tvm.transform.Sequential([ApplyCpuSchedules(report, lookup)])(mod)
     t1 = time.perf_counter()
     n_funcs = sum(1 for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc))
     lower = tvm.transform.Sequential(
@@ -72,7 +100,7 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> BuildResult:
     )
     executable = tvm.compile(mod, target, relax_pipeline=lower)
     t2 = time.perf_counter()
-    seconds = {"legalize_schedule": round(t1 - t0, 3), "codegen": round(t2 - t1, 3)}
+    seconds = {"legalize_schedule": round(t1 - t0 - seconds.get("tune", 0.0), 3), **seconds, "codegen": round(t2 - t1, 3)}
     log.info(
         "compiled %d PrimFuncs for %s in %.1f s (rules: %s)",
         n_funcs,
@@ -80,4 +108,4 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> BuildResult:
         t2 - t0,
         ", ".join(f"{k} {v}" for k, v in report.counts().items()),
     )
-    return BuildResult(executable, report, seconds, n_funcs)
+    return BuildResult(executable, report, seconds, n_funcs, tuning_report)

@@ -4,7 +4,7 @@ Vector widths come from the target (LLVM's vector width for the mcpu: 512
 bits with AVX-512, so 16 float32 lanes). Rules:
 
 1. ``matmul``: a function whose one reduction block is a GEMM (loops
-   ``S...S R``, two inputs; batched or not). Injective producers (transposes,
+   ``S...S R``, two operands or more; batched or not). Injective producers (transposes,
    slices, zero-point subtractions) are inlined into its reads; the output
    is tiled ``mr x (nr x lanes)`` with the accumulators in registers
    (``cache_write`` to local), ``k`` innermost above the tile, the
@@ -23,8 +23,9 @@ bits with AVX-512, so 16 float32 lanes). Rules:
    blocks (sorts, scans: opaque) are returned as they are and recorded as
    ``fallback``.
 
-Small functions (fewer than ``PARALLEL_MIN_ELEMENTS`` output elements) stay
-on one thread: waking the thread pool costs more than they do.
+Small functions stay on one thread (``PARALLEL_MIN_ELEMENTS`` output elements
+of a GEMM, ``PARALLEL_MIN_COPY`` elements of work elsewhere): waking the
+thread pool costs more than they do.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from tvm.target.codegen import llvm_get_vector_width
 
 log = logging.getLogger(__name__)
 
-#: functions with fewer output elements than this run on one thread
+#: GEMMs with fewer output elements than this run on one thread
 PARALLEL_MIN_ELEMENTS = 4096
+#: elementwise / copy functions with fewer output elements than this run on one thread: a 256 KiB copy takes
+#: tens of microseconds, and waking the other workers (or waiting for one the OS has descheduled) costs as much
+PARALLEL_MIN_COPY = 1 << 16
 #: zmm registers a GEMM tile may keep as accumulators
 ACCUMULATORS = 24
 
@@ -75,12 +79,14 @@ def _vector_candidates(lanes: int) -> tuple[int, ...]:
 
 
 def parallel_vectorize(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, target: Target, n_spatial: int) -> None:
-    """Vectorize the innermost loop (injective blocks) and run the leading ``n_spatial`` loops in parallel."""
+    """Vectorize the innermost loop (injective blocks) and run the leading ``n_spatial`` loops in parallel
+    when the block has ``PARALLEL_MIN_COPY`` elements of work (its whole loop nest, reductions included)."""
     loops = sch.get_loops(block)
     if not loops:
         return
     extents = [_extent(sch, lp) for lp in loops]
     total = math.prod(e or 1 for e in extents[:n_spatial])
+    work = math.prod(e or 1 for e in extents)
     outer = list(loops[:n_spatial])
     if n_spatial == len(loops):  # injective: vectorize the innermost axis
         v = _divisor(extents[-1], _vector_candidates(vector_lanes(target, _out_bits(sch, block))))
@@ -88,7 +94,8 @@ def parallel_vectorize(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, targ
             io, vi = sch.split(loops[-1], factors=[None, v])
             sch.vectorize(vi)
             outer = outer[:-1] + [io]
-    if outer and total >= PARALLEL_MIN_ELEMENTS:
+    enough = total >= PARALLEL_MIN_COPY if n_spatial == len(loops) else work >= PARALLEL_MIN_COPY
+    if outer and enough and total > 1:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
 
@@ -111,11 +118,11 @@ def _gemm_block(sch: s_tir.Schedule) -> tuple[s_tir.schedule.SBlockRV, list[s_ti
         return None
     gemm = infos[0]
     kind = gemm.dom_kind()
-    if not (kind.endswith("SSR") and kind.count("R") == 1 and set(kind[:-1]) == {"S"}):
+    if not (kind.endswith("SR") and kind.count("R") == 1 and set(kind[:-1]) == {"S"}):
         return None
     stmt = sch.get(gemm.block_rv)
     inputs = {r.source for r in stmt.reads} - {w.source for w in stmt.writes}
-    if len(inputs) != 2:
+    if len(inputs) < 2:  # two operands (zero points or scales may add more)
         return None
     return gemm.block_rv, [b.block_rv for b in infos[1:]]
 
@@ -126,17 +133,25 @@ def matmul(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
     if found is None:
         return None
     blk, epilogues = found
-    *batch, i, j, k = sch.get_loops(blk)
-    ei, ej = _extent(sch, i), _extent(sch, j)
+    *spatial, k = sch.get_loops(blk)
+    # one spatial loop left: a single output row (unit loops are normalized away), e.g. the pooler at batch 1
+    batch, i, j = (spatial[:-2], spatial[-2], spatial[-1]) if len(spatial) >= 2 else ([], None, spatial[0])
+    ei = _extent(sch, i) if i is not None else 1
+    ej = _extent(sch, j)
     if ei is None or ej is None:
         return None
     lanes = vector_lanes(target, _out_bits(sch, blk))
     nv = _divisor(ej, _vector_candidates(lanes))
     nr = _divisor(ej // nv, (4, 2))
     mr = _divisor(ei, tuple(m for m in (6, 4, 3, 2) if m * nr <= ACCUMULATORS))
-    io, ii = sch.split(i, factors=[None, mr])
     jo, jm, jv = sch.split(j, factors=[None, nr, nv])
-    sch.reorder(*batch, io, jo, k, ii, jm, jv)
+    if i is not None:
+        io, ii = sch.split(i, factors=[None, mr])
+        sch.reorder(*batch, io, jo, k, ii, jm, jv)
+        rows = [io]
+    else:
+        sch.reorder(*batch, jo, k, jm, jv)
+        rows, ii = [], None
     local = sch.cache_write(blk, 0, "local")
     sch.reverse_compute_at(local, jo, preserve_unit_loops=True)
     for epi in epilogues:
@@ -148,13 +163,13 @@ def matmul(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
     _vectorize_tail(sch, local, nv)
     if nv > 1:
         sch.vectorize(jv)
-    if mr > 1:
+    if mr > 1 and ii is not None:
         sch.unroll(ii)
     if nr > 1:
         sch.unroll(jm)
     work = math.prod(_extent(sch, lp) or 1 for lp in batch) * ei * ej
     if work >= PARALLEL_MIN_ELEMENTS:
-        outer = [*batch, io, jo]
+        outer = [*batch, *rows, jo]
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     init = sch.decompose_reduction(blk, k)
     _vectorize_tail(sch, init, nv)

@@ -117,8 +117,9 @@ def _core_key(cpu: int) -> tuple[str, str]:
         return ("cpu", str(cpu))
 
 
+@functools.lru_cache(maxsize=1)
 def physical_cores() -> list[int]:
-    """Case 4: one logical CPU id per physical core this process may run on."""
+    """Case 4: one logical CPU id per physical core this process may run on (read once per process)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -39,6 +39,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
@@ -102,15 +103,31 @@ class ScheduleReport:
         return dict(sorted(out.items()))
 
 
+def copy_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """A deep copy of ``func``: ``s_tir.Schedule`` mutates the statements of the function it is given in place."""
+    return tvm.ir.load_json(tvm.ir.save_json(func))
+
+
 def _is_scheduled(func: tirx.PrimFunc) -> bool:
     return func.attrs is not None and "tirx.is_scheduled" in func.attrs and bool(func.attrs["tirx.is_scheduled"])
 
 
-def schedule_func(func: tirx.PrimFunc, target: Target, report: ScheduleReport, name: str) -> tirx.PrimFunc:
-    """One PrimFunc through the rules (cases 1-2 of the module docstring)."""
+#: ``lookup(func)``: ``func`` scheduled from a tuning database, or None (``accelopt.targets.cpu.tuning``)
+LookupFn = Callable[[tirx.PrimFunc], "tirx.PrimFunc | None"]
+
+
+def schedule_func(
+    func: tirx.PrimFunc, target: Target, report: ScheduleReport, name: str, lookup: LookupFn | None = None
+) -> tirx.PrimFunc:
+    """One PrimFunc through the rules (cases 1-2 of the module docstring); a database record first, if any."""
     from accelopt.targets.cpu.generic_rules import GENERIC_RULES
 
     kernel = kernel_name(func)
+    if lookup is not None:
+        tuned = lookup(func)
+        if tuned is not None:
+            report.rules[name] = f"database:{kernel or 'generic'}"
+            return tuned.with_attr("tirx.is_scheduled", True)
     candidates: list[tuple[str, RuleFn]] = []
     if kernel is not None:
         rule = _KERNEL_RULES.get(kernel)
@@ -119,9 +136,10 @@ def schedule_func(func: tirx.PrimFunc, target: Target, report: ScheduleReport, n
             raise TargetError(f"PrimFunc {name} is marked as kernel {kernel!r}, which has no schedule rule ({known})")
         candidates.append((f"kernel:{kernel}", rule))
     candidates.extend(GENERIC_RULES)
-    for rule_name, rule in candidates:
+    pristine = tvm.ir.save_json(func)  # a rule that fails halfway has mutated the function it was given
+    for attempt, (rule_name, rule) in enumerate(candidates):
         try:
-            sch = rule(s_tir.Schedule(func), target)
+            sch = rule(s_tir.Schedule(func if attempt == 0 else tvm.ir.load_json(pristine)), target)
         except Exception as e:  # a rule that does not fit raises deep inside TVM: try the next one
             report.failures.append(f"{name}: rule {rule_name} failed: {type(e).__name__}: {str(e).splitlines()[0]}")
             log.debug("%s: rule %s failed: %s", name, rule_name, e)
@@ -135,22 +153,26 @@ def schedule_func(func: tirx.PrimFunc, target: Target, report: ScheduleReport, n
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     report.rules[name] = "unscheduled"
     log.warning("PrimFunc %s: no schedule rule applied; it runs as TVM wrote it (single-threaded)", name)
-    return func
+    return tvm.ir.load_json(pristine)
 
 
 @module_pass(opt_level=0, name="ApplyCpuSchedules")
 class ApplyCpuSchedules:  # pylint: disable=too-few-public-methods
-    """Apply the kernel and generic rules to every unscheduled PrimFunc of the module."""
+    """Apply the kernel and generic rules to every unscheduled PrimFunc of the module.
 
-    def __init__(self, report: ScheduleReport | None = None) -> None:
+    ``lookup`` (optional): a tuning database's best schedule of a function, tried before the rules.
+    """
+
+    def __init__(self, report: ScheduleReport | None = None, lookup: LookupFn | None = None) -> None:
         self.report = report if report is not None else ScheduleReport()
+        self.lookup = lookup
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
         target = Target.current(allow_none=False)
         updates = {}
         for gv, func in mod.functions_items():
             if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
-                updates[gv] = schedule_func(func, target, self.report, gv.name_hint)
+                updates[gv] = schedule_func(func, target, self.report, gv.name_hint, self.lookup)
         for gv, func in updates.items():
             mod[gv] = func
         return mod
@@ -159,8 +181,10 @@ class ApplyCpuSchedules:  # pylint: disable=too-few-public-methods
 __all__ = [
     "KERNEL_ATTR",
     "ApplyCpuSchedules",
+    "LookupFn",
     "RuleFn",
     "ScheduleReport",
+    "copy_func",
     "kernel_name",
     "kernel_rules",
     "register_rule",

@@ -16,8 +16,8 @@
    given, the validation samples' length, else 128); other symbols need
    ``dims`` (``accelopt.targets.buckets``).
 4. Lower the graph (``accelopt.targets.relax.build_module``) with the cpu
-   kernels: ``X86Kernels`` from ``accelopt.targets.cpu.kernels`` when that
-   package exists, else the generic ``Kernels``.
+   kernels: ``X86Kernels`` from ``accelopt.targets.cpu.kernels`` for the
+   mcpu's features (``lower(kernels=Kernels())`` forces the generic ones).
 5. Build (``build.py``: legalize, fuse, schedule every PrimFunc with the
    rules of ``schedule_rules.py``, LLVM codegen) and return a ``CpuArtifact``.
 
@@ -45,10 +45,11 @@ from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.base import Capabilities, Target, bound_batch, register_target
 from accelopt.targets.cpu import host
 from accelopt.targets.cpu.artifact import FORMAT, CpuArtifact
 from accelopt.targets.cpu.build import compile_module, llvm_target
+from accelopt.targets.cpu.tuning import TuningOptions, parse_rpc
 from accelopt.targets.relax import Bucket, Kernels, build_module, lowered_ops, relax_dtype, unlowered_ops
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class CpuOptions:
     seq_lens: tuple[int, ...] = ()  # () -> the samples' sequence length, else DEFAULT_SEQ_LEN
     batch: int = 1
     dims: tuple[str, ...] = field(default_factory=tuple)  # other symbols: ("heads:12",)
+    tune_trials: int = 0  # MetaSchedule trials over the model's kernels (0: hand schedules only)
+    tuning_db: str = ""  # tuning database folder ("" = ~/.cache/accelopt/tuning/<mcpu>-<cores>c when tuning)
+    rpc: str = ""  # "host:port:key": measure tuning candidates through this TVM RPC tracker
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
@@ -77,6 +81,13 @@ class CpuOptions:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if any(int(s) < 1 for s in self.seq_lens):
             raise ValueError(f"seq_lens must be positive integers, got {self.seq_lens}")
+        if self.tune_trials < 0:
+            raise ValueError(f"tune_trials must be >= 0, got {self.tune_trials}")
+        if self.rpc:
+            parse_rpc(self.rpc)
+
+    def tuning(self) -> TuningOptions:
+        return TuningOptions(trials=self.tune_trials, database=self.tuning_db, rpc=self.rpc)
 
     def dim_sizes(self) -> dict[str, int]:
         out = {}
@@ -89,13 +100,11 @@ class CpuOptions:
         return out
 
 
-def cpu_kernels() -> Kernels:
-    """Case 4: the x86 kernels when ``accelopt.targets.cpu.kernels`` provides them, else the generic ones."""
-    try:
-        from accelopt.targets.cpu.kernels import X86Kernels  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return Kernels()
-    return X86Kernels()  # type: ignore[no-any-return, unused-ignore]
+def cpu_kernels(features: Sequence[str] | None = None) -> Kernels:
+    """Case 4: the x86 kernels for a CPU with LLVM ``features`` (None: the host's)."""
+    from accelopt.targets.cpu.kernels import X86Kernels
+
+    return X86Kernels(features)
 
 
 @register_target
@@ -156,9 +165,9 @@ class CpuTarget(Target):
         return CpuTarget(dataclasses.replace(self.options, seq_lens=buckets))
 
     def with_batch(self, batch: int) -> CpuTarget:
-        if batch == self.options.batch:
-            return self
-        return CpuTarget(dataclasses.replace(self.options, batch=int(batch)))
+        """``--batch``: the batch the functions are compiled for (a spec ``batch`` that disagrees is an error)."""
+        b = bound_batch(self.name, self.options.batch, batch)
+        return self if b == self.options.batch else CpuTarget(dataclasses.replace(self.options, batch=b))
 
     # ------------------------------------------------------------------ lower
     def lower(self, graph: Graph, *, model: Any = None, samples: Any = None, kernels: Kernels | None = None) -> CpuArtifact:
@@ -176,11 +185,11 @@ class CpuTarget(Target):
         buckets = []
         for seq in dict.fromkeys(seq_lens):
             buckets.append(Bucket(binding.bucket_name(seq), binding.dims(seq)))
-        kern = kernels if kernels is not None else cpu_kernels()  # case 4
+        kern = kernels if kernels is not None else cpu_kernels(features)  # case 4
         lowered = build_module(graph, buckets, kern)
         t_lower = time.perf_counter() - t0
         threads = opts.num_threads or len(host.physical_cores())
-        result = compile_module(lowered.mod, llvm_target(mcpu, threads))  # case 5
+        result = compile_module(lowered.mod, llvm_target(mcpu, threads), opts.tuning())  # case 5
         notes.extend(n for n in lowered.notes if n not in notes)
         first = buckets[0].name
         meta = {
@@ -196,7 +205,12 @@ class CpuTarget(Target):
                 bk.output_spec(v, binding, lowered.output_shapes[first][v.name], seq_lens[0], relax_dtype(v.dtype))
                 for v in graph.outputs
             ],
-            "batch": {"keys": sorted(binding.batch_keys), "requested": opts.batch, "export": binding.export_batch},
+            "batch": {
+                "keys": sorted(binding.batch_keys),
+                "requested": opts.batch,
+                "export": binding.export_batch,
+                "padded": False,
+            },
             "seq": {"keys": sorted(binding.seq_keys), "buckets": list(dict.fromkeys(seq_lens)), "mask_inputs": binding.masks},
             "buckets": [
                 {
@@ -216,6 +230,7 @@ class CpuTarget(Target):
                 "failures": result.schedule.failures[:50],
             },
             "seconds": {"lower": round(t_lower, 3), **result.seconds, "total": round(time.perf_counter() - t0, 3)},
+            "tuning": result.tuning.as_dict() if result.tuning is not None else None,
             "notes": notes,
             "versions": {"accelopt": accelopt.__version__, "tvm": tvm.__version__},
         }

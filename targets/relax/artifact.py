@@ -11,7 +11,8 @@ On disk (``save`` / ``load``)::
 the boundary: integers checked to fit), picks the bucket for their sizes
 (a shorter sequence is padded when the graph has a mask input; a batch
 different from the compiled one is padded or run in chunks:
-``accelopt.targets.buckets``), calls the VM function with the inputs and the
+``accelopt.targets.buckets``), calls the VM function with the inputs (handed
+over without a copy when they are aligned: ``device_tensor``) and the
 parameters (moved to the device once), and returns numpy outputs by name in
 the IR's dtypes.
 
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from accelopt.errors import TargetError
@@ -137,8 +139,7 @@ class RelaxArtifact(Artifact):
         dev = self.device()
         results: list[list[np.ndarray]] = []
         for start in range(0, max(batch, 1), export_batch):
-            chunk = [tvm.runtime.tensor(np.ascontiguousarray(bk.fit(self.metadata, s, a, bucket, start)), dev)
-                     for s, a in zip(specs, arrays)]
+            chunk = [device_tensor(bk.fit(self.metadata, s, a, bucket, start), dev) for s, a in zip(specs, arrays)]
             outs = fn(*chunk, *params)
             results.append([o.numpy() for o in outs])
         return {
@@ -164,6 +165,25 @@ class RelaxArtifact(Artifact):
         for b in meta.get("buckets", []):
             b.pop("params", None)
         return {"target": self.target, "files": list(self.files), **meta}
+
+
+#: the compiled kernels assume buffers aligned to this many bytes (TVM's kAllocAlignment)
+ALIGN = 64
+
+
+def device_tensor(a: np.ndarray, dev: Any) -> Any:
+    """``a`` as a TVM tensor on ``dev``: on the CPU without a copy when it is contiguous and 64-byte aligned
+    (else one copy into an aligned buffer), through DLPack, which keeps the array alive; elsewhere a copy."""
+    a = np.ascontiguousarray(a)
+    if dev.dlpack_device_type() != tvm.cpu(0).dlpack_device_type() or a.dtype == np.bool_ or a.dtype.kind not in "iuf":
+        return tvm.runtime.tensor(a, dev)
+    if a.size and a.ctypes.data % ALIGN:
+        buf = np.empty(a.nbytes + ALIGN, np.uint8)
+        off = (-buf.ctypes.data) % ALIGN
+        aligned = buf[off : off + a.nbytes].view(a.dtype).reshape(a.shape)
+        np.copyto(aligned, a)
+        a = aligned
+    return tvm_ffi.from_dlpack(a)
 
 
 def read_metadata(d: Path) -> dict[str, Any]:

@@ -24,9 +24,11 @@ Contract (stable; other targets code against it):
   functions (sequence buckets). Name derived arrays after the weight
   (``f"{w.name}@x86p16"``) so two layouts of one weight never collide.
 - Emit TE computes with ``ctx.emit_te(fn, *args, primfunc_name_hint=...)``;
-  to have the cpu target schedule a PrimFunc with a kernel-specific rule, set
-  the PrimFunc attribute ``"accelopt.kernel"`` (e.g. ``"dense_fp32"``) and
-  register the rule with ``accelopt.targets.cpu.schedule_rules.register_rule``.
+  to have the cpu target schedule a PrimFunc with a kernel-specific rule,
+  mark its main ``te.compute`` with ``attrs={"accelopt.kernel": NAME}`` (a
+  block annotation: it survives Relax's operator fusion, which drops PrimFunc
+  attributes; the PrimFunc attribute is read too) and register the rule with
+  ``accelopt.targets.cpu.schedule_rules.register_rule(NAME, fn)``.
 - Results have the dtype stated per method; the lowering casts to the IR's
   dtype afterwards if they differ.
 - A kernel that cannot handle a case calls the base method
@@ -51,6 +53,13 @@ Methods (shapes for the common case; all accept leading batch dims):
     num_heads); ``mask`` [B, S] key-padding mask (nonzero keeps; padded keys
     get ``mask_filter_value`` added) or None; ``scale`` (0: 1/sqrt(head
     size)). Result [B, S, H] in qkv's dtype.
+``multi_head_attention(ctx, node, q, k, v, mask, bias, num_heads, scale, mask_filter_value, unidirectional)``
+    the core of ``MultiHeadAttention`` (and of ``Attention`` / ``QAttention``
+    with an ``attention_bias`` or ``unidirectional=1``): ``q`` [B, S, H], ``k``
+    [B, T, H], ``v`` [B, T, Hv] float; ``bias`` broadcastable to [B, N, S, T]
+    (operand) or None, added after the scale; masked pairs (``mask`` [B, T]
+    entry 0, and keys after the query when ``unidirectional``) get
+    ``mask_filter_value`` added once. Result [B, S, Hv] in q's dtype.
 ``sdpa(ctx, node, q, k, v, mask, scale, is_causal)``
     ``ScaledDotProductAttention``: q [..., L, E], k [..., S, E], v [..., S,
     Ev]; ``mask`` bool (True takes part) or float (added) broadcastable to
@@ -178,28 +187,54 @@ class Kernels:
         scale: float,
         mask_filter_value: float,
     ) -> relax.Expr:
-        b, s, n3 = ctx.shape(qkv)
-        hidden = n3 // 3
-        d = hidden // num_heads
         in_dt = ctx.dtype(qkv)
-        ct = emit.compute_dtype(ctx, qkv)
-        qkv = ctx.astype(qkv, ct)
-        parts = ctx.emit(R.permute_dims(R.reshape(qkv, (b, s, 3, num_heads, d)), [2, 0, 3, 1, 4]))  # [3,B,N,S,D]
-        q, k, v = (ctx.emit(R.squeeze(R.strided_slice(parts, [0], [i], [i + 1]), [0])) for i in range(3))
+        qkv = ctx.astype(qkv, emit.compute_dtype(ctx, qkv))
+        q, k, v = split_heads(ctx, qkv, num_heads)
         scores = ctx.emit(R.matmul(q, R.permute_dims(k, [0, 1, 3, 2])))
-        sc = scale if scale else 1.0 / float(np.sqrt(d))
-        scores = ctx.emit(R.multiply(scores, emit.scalar(ctx, sc, scores)))
+        scores = scale_and_mask(ctx, scores, mask, head_scale(ctx, q, scale), mask_filter_value)
+        probs = ctx.emit(R.nn.softmax(scores, axis=-1))
+        out = ctx.emit(R.matmul(probs, v))  # [B, N, S, D]
+        return ctx.astype(merge_heads(ctx, out), in_dt)
+
+    def multi_head_attention(
+        self,
+        ctx: LowerCtx,
+        node: Node,
+        q: Any,
+        k: Any,
+        v: Any,
+        mask: Any,
+        bias: Any,
+        num_heads: int,
+        scale: float,
+        mask_filter_value: float,
+        unidirectional: bool,
+    ) -> relax.Expr:
+        in_dt = ctx.dtype(q)
+        ct = emit.compute_dtype(ctx, q)
+        q, k, v = (ctx.astype(ctx.expr(t), ct) for t in (q, k, v))
+        b, s, hq = ctx.shape(q)
+        t, hv = ctx.shape(k)[1], ctx.shape(v)[-1]
+        d, dv = hq // num_heads, hv // num_heads
+        qh = ctx.emit(R.permute_dims(R.reshape(q, (b, s, num_heads, d)), [0, 2, 1, 3]))
+        kt = ctx.emit(R.permute_dims(R.reshape(k, (b, t, num_heads, d)), [0, 2, 3, 1]))
+        vh = ctx.emit(R.permute_dims(R.reshape(v, (b, t, num_heads, dv)), [0, 2, 1, 3]))
+        scores = ctx.emit(R.multiply(R.matmul(qh, kt), emit.scalar(ctx, head_scale(ctx, qh, scale), qh)))
+        if bias is not None:
+            scores = ctx.emit(R.add(scores, ctx.expr(bias, ct)))
+        blocked: Any = None
         if mask is not None:
             m = ctx.expr(mask)
             pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
-            bias = ctx.emit(
-                R.where(pad, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
-            )
-            scores = ctx.emit(R.add(scores, R.reshape(bias, (b, 1, 1, s))))
+            blocked = ctx.emit(R.reshape(pad, (b, 1, 1, t)))
+        if unidirectional:
+            future = ctx.const(np.triu(np.ones((s, t), dtype=np.bool_), 1))
+            blocked = future if blocked is None else ctx.emit(R.logical_or(blocked, future))
+        if blocked is not None:
+            shift = R.where(blocked, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores))
+            scores = ctx.emit(R.add(scores, shift))
         probs = ctx.emit(R.nn.softmax(scores, axis=-1))
-        out = ctx.emit(R.matmul(probs, v))  # [B, N, S, D]
-        out = ctx.emit(R.reshape(R.permute_dims(out, [0, 2, 1, 3]), (b, s, hidden)))
-        return ctx.astype(out, in_dt)
+        return ctx.astype(merge_heads(ctx, ctx.emit(R.matmul(probs, vh))), in_dt)
 
     def sdpa(
         self, ctx: LowerCtx, node: Node, q: Any, k: Any, v: Any, mask: Any, scale: float, is_causal: bool
@@ -289,6 +324,39 @@ class Kernels:
         zp = ctx.emit(R.astype(zpf, to))
         y = emit.quantize(ctx, xf, scale, zp, to)
         return y, scale, zp
+
+
+def split_heads(ctx: LowerCtx, qkv: Any, num_heads: int) -> tuple[relax.Expr, relax.Expr, relax.Expr]:
+    """Packed ``qkv`` [B, S, 3H] -> q, k, v [B, heads, S, H / heads] (the Attention op's layout)."""
+    b, s, n3 = ctx.shape(qkv)
+    d = n3 // 3 // num_heads
+    parts = ctx.emit(R.permute_dims(R.reshape(qkv, (b, s, 3, num_heads, d)), [2, 0, 3, 1, 4]))  # [3,B,N,S,D]
+    q, k, v = (ctx.emit(R.squeeze(R.strided_slice(parts, [0], [i], [i + 1]), [0])) for i in range(3))
+    return q, k, v
+
+
+def scale_and_mask(ctx: LowerCtx, scores: Any, mask: Any, scale: float, mask_filter_value: float) -> relax.Expr:
+    """``scores`` [B, N, S, S] times ``scale``, plus ``mask_filter_value`` on the keys the [B, S] ``mask``
+    pads (its 0 entries)."""
+    b, _, _, s = ctx.shape(scores)
+    scores = ctx.emit(R.multiply(scores, emit.scalar(ctx, scale, scores)))
+    if mask is not None:
+        m = ctx.expr(mask)
+        pad = ctx.emit(R.equal(m, ctx.const(np.zeros((), emit.np_of(ctx, m)))))
+        bias = ctx.emit(R.where(pad, emit.scalar(ctx, mask_filter_value, scores), emit.scalar(ctx, 0.0, scores)))
+        scores = ctx.emit(R.add(scores, R.reshape(bias, (b, 1, 1, s))))
+    return scores
+
+
+def head_scale(ctx: LowerCtx, q: Any, scale: float) -> float:
+    """The attention scale: ``scale``, or 1/sqrt(head size) when it is 0."""
+    return scale if scale else 1.0 / float(np.sqrt(ctx.shape(q)[-1]))
+
+
+def merge_heads(ctx: LowerCtx, out: Any) -> relax.Expr:
+    """[B, heads, S, D] -> [B, S, heads * D]."""
+    b, n, s, d = ctx.shape(out)
+    return ctx.emit(R.reshape(R.permute_dims(out, [0, 2, 1, 3]), (b, s, n * d)))
 
 
 def scales_product(ctx: LowerCtx, x_scale: Any, w_scale: np.ndarray | Any, w_name: str) -> relax.Expr:

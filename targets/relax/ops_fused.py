@@ -7,9 +7,13 @@ Cases:
    unpacked to [K, N] first: targets pack weights their own way); a run-time
    weight is a ``matmul`` plus the bias and activation epilogue.
 2. ``Attention``: the packed QKV projection is a ``linear`` and the rest the
-   ``attention`` hook; ``ScaledDotProductAttention`` is the ``sdpa`` hook.
+   ``attention`` hook, or, with an ``attention_bias`` or ``unidirectional=1``,
+   the ``multi_head_attention`` hook on the three slices of the projection;
+   ``MultiHeadAttention`` is that hook; ``ScaledDotProductAttention`` the
+   ``sdpa`` hook.
 3. ``LayerNorm`` / ``SkipLayerNorm``: the ``layer_norm`` / ``skip_layer_norm``
-   hooks (``SkipLayerNorm``'s optional second output is the sum).
+   hooks (``SkipLayerNorm``'s optional second output is the sum); ``RMSNorm``:
+   mean of squares, ``rsqrt`` and the scale in float32.
 4. ``EmbedLayerNorm``: three gathers (positions ``0..S-1`` when no
    ``position_ids``: a slice of the table), summed, then the
    ``layer_norm`` hook.
@@ -90,14 +94,40 @@ def _packed_linear(ctx, node, ins, attrs):
 
 
 # ---------------------------------------------------------------- case 2
+def attention_from_qkv(ctx: LowerCtx, node: Node, qkv: relax.Expr, ins: list[Any], mask_index: int,
+                       attrs: Any) -> relax.Expr:
+    """Case 2 after the packed projection: the ``attention`` hook, or the ``multi_head_attention`` hook on the
+    three slices of ``qkv`` when there is an attention bias (input ``mask_index + 1``) or a causal mask."""
+    mask, bias = _opt(ins, mask_index), _opt(ins, mask_index + 1)
+    mask = ctx.operand(node, mask_index, mask) if mask is not None else None
+    heads, scale, fill = int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
+    causal = bool(int(attrs.get("unidirectional", 0)))
+    if bias is None and not causal:
+        return ctx.kernels.attention(ctx, node, qkv, mask, heads, scale, fill)
+    b, s, n3 = ctx.shape(qkv)
+    h = n3 // 3
+    q, k, v = (ctx.emit(R.strided_slice(qkv, [2], [i * h], [(i + 1) * h])) for i in range(3))
+    bias = ctx.operand(node, mask_index + 1, bias) if bias is not None and not ctx.is_static(bias) else bias
+    return ctx.kernels.multi_head_attention(ctx, node, q, k, v, mask, bias, heads, scale, fill, causal)
+
+
 @lower("Attention")
 def _attention(ctx, node, ins, attrs):
     qkv = project(ctx, node, ins[0], ins[1], _opt(ins, 2), "none")
-    mask = _opt(ins, 3)
+    return [attention_from_qkv(ctx, node, qkv, ins, 3, attrs)]
+
+
+@lower("MultiHeadAttention")
+def _multi_head_attention(ctx, node, ins, attrs):
+    q, k, v = (ctx.operand(node, i, ins[i]) for i in range(3))
+    mask, bias = _opt(ins, 3), _opt(ins, 4)
     mask = ctx.operand(node, 3, mask) if mask is not None else None
+    bias = ctx.operand(node, 4, bias) if bias is not None and not ctx.is_static(bias) else bias
+    causal = bool(int(attrs.get("unidirectional", 0)))
     return [
-        ctx.kernels.attention(
-            ctx, node, qkv, mask, int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
+        ctx.kernels.multi_head_attention(
+            ctx, node, q, k, v, mask, bias, int(attrs["num_heads"]), float(attrs["scale"]),
+            float(attrs["mask_filter_value"]), causal,
         )
     ]
 
@@ -127,6 +157,20 @@ def _skip_layer_norm(ctx, node, ins, attrs):
         ctx, node, x, skip, ins[2], _opt(ins, 3), _opt(ins, 4), float(attrs["epsilon"]), want_sum
     )
     return [y, s] if want_sum else [y]
+
+
+@lower("RMSNorm")
+def _rms_norm(ctx, node, ins, attrs):
+    x = ctx.operand(node, 0, ins[0])
+    rank = ctx.ndim(x)
+    axes = list(range(int(attrs.get("axis", -1)) % rank, rank))
+    in_dt = ctx.dtype(x)
+    ct = emit.compute_dtype(ctx, x)
+    xf = ctx.astype(x, ct)
+    ms = ctx.emit(R.mean(R.multiply(xf, xf), axes, keepdims=True))
+    inv = ctx.emit(R.rsqrt(R.add(ms, ctx.const(np.asarray(float(attrs["epsilon"])), ct))))
+    y = ctx.emit(R.multiply(R.multiply(xf, inv), ctx.expr(ins[1], ct)))
+    return [ctx.astype(y, in_dt)]
 
 
 # ---------------------------------------------------------------- case 4

@@ -13,6 +13,11 @@ Cases:
 4. ``Conv`` / ``ConvNHWC``: Relax conv1d/2d/3d (NCW/NCHW/NCDHW) with explicit
    pads, strides, dilations and groups (``auto_pad`` resolved first);
    channels-last inputs are transposed around it.
+5. ``ConvTranspose``: the case-4 convolution of the input dilated by the
+   strides (zeros interleaved with pad + reshape) with the flipped kernel, its
+   in/out channels swapped per group, padded ``dilation * (kernel - 1) - pad``
+   at each end plus ``output_padding`` at the end (a negative amount crops the
+   dilated input); geometry from the reference's ``transpose_geometry``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tvm import relax
 
 from accelopt.ir.graph import Node
 from accelopt.ir.ops.onnx_conv import resolve_pads
+from accelopt.ir.ops.onnx_conv_transpose import transpose_geometry
 from accelopt.ir.ops.onnx_math import parse_einsum
 from accelopt.targets.relax import emit
 from accelopt.targets.relax.kernels import Weight
@@ -162,3 +168,53 @@ def _conv_nhwc(ctx, node, ins, attrs):
     b = ins[2] if len(ins) > 2 and ins[2] is not None else None
     y = conv_nchw(ctx, node, xc, w, ctx.operand(node, 2, b) if b is not None else None, attrs)
     return [ctx.emit(R.permute_dims(y, [0, *range(2, rank), 1]))]
+
+
+# ---------------------------------------------------------------- case 5
+def _dilate(ctx: LowerCtx, x: relax.Expr, axis: int, stride: int) -> relax.Expr:
+    """``stride - 1`` zeros between the elements of ``axis``."""
+    shape = list(ctx.shape(x))
+    n = shape[axis]
+    if stride == 1 or n <= 1:
+        return x
+    y = ctx.emit(R.reshape(x, shape[: axis + 1] + [1] + shape[axis + 1 :]))
+    widths = [0] * (2 * len(shape) + 2)
+    widths[2 * (axis + 1) + 1] = stride - 1
+    y = ctx.emit(R.nn.pad(y, widths, "constant", 0.0))
+    y = ctx.emit(R.reshape(y, shape[:axis] + [n * stride] + shape[axis + 1 :]))
+    return ctx.emit(R.strided_slice(y, [axis], [0], [(n - 1) * stride + 1]))
+
+
+@lower("ConvTranspose")
+def _conv_transpose(ctx, node, ins, attrs):
+    x = ctx.operand(node, 0, ins[0])
+    xs = ctx.shape(x)
+    sp = len(xs) - 2
+    wshape = ctx.shape(ins[1])
+    kernel = list(wshape[2:])
+    strides, dil, extra, pads, _ = transpose_geometry(list(xs[2:]), kernel, attrs)
+    group = int(attrs.get("group", 1))
+    c, mg = wshape[0], wshape[1]
+    swap = [0, 2, 1, *range(3, 3 + sp)]
+    if ctx.is_static(ins[1]):
+        w = np.asarray(ins[1]).reshape(group, c // group, mg, *kernel).transpose(swap)
+        w = np.flip(w.reshape(group * mg, c // group, *kernel), axis=tuple(range(2, 2 + sp)))
+        weight = ctx.expr(np.ascontiguousarray(w), name=ctx.key(node, 1) + "@flipped")
+    else:
+        wv = ctx.emit(R.reshape(ctx.operand(node, 1, ins[1]), [group, c // group, mg, *kernel]))
+        weight = ctx.emit(R.reshape(R.permute_dims(wv, swap), [group * mg, c // group, *kernel]))
+        for a in range(2, 2 + sp):
+            weight = ctx.emit(R.flip(weight, a))
+    y = x
+    conv_pads = [0] * (2 * sp)
+    for i in range(sp):
+        y = _dilate(ctx, y, 2 + i, strides[i])
+        reach = dil[i] * (kernel[i] - 1)
+        lo, hi = reach - pads[i], reach - pads[i + sp] + extra[i]
+        if lo < 0 or hi < 0:
+            n = ctx.shape(y)[2 + i]
+            y = ctx.emit(R.strided_slice(y, [2 + i], [max(-lo, 0)], [n - max(-hi, 0)]))
+        conv_pads[i], conv_pads[i + sp] = max(lo, 0), max(hi, 0)
+    b = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    conv_attrs = {"pads": conv_pads, "dilations": dil, "group": group}
+    return [conv_nchw(ctx, node, y, weight, ctx.operand(node, 2, b) if b is not None else None, conv_attrs)]

@@ -31,6 +31,7 @@ from accelopt.ir.ops.onnx_quant import expand_qparam
 from accelopt.targets.relax import emit
 from accelopt.targets.relax.kernels import QWeight, scales_product
 from accelopt.targets.relax.lowering import LowerCtx, lower, relax_dtype
+from accelopt.targets.relax.ops_fused import attention_from_qkv
 
 R = relax.op
 
@@ -178,10 +179,4 @@ def _qlinear(ctx, node, ins, attrs):
 @lower("QAttention")
 def _qattention(ctx, node, ins, attrs):
     qkv = qproject(ctx, node, ins, _opt(ins, 6), None, None, "none")
-    mask = _opt(ins, 7)
-    mask = ctx.operand(node, 7, mask) if mask is not None else None
-    return [
-        ctx.kernels.attention(
-            ctx, node, qkv, mask, int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
-        )
-    ]
+    return [attention_from_qkv(ctx, node, qkv, ins, 7, attrs)]

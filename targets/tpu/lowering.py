@@ -129,6 +129,7 @@ def lower(
 def _ensure_loaded() -> None:
     import accelopt.targets.tpu.ops_conv  # noqa: F401
     import accelopt.targets.tpu.ops_fused  # noqa: F401
+    import accelopt.targets.tpu.ops_pool  # noqa: F401
     import accelopt.targets.tpu.ops_quant  # noqa: F401
     import accelopt.targets.tpu.ops_std  # noqa: F401
 
@@ -693,13 +694,17 @@ class LowerCtx:
         w: Any,
         attrs: Mapping[str, Any],
         dims: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+        *,
+        geometry: tuple[list[int], list[int], list[tuple[int, int]], list[int]] | None = None,
     ) -> Any:
         """A convolution under the policy (bf16 x bf16 -> f32, or f32 at HIGHEST), result float32.
 
         ``dims`` are the (lhs, rhs, out) dimension numbers as ``lax``
         takes them: (batch, feature, *spatial), (out feature, in feature,
         *spatial), (batch, feature, *spatial). Strides, dilations, pads and
-        ``auto_pad`` follow ``Conv`` (``resolve_pads``).
+        ``auto_pad`` follow ``Conv`` (``resolve_pads``) unless ``geometry``
+        gives (strides, dilations, (low, high) paddings, input dilation)
+        itself (``ConvTranspose`` as a convolution of the dilated input).
         """
         from accelopt.ir.ops.onnx_conv import resolve_pads
 
@@ -707,8 +712,12 @@ class LowerCtx:
         lhs, rhs, out = dims
         spatial = [x.shape[i] for i in lhs[2:]]
         kernel = [w.shape[i] for i in rhs[2:]]
-        strides, dil, pads = resolve_pads(spatial, kernel, attrs)
         sp = len(kernel)
+        if geometry is None:
+            strides, dil, pads = resolve_pads(spatial, kernel, attrs)
+            padding, lhs_dil = [(pads[i], pads[i + sp]) for i in range(sp)], [1] * sp
+        else:
+            strides, dil, padding, lhs_dil = geometry
         if self.policy.precision == "fp32":
             x, w, prec = x.astype(jnp.float32), w.astype(jnp.float32), jax.lax.Precision.HIGHEST
             kind = "matmul_f32"
@@ -719,7 +728,8 @@ class LowerCtx:
             x,
             w,
             window_strides=strides,
-            padding=[(pads[i], pads[i + sp]) for i in range(sp)],
+            padding=padding,
+            lhs_dilation=lhs_dil,
             rhs_dilation=dil,
             dimension_numbers=jax.lax.ConvDimensionNumbers(lhs, rhs, out),
             feature_group_count=int(attrs.get("group", 1)),

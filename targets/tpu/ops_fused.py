@@ -2,14 +2,16 @@
 
 Cases:
 
-1. ``LayerNorm`` / ``SkipLayerNorm`` / ``EmbedLayerNorm``: statistics in f32
-   (the vector unit's type), result cast to the input's type.
+1. ``LayerNorm`` / ``SkipLayerNorm`` / ``EmbedLayerNorm`` / ``RMSNorm``:
+   statistics in f32 (the vector unit's type), result cast to the input's type.
 2. ``Linear``: the policy matmul with a prepared [K, N] weight; bias and
    activation applied to the f32 accumulator before the cast (XLA fuses them
    into the matmul's epilogue).
-3. ``Attention``: packed QKV projection (policy matmul, prepared weight),
-   per-head scaled scores and context as batched policy matmuls (bf16 x bf16
-   -> f32), key-padding mask added as ``mask_filter_value``, softmax in f32.
+3. ``Attention`` / ``MultiHeadAttention``: packed QKV projection (policy
+   matmul, prepared weight) or the projected q, k, v; per-head scaled scores
+   and context as batched policy matmuls (bf16 x bf16 -> f32), the
+   ``attention_bias`` added, masked pairs (padded keys, and later keys when
+   ``unidirectional``) shifted by ``mask_filter_value``, softmax in f32.
    The head dim is not padded: it would double attention FLOPs for BERT's 64.
 4. ``ScaledDotProductAttention``: torch semantics: bool mask selects, float
    mask adds, causal lower triangle, fully masked rows give zeros.
@@ -74,6 +76,18 @@ def _layernorm(ctx, node, ins, attrs):
     x = ctx.jx(ins[0])
     beta = _opt(ins, 2)
     y = _layer_norm(x, ctx.jx(ins[1]), None if beta is None else ctx.jx(beta), attrs["epsilon"], attrs.get("axis", -1))
+    out = y.astype(x.dtype)
+    _record_other(ctx, node, ins, [out])
+    return [out]
+
+
+@lower("RMSNorm")
+def _rmsnorm(ctx, node, ins, attrs):
+    x = ctx.jx(ins[0])
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(int(attrs.get("axis", -1)) % x.ndim, x.ndim))
+    ms = jnp.mean(xf * xf, axis=axes, keepdims=True)
+    y = xf * jax.lax.rsqrt(ms + jnp.float32(attrs["epsilon"])) * ctx.jx(ins[1]).astype(jnp.float32)
     out = y.astype(x.dtype)
     _record_other(ctx, node, ins, [out])
     return [out]
@@ -175,25 +189,49 @@ def _scores(ctx: LowerCtx, node: Any, q: Any, k: Any, scale: float) -> Any:
 
 @lower("Attention", weights=rhs_weight)
 def _attention(ctx, node, ins, attrs):
-    out = attention_from_qkv(ctx, node, _project(ctx, node, ins), _opt(ins, 3), attrs)
+    out = attention_from_qkv(ctx, node, _project(ctx, node, ins), _opt(ins, 3), attrs, _opt(ins, 4))
     return [out.astype(ctx.out_dtype(node))]
 
 
-def attention_from_qkv(ctx: LowerCtx, node: Any, qkv: Any, mask: Any, attrs: Mapping[str, Any]) -> Any:
+@lower("MultiHeadAttention")
+def _multi_head_attention(ctx, node, ins, attrs):
+    q, k, v = (ctx.jx(ins[i]).astype(jnp.float32) for i in range(3))
+    out = attention_core(ctx, node, q, k, v, _opt(ins, 3), attrs, _opt(ins, 4))
+    return [out.astype(ctx.out_dtype(node))]
+
+
+def attention_from_qkv(ctx: LowerCtx, node: Any, qkv: Any, mask: Any, attrs: Mapping[str, Any], bias: Any = None) -> Any:
     """Case 3 after the projection: packed ``qkv [B, S, 3H]`` (f32) -> context ``[B, S, H]`` (f32)."""
-    heads = int(attrs["num_heads"])
-    bsz, seq = qkv.shape[0], qkv.shape[1]
     hidden = qkv.shape[-1] // 3
-    d = hidden // heads
-    qkv = qkv.reshape(bsz, seq, 3, heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    scores = _scores(ctx, node, q, k, attrs.get("scale", 0.0) or 1.0 / math.sqrt(d))
+    return attention_core(ctx, node, qkv[..., :hidden], qkv[..., hidden : 2 * hidden], qkv[..., 2 * hidden :], mask,
+                          attrs, bias)
+
+
+def attention_core(
+    ctx: LowerCtx, node: Any, q: Any, k: Any, v: Any, mask: Any, attrs: Mapping[str, Any], bias: Any = None
+) -> Any:
+    """Cases 3 and 4: projected ``q [B,S,H]``, ``k [B,T,H]``, ``v [B,T,Hv]`` (f32) -> ``[B, S, Hv]`` (f32): scaled
+    scores, the bias added, masked pairs (padded keys, later keys when causal) shifted by ``mask_filter_value``."""
+    heads = int(attrs["num_heads"])
+    bsz, seq, keys = q.shape[0], q.shape[1], k.shape[1]
+    d, dv = q.shape[-1] // heads, v.shape[-1] // heads
+    qh = q.reshape(bsz, seq, heads, d).transpose(0, 2, 1, 3)
+    kh = k.reshape(bsz, keys, heads, d).transpose(0, 2, 1, 3)
+    vh = v.reshape(bsz, keys, heads, dv).transpose(0, 2, 1, 3)
+    scores = _scores(ctx, node, qh, kh, attrs.get("scale", 0.0) or 1.0 / math.sqrt(d))
+    if bias is not None:
+        scores = scores + ctx.jx(bias).astype(jnp.float32)
+    blocked = None
     if mask is not None:
-        keep = ctx.jx(mask) != 0
-        scores = scores + jnp.where(keep, 0.0, jnp.float32(attrs.get("mask_filter_value", -10000.0)))[:, None, None, :]
+        blocked = (ctx.jx(mask) == 0)[:, None, None, :]
+    if attrs.get("unidirectional", 0):
+        future = jnp.triu(jnp.ones((seq, keys), dtype=jnp.bool_), 1)
+        blocked = future if blocked is None else jnp.logical_or(blocked, future)
+    if blocked is not None:
+        scores = scores + jnp.where(blocked, jnp.float32(attrs.get("mask_filter_value", -10000.0)), 0.0)
     probs = _softmax_f32(scores)
-    ctxt = ctx.matmul(node, probs, v, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
-    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
+    ctxt = ctx.matmul(node, probs, vh, out_dtype=np.dtype(np.float32), lhs_index=None, rhs_index=None)
+    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, heads * dv)
 
 
 def _packed_weights(node: Any, attrs: Mapping[str, Any]) -> dict[int, bool]:

@@ -210,7 +210,7 @@ def _qlinear(ctx, node, ins, attrs):
 def _qattention(ctx, node, ins, attrs):
     """Case 8."""
     qkv = _projection(ctx, node, ins)
-    out = attention_from_qkv(ctx, node, qkv, _opt(ins, 7), attrs)
+    out = attention_from_qkv(ctx, node, qkv, _opt(ins, 7), attrs, _opt(ins, 8))
     return [out.astype(ctx.out_dtype(node))]
 
 

@@ -711,6 +711,8 @@ def _layer_norm(ctx, node, ins, attrs):
 
 @lower("BatchNormalization")
 def _batch_norm(ctx, node, ins, attrs):
+    if attrs.get("training_mode", 0) == 1 or len(node.outputs) > 1:
+        raise TargetError(f"node {node.name} (BatchNormalization): training_mode=1 has no TPU lowering")
     x, scale, b, mean, var = (ctx.jx(v) for v in ins[:5])
     shape = [1, -1] + [1] * (x.ndim - 2)
     xf = _f32(x)

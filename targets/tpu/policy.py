@@ -39,7 +39,18 @@ INT8_MATMUL_OPS = frozenset({"MatMulInteger", "QLinearMatMul", "QLinear", "QAtte
 _INT8_TYPES = (DType.INT8, DType.UINT8)
 #: ops that run on the MXU (their first input's dtype tells the graph's matmul precision)
 MATMUL_OPS = frozenset(
-    {"MatMul", "Gemm", "Linear", "PackedLinear", "Attention", "Einsum", "ScaledDotProductAttention", "Conv", "ConvNHWC"}
+    {
+        "MatMul",
+        "Gemm",
+        "Linear",
+        "PackedLinear",
+        "Attention",
+        "MultiHeadAttention",
+        "Einsum",
+        "ScaledDotProductAttention",
+        "Conv",
+        "ConvNHWC",
+    }
 )
 
 

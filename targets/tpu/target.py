@@ -63,8 +63,9 @@ import numpy as np
 
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
+from accelopt.suggest import did_you_mean
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Capabilities, Target, register_target
+from accelopt.targets.base import Capabilities, Target, bound_batch, register_target
 from accelopt.targets.tpu import export as tpu_export
 from accelopt.targets.tpu.artifact import FORMAT, VERSION, TpuArtifact
 from accelopt.targets.tpu.chips import CHIPS, DEFAULT_CHIP, get_chip
@@ -110,7 +111,10 @@ class TpuOptions:
             values["seq_lens"] = values.pop("seq_len")
         unknown = sorted(set(values) - known)
         if unknown:
-            raise TargetError(f"unknown tpu option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise TargetError(
+                f"unknown tpu option(s) {', '.join(unknown)}{did_you_mean(unknown[0], known)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         if "seq_lens" in values:
             values["seq_lens"] = bk.int_tuple(values["seq_lens"], "seq_lens")
         if "platforms" in values:
@@ -164,6 +168,11 @@ class TpuTarget(Target):
 
     def __init__(self, options: TpuOptions | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         self.options = TpuOptions.make(options, **overrides)
+
+    def with_batch(self, batch: int) -> TpuTarget:
+        """``--batch N``: the batch the exports are built for (rounded up to ``batch_multiple``, case 3)."""
+        b = bound_batch("tpu", self.options.batch, batch)
+        return self if b == self.options.batch else TpuTarget(dataclasses.replace(self.options, batch=b))
 
     def with_seq_lens(self, seq_lens: Sequence[int]) -> TpuTarget:
         """``--seq-len 128,256,512``: one export per bucket (the ``seq_lens`` option).

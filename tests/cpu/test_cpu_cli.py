@@ -55,6 +55,9 @@ def test_bench_reports_median_and_p90(cpu_out: Path, capsys):
                              capsys)
     assert rc == EXIT_OK, stderr
     assert "median" in stdout and "p90" in stdout and "input_ids[2, 16]" in stdout
+    rc, stdout, stderr = run(["bench", cpu_out, "--warmup", "0", "--repeat", "2", "--profile"], capsys)
+    assert rc == EXIT_OK, stderr
+    assert "where the time goes" in stdout and "dense_fp32" in stdout and "%" in stdout  # the x86 dense kernel
 
 
 @pytest.mark.parametrize(

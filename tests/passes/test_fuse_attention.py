@@ -107,7 +107,15 @@ def _near_miss(g: Graph) -> str:
     return res.near_misses[0]
 
 
-def test_near_miss_mask_from_two_inputs() -> None:
+def _two_input_inputs() -> dict[str, np.ndarray]:
+    feeds = padded_inputs()
+    other = np.ones_like(feeds["mask"])
+    other[0, 4] = 0
+    return {**feeds, "other": other}
+
+
+def test_mask_from_two_inputs_is_kept_as_a_bias() -> None:
+    """A mask computed from two inputs is no key-padding mask of one input: the term becomes attention_bias."""
     g, b, x, mask = _single("legacy")
     other = g.add_input("other", ir.TensorType(ir.DType.INT64, ("batch", "seq")))
     both = b.op("Mul", [mask, other], name="both")
@@ -115,19 +123,23 @@ def test_near_miss_mask_from_two_inputs() -> None:
     m4 = b.op("Unsqueeze", [mf, b.c("axes", [1, 2], np.int64)])
     add = b.op("Mul", [b.op("Sub", [b.c("one", 1.0), m4]), b.c("neg", -10000.0)], name="mask_term")
     g.set_outputs([attention_block(b, x, mask, Weights.seeded(8), 2, mask_value=add)])
-    msg = _near_miss(g)
-    assert "attention: 0 of 1 matched" in msg
-    assert "mask depends on 2 graph inputs (mask, other)" in msg
+    res = run_pass("fuse-attention", g)
+    (att,) = [n for n in res.graph.nodes if n.op == "Attention"]
+    assert att.inputs[3] is None and att.inputs[4] is res.graph.value("mask_term")
+    assert res.notes[0] == "fused: 1 Attention (bias)"
+    check_numerics(g, res.graph, _two_input_inputs(), atol=1e-5)
 
 
-def test_near_miss_not_a_key_padding_mask() -> None:
+def test_inverted_mask_is_kept_as_a_bias() -> None:
     g, b, x, mask = _single("legacy")
     mf = b.op("Cast", [mask], {"to": ir.DType.FLOAT32})
     m4 = b.op("Unsqueeze", [mf, b.c("axes", [1, 2], np.int64)])
     add = b.op("Mul", [m4, b.c("neg", -10000.0)], name="inverted")  # masks the kept keys
     g.set_outputs([attention_block(b, x, mask, Weights.seeded(8), 2, mask_value=add)])
-    msg = _near_miss(g)
-    assert "not a key-padding mask" in msg and "mask_add" in msg
+    res = run_pass("fuse-attention", g)
+    (att,) = [n for n in res.graph.nodes if n.op == "Attention"]
+    assert len(att.inputs) == 5 and att.inputs[3] is None and att.inputs[4].name == "inverted"
+    check_numerics(g, res.graph, padded_inputs(), atol=1e-5)
 
 
 def test_near_miss_probabilities_used_elsewhere() -> None:
@@ -137,20 +149,29 @@ def test_near_miss_probabilities_used_elsewhere() -> None:
     assert "l0_softmax" in msg and "graph output" in msg
 
 
-def test_near_miss_cross_attention() -> None:
+def test_cross_attention_becomes_multi_head_attention() -> None:
+    """K and V read another input than Q: no packed Attention, the projections stay and MultiHeadAttention takes
+    their outputs."""
     g, b, x, mask = _single("legacy")
     y = g.add_input("y", ir.TensorType(ir.DType.FLOAT32, ("batch", "seq", 8)))
     g.set_outputs([attention_block(b, x, mask, Weights.seeded(8), 2, y=y)])
-    msg = _near_miss(g)
-    assert "read different inputs" in msg and "only self-attention" in msg
+    res = run_pass("fuse-attention", g)
+    (mha,) = [n for n in res.graph.nodes if n.op == "MultiHeadAttention"]
+    assert [v.name for v in mha.inputs] == ["l0_q_add", "l0_k_add", "l0_v_add", "mask"]
+    assert res.graph.op_counts() == {"MultiHeadAttention": 1, "MatMul": 4, "Add": 4}
+    feeds = {**padded_inputs(), "y": np.random.default_rng(5).standard_normal((3, 5, 8)).astype(np.float32)}
+    check_numerics(g, res.graph, feeds, atol=1e-5)
 
 
-def test_near_miss_causal_sdpa() -> None:
+def test_causal_sdpa_is_unidirectional() -> None:
     g, _ = bert_attention_graph("sdpa")
-    sdpa = g.node("l0_sdpa")
-    sdpa.set_attrs({"is_causal": 1})
-    msg = _near_miss(g)
-    assert "causal" in msg
+    g.node("l0_sdpa").set_attrs({"is_causal": 1})
+    res = run_pass("fuse-attention", g)
+    (att,) = [n for n in res.graph.nodes if n.op == "Attention"]
+    assert att.attrs["unidirectional"] == 1 and att.inputs[3].name == "mask"
+    feeds = padded_inputs()
+    feeds["mask"][2] = [1, 0, 1, 1, 0]  # key 0 kept: a causal row with every key masked is left undefined
+    check_numerics(g, res.graph, feeds, atol=1e-5)
 
 
 def test_no_softmax_no_candidate() -> None:

@@ -91,3 +91,21 @@ def test_case3_no_sequence_padding_with_unfused_attention() -> None:
     assert not res.modified
     assert res.notes == ["sequence not padded: the graph has unfused attention (run fuse first); "
                          "padded keys might be attended to"]
+
+
+@pytest.mark.parametrize("family, padded", [("mobilebert", True), ("gpt2", True), ("t5", False)])
+def test_case3_sequence_padding_with_the_new_attention_forms(family: str, padded: bool) -> None:
+    """MultiHeadAttention (MobileBERT) and causal Attention (GPT-2) with mask inputs pad; T5, whose mask is
+    folded into its position bias, has no key-padding mask input and is left alone with a note."""
+    import families
+
+    graph, _ = PassManager(build_pipeline("cleanup,fuse"), PassContext()).run(families.load(family, "legacy").graph)
+    res = run_pass("layout-pad{multiple=16,dims=sequence}", graph)
+    res.graph.verify()
+    assert res.modified == padded
+    if not padded:
+        assert res.notes == ["sequence not padded: not every attention has a key-padding mask input that masks "
+                             "padded positions"]
+        return
+    assert [str(v.type) for v in res.graph.outputs] == [str(v.type) for v in graph.outputs]
+    assert check_numerics(graph, res.graph, families.inputs(family, 3, 9, seed=4), atol=1e-5) <= 1e-5

@@ -105,6 +105,33 @@ def test_qattention_runs_in_onnxruntime(spec: str, expect: str) -> None:
     np.testing.assert_allclose(got[0], outputs(q, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
+CAUSAL_BIAS = """graph t(%x: float32[batch,5,16], %mask: int64[batch,5], %bias: float32[1,4,5,5]) {
+  %w: float32[16,48] = const <sha:0>
+  %b: float32[48] = const <sha:1>
+  %att: float32[batch,5,16] = Attention{num_heads=4, unidirectional=1}(%x, %w, %b, %mask, %bias) @att
+  return %att
+}
+"""
+
+
+@pytest.mark.parametrize("spec", ["int8{activations=asymmetric,granularity=tensor}", "int8{activations=asymmetric}"])
+def test_qattention_with_bias_and_causal_runs_in_onnxruntime(spec: str) -> None:
+    """com.microsoft.QAttention has no attention_bias: the bias goes through MultiHeadAttention either way."""
+    rng = np.random.default_rng(6)
+    g = parse(
+        CAUSAL_BIAS,
+        {"w": (rng.standard_normal((16, 48)) / 4).astype(np.float32), "b": rng.standard_normal(48).astype(np.float32)},
+    )
+    q = _int8(g, spec)
+    att = q.node("att")
+    assert att.op == "QAttention" and att.attrs["unidirectional"] == 1 and att.inputs[8].name == "bias"
+    feeds = inputs_for(q, n=2, seq=5)
+    feeds["mask"] = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int64)
+    got, ops = _ort(q, feeds)
+    assert ops["MultiHeadAttention"] == 1 and ops["QAttention"] == 0, ops
+    np.testing.assert_allclose(got[0], outputs(q, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("to", [ir.DType.INT8, ir.DType.UINT8])
 @pytest.mark.parametrize("symmetric", [0, 1])
 @pytest.mark.parametrize("granularity", ["row", "tensor"])

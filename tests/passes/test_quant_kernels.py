@@ -7,7 +7,7 @@ import pytest
 
 import accelopt.ir as ir
 from accelopt.errors import VerifyError
-from accelopt.ir.ops.fused import attention
+from accelopt.ir.ops.attention import attention
 from accelopt.ir.ops.onnx_quant import dynamic_quantize as onnx_dynamic_quantize
 from accelopt.ir.ops.quantized import dequantized_matmul, dynamic_quantize, int_matmul
 from accelopt.passes.quant_qdq import quantize_weight

@@ -1,3 +1,3 @@
 """Op libraries; importing this package registers every op."""
 
-from accelopt.ir.ops import fused, onnx_std, quantized, sdpa  # noqa: F401
+from accelopt.ir.ops import attention, fused, onnx_std, quantized, sdpa  # noqa: F401

@@ -16,11 +16,9 @@ Ops:
    (``x * sigmoid(1.702 x)``), ``relu``.
 4. ``QuickGelu(x){alpha=1.702}`` = ``x * sigmoid(alpha * x)`` (the sigmoid
    approximation of GELU, onnxruntime's com.microsoft QuickGelu).
-5. ``Attention(x, qkv_weight[H,3H], qkv_bias[3H], mask?){num_heads, scale,
-   mask_filter_value}``: BERT self-attention up to the output projection.
-   ``scale`` 0 means ``1/sqrt(head_dim)``; ``mask`` is a key-padding mask
-   ``[B, S]`` (nonzero = keep) whose padded keys get ``mask_filter_value``
-   added to their scores, as in onnxruntime's com.microsoft.Attention.
+5. ``RMSNorm(x, scale){axis=-1, epsilon}`` = ``x / sqrt(mean(x^2) + epsilon) *
+   scale`` over the axes from ``axis`` to the last one (no mean subtraction,
+   no shift: T5's norm, ONNX opset 23's ``RMSNormalization``).
 6. ``EmbedLayerNorm(input_ids, token_type_ids?, word_emb, pos_emb, type_emb?,
    gamma, beta, position_ids?){epsilon}`` = LayerNorm(word_emb[input_ids] +
    pos_emb[positions] + type_emb[token_type_ids]); positions are
@@ -35,6 +33,9 @@ Ops:
 8. ``ConvNHWC(x[N, *spatial, C], w[*kernel, C/group, O], b?)`` with ``Conv``'s
    attributes: the channels-last convolution (same numbers as ``Conv`` on the
    transposed tensors).
+
+The attention ops (``Attention``, ``MultiHeadAttention``) live in
+``accelopt.ir.ops.attention``.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.dtypes import DType
+from accelopt.ir.ops.attention import attention, attention_from_qkv  # noqa: F401 (they lived here: still importable)
 from accelopt.ir.ops.common import dims_compatible_k, infer_axis, same_as_input
 from accelopt.ir.ops.onnx_conv import CONV_ATTRS, conv_nchw, infer_conv_dims
 from accelopt.ir.ops.onnx_elementwise import gelu
 from accelopt.ir.ops.onnx_math import layer_norm as onnx_layer_norm
-from accelopt.ir.ops.onnx_math import matmul, softmax
+from accelopt.ir.ops.onnx_math import matmul
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
-from accelopt.ir.types import Dim, TensorType
+from accelopt.ir.types import TensorType
 
 DOMAIN = "accelopt"
 
@@ -122,6 +124,33 @@ define_op(
     infer=_layernorm_infer,
     kernel=_layernorm_kernel,
     doc="Layer normalization of x over axes axis.. with scale gamma and optional shift beta.",
+)
+
+
+# -------------------------------------------------------------------- RMSNorm
+def rms_norm(x: np.ndarray, scale: np.ndarray, epsilon: float, axis: int = -1) -> np.ndarray:
+    """``x / sqrt(mean(x^2 over axis..) + epsilon) * scale`` in ``x``'s compute precision (case 5)."""
+    ct = _compute_dtype(x)
+    xc = x.astype(ct, copy=False)
+    axes = tuple(range(axis % x.ndim, x.ndim))
+    ms = np.mean(np.square(xc), axis=axes, keepdims=True)
+    y = xc / np.sqrt(ms + ct.type(epsilon))
+    y *= scale.astype(ct, copy=False)
+    return y.astype(x.dtype, copy=False)
+
+
+def _rmsnorm_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
+    return [rms_norm(ins[0], ins[1], float(attrs["epsilon"]), int(attrs["axis"]))]
+
+
+define_op(
+    "RMSNorm",
+    domain=DOMAIN,
+    inputs=2,
+    attrs={"axis": AttrSpec("int", -1), "epsilon": AttrSpec("float", 1e-5)},
+    infer=_layernorm_infer,
+    kernel=_rmsnorm_kernel,
+    doc="Root-mean-square normalization of x over axes axis.. times scale (no mean subtraction, no shift).",
 )
 
 
@@ -224,113 +253,6 @@ define_op(
     infer=same_as_input(0),
     kernel=lambda ins, attrs, n: [quick_gelu(ins[0], float(attrs["alpha"])).astype(ins[0].dtype, copy=False)],
     doc="x * sigmoid(alpha * x): the sigmoid approximation of GELU.",
-)
-
-
-# ------------------------------------------------------------------ Attention
-def attention_result(
-    ctx: InferContext, x: TensorType, w: TensorType, mask_index: int, dtype: DType
-) -> list[TensorType]:
-    """Type of ``Attention`` and ``QAttention``: checks ``num_heads``, the input ``x [B, S, H]``, the
-    packed weight ``w [H, 3H]`` and the key-padding mask ``[B, S]`` at ``mask_index`` (when given);
-    returns ``[B, S, H]`` of ``dtype``."""
-    heads = int(ctx.attrs["num_heads"])
-    if heads <= 0:
-        raise ctx.error(f"num_heads must be positive, got {heads}")
-    if x.shape is not None and len(x.shape) != 3:
-        raise ctx.error(f"input must be [batch, seq, hidden], got {x}")
-    hidden: Dim = None
-    if w.shape is not None:
-        if len(w.shape) != 2:
-            raise ctx.error(f"qkv_weight must be [hidden, 3*hidden], got {w}")
-        n3 = w.shape[1]
-        if isinstance(n3, int):
-            if n3 % 3 or (n3 // 3) % heads:
-                raise ctx.error(f"qkv_weight {w}: 3*hidden is not divisible by 3*num_heads={3 * heads}")
-            hidden = n3 // 3
-        if x.shape is not None and not dims_compatible_k(x.shape[-1], w.shape[0]):
-            raise ctx.error(f"input {x} does not match qkv_weight {w}")
-    if ctx.has(mask_index):
-        m = ctx.type(mask_index)
-        if m.shape is not None and len(m.shape) != 2:
-            raise ctx.error(f"mask must be a key-padding mask [batch, seq], got {m}")
-    if x.shape is None:
-        return [TensorType(dtype, None)]
-    return [TensorType(dtype, (x.shape[0], x.shape[1], hidden))]
-
-
-def _attention_infer(ctx: InferContext) -> list[TensorType]:
-    x = ctx.type(0)
-    return attention_result(ctx, x, ctx.type(1), 3, x.dtype)
-
-
-def attention_from_qkv(
-    qkv: np.ndarray, mask: np.ndarray | None, num_heads: int, scale: float, mask_filter_value: float
-) -> np.ndarray:
-    """Multi-head self-attention from projected ``qkv [B, S, 3H]`` (the packed layout of ``Attention``).
-
-    ``mask`` is a key-padding mask [B, S] (0 = padded); padded keys get ``mask_filter_value`` added.
-    """
-    ct = qkv.dtype.type
-    bsz, seq, n3 = qkv.shape
-    hidden = n3 // 3
-    d = hidden // num_heads
-    parts = qkv.reshape(bsz, seq, 3, num_heads, d).transpose(2, 0, 3, 1, 4)  # [3, B, N, S, D]
-    q, k, v = parts[0], parts[1], parts[2]
-    scores = matmul(q, k.transpose(0, 1, 3, 2))
-    scores *= ct(scale if scale else 1.0 / np.sqrt(d))
-    if mask is not None:
-        pad = (np.asarray(mask) == 0)[:, None, None, :]
-        scores += np.where(pad, ct(mask_filter_value), ct(0))
-    probs = softmax(scores, -1, out=scores)
-    ctxt = matmul(probs, v)  # [B, N, S, D]
-    return ctxt.transpose(0, 2, 1, 3).reshape(bsz, seq, hidden)
-
-
-def attention(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray | None,
-    mask: np.ndarray | None,
-    num_heads: int,
-    scale: float,
-    mask_filter_value: float,
-) -> np.ndarray:
-    """Reference multi-head self-attention (packed QKV) with a key-padding mask."""
-    ct = _compute_dtype(x)
-    qkv = matmul(x.astype(ct, copy=False), w.astype(ct, copy=False))
-    if b is not None:
-        qkv += b.astype(ct, copy=False)
-    out = attention_from_qkv(qkv, mask, num_heads, scale, mask_filter_value)
-    return out.astype(x.dtype, copy=False)
-
-
-def _attention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
-    x, w = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    mask = ins[3] if len(ins) > 3 else None
-    return [
-        attention(
-            x, w, b, mask, int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
-        )
-    ]
-
-
-#: attributes shared by Attention and its quantized form QAttention
-ATTENTION_ATTRS = {
-    "num_heads": AttrSpec("int"),
-    "scale": AttrSpec("float", 0.0),
-    "mask_filter_value": AttrSpec("float", -10000.0),
-}
-
-define_op(
-    "Attention",
-    domain=DOMAIN,
-    inputs=(2, 4),
-    attrs=ATTENTION_ATTRS,
-    infer=_attention_infer,
-    kernel=_attention_kernel,
-    doc="Multi-head self-attention with packed QKV weights [H, 3H] and a key-padding mask [B, S].",
 )
 
 
@@ -486,9 +408,9 @@ __all__ = [
     "DOMAIN",
     "LINEAR_ACTIVATIONS",
     "apply_activation",
-    "attention",
     "layer_norm",
     "pack_weight",
     "unpack_weight",
     "quick_gelu",
+    "rms_norm",
 ]

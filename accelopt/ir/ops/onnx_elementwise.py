@@ -387,7 +387,7 @@ def _pow_infer(ctx: InferContext) -> list[TensorType]:
 
 def _pow(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     x, y = ins
-    if x.dtype.kind == "f" and x.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if x.dtype == DType.BFLOAT16.np or (x.dtype.kind == "f" and x.dtype not in (np.dtype(np.float32), np.dtype(np.float64))):
         r = np.power(x.astype(np.float32), y.astype(np.float32))
     elif x.dtype.kind == "f":
         r = np.power(x, y.astype(x.dtype, copy=False))

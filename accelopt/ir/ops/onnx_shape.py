@@ -751,6 +751,10 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
 def _gather(ins: Ins, attrs: Attrs, n: int) -> list[np.ndarray]:
     data, ind = ins
     axis = normalize_axis(attrs["axis"], data.ndim)
+    size = data.shape[axis]
+    if ind.size and (int(ind.max()) >= size or int(ind.min()) < -size):  # ONNX: an error, as in onnxruntime
+        bad = int(ind[(ind >= size) | (ind < -size)].reshape(-1)[0])
+        raise IndexError(f"index {bad} is out of range for axis {axis} of size {size} (valid: {-size}..{size - 1})")
     return [np.asarray(np.take(data, ind, axis=axis))]
 
 

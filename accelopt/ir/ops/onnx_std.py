@@ -10,6 +10,8 @@ Importing this module registers every standard op. The definitions live in:
    reductions, ArgMax/ArgMin, CumSum, TopK.
 4. ``onnx_quant``: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
    MatMulInteger.
+5. ``onnx_conv``: Conv; ``onnx_conv_transpose``: ConvTranspose; ``onnx_pool``: MaxPool, AveragePool, GlobalAveragePool,
+   GlobalMaxPool; ``onnx_norm``: BatchNormalization; ``onnx_resize``: Resize.
 
 Conventions shared by all of them: attributes that are inputs in the latest
 opset (``axes``, ``split``, Clip bounds, ...) are inputs here too; Cast's
@@ -21,9 +23,29 @@ float32 and is rounded back.
 
 from __future__ import annotations
 
-from accelopt.ir.ops import onnx_elementwise, onnx_math, onnx_quant, onnx_shape
+from accelopt.ir.ops import (
+    onnx_conv,
+    onnx_conv_transpose,
+    onnx_elementwise,
+    onnx_math,
+    onnx_norm,
+    onnx_pool,
+    onnx_quant,
+    onnx_resize,
+    onnx_shape,
+)
 
-MODULES = (onnx_elementwise, onnx_shape, onnx_math, onnx_quant)
+MODULES = (
+    onnx_elementwise,
+    onnx_shape,
+    onnx_math,
+    onnx_quant,
+    onnx_conv,
+    onnx_conv_transpose,
+    onnx_pool,
+    onnx_norm,
+    onnx_resize,
+)
 
 
 def standard_op_names() -> list[str]:

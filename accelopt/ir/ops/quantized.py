@@ -30,9 +30,10 @@ the integers themselves. Ops:
    ``saturate(round(y / y_scale) + y_zero_point)`` in the zero point's type
    (int8 when absent); otherwise the output is float32.
 3. ``QAttention(x_q, x_scale, x_zero_point?, w_q[H,3H], w_scale, w_zero_point?,
-   qkv_bias?, mask?){num_heads, scale, mask_filter_value}``: ``Attention``
-   whose packed QKV projection is an integer matmul as in 2; the scores and
-   the context (``softmax(QK^T) V``) stay float32. Output float32.
+   qkv_bias?, mask?, attention_bias?){num_heads, scale, mask_filter_value,
+   unidirectional}``: ``Attention`` whose packed QKV projection is an integer
+   matmul as in 2; the scores and the context (``softmax(QK^T) V``, with the
+   bias and masks of ``Attention``) stay float32. Output float32.
 
 The integer matmul (``int_matmul``) is exact and BLAS-fast: the operands are
 cast to float32 when ``K * max|a| * max|b| < 2**24`` (every partial sum is
@@ -48,16 +49,9 @@ from typing import Any
 import numpy as np
 
 from accelopt.ir.dtypes import DType
+from accelopt.ir.ops.attention import ATTENTION_ATTRS, attention_from_qkv, attention_result, core_attrs
 from accelopt.ir.ops.common import check_dtype_in
-from accelopt.ir.ops.fused import (
-    ATTENTION_ATTRS,
-    DOMAIN,
-    apply_activation,
-    attention_from_qkv,
-    attention_result,
-    check_linear_operands,
-    linear_result,
-)
+from accelopt.ir.ops.fused import DOMAIN, apply_activation, check_linear_operands, linear_result
 from accelopt.ir.registry import AttrSpec, InferContext, define_op
 from accelopt.ir.types import Dim, TensorType
 
@@ -316,7 +310,7 @@ def _qattention_infer(ctx: InferContext) -> list[TensorType]:
     _check_qparams(ctx, 0, 1, 2, "x")
     _check_qparams(ctx, 3, 4, 5, "weight")
     x, w = ctx.type(0), ctx.type(3)
-    result = attention_result(ctx, x, w, 7, DType.FLOAT32)
+    result = attention_result(ctx, x, w, 7, DType.FLOAT32, bias_index=8)
     if w.shape is not None:
         _check_weight_params(ctx, w, 4, 5)
     return result
@@ -324,8 +318,15 @@ def _qattention_infer(ctx: InferContext) -> list[TensorType]:
 
 def _qattention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
     qkv = dequantized_matmul(ins[0], ins[1], _opt(ins, 2), ins[3], ins[4], _opt(ins, 5), _opt(ins, 6))
+    a = core_attrs(attrs)
     out = attention_from_qkv(
-        qkv, _opt(ins, 7), int(attrs["num_heads"]), float(attrs["scale"]), float(attrs["mask_filter_value"])
+        qkv,
+        _opt(ins, 7),
+        int(attrs["num_heads"]),
+        a["scale"],
+        a["mask_filter_value"],
+        bias=_opt(ins, 8),
+        unidirectional=a["unidirectional"],
     )
     return [out]
 
@@ -333,11 +334,14 @@ def _qattention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> 
 define_op(
     "QAttention",
     domain=DOMAIN,
-    inputs=(5, 8),
+    inputs=(5, 9),
     attrs=ATTENTION_ATTRS,
     infer=_qattention_infer,
     kernel=_qattention_kernel,
-    doc="Attention whose packed QKV projection is an exact integer matmul (inputs as QLinear's 0-6, then mask).",
+    doc=(
+        "Attention whose packed QKV projection is an exact integer matmul (inputs as QLinear's 0-6, then mask "
+        "and attention_bias)."
+    ),
 )
 
 __all__ = [
