@@ -39,6 +39,7 @@ from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
 from accelopt.targets.base import Artifact
 from accelopt.targets.params_io import read_params, write_params
+from accelopt.targets.relax.native_stderr import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class RelaxArtifact(Artifact):
         arrays = {k: self.params[k] for k in dict.fromkeys(order)}
         meta["parameters"]["file"] = PARAMS
         meta["parameters"]["tensors"] = write_params(out / PARAMS, arrays, sort=False)
-        self.library.export_library(str(out / LIBRARY))
+        with native_stderr_to_log("export_library"):
+            self.library.export_library(str(out / LIBRARY))
         (out / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / METADATA, out / LIBRARY, out / PARAMS]
 
@@ -120,7 +122,8 @@ class RelaxArtifact(Artifact):
         art = cls(metadata=meta, library=None, params={}, source=str(d))
         art.check_host()
         try:
-            art.library = tvm.runtime.load_module(str(lib_path))
+            with native_stderr_to_log("load_module"):
+                art.library = tvm.runtime.load_module(str(lib_path))
         except Exception as e:
             raise TargetError(f"{lib_path}: cannot load the compiled library: {e}") from e
         par = meta["parameters"]
@@ -151,7 +154,8 @@ class RelaxArtifact(Artifact):
         """The VM function of ``bucket`` and its parameters on the device (both created once)."""
         if self._vm is None:
             self.prepare()
-            self._vm = relax.VirtualMachine(self.library, self.device())
+            with native_stderr_to_log("VirtualMachine"):
+                self._vm = relax.VirtualMachine(self.library, self.device())
         name = bucket["function"]
         if name not in self._device_params:
             dev = self.device()
