@@ -96,6 +96,9 @@ CONFIG_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
             **_TINY,
         },
     },
+    "large": {  # BERT-large (bert-large-uncased sizes; 335 M parameters, 1.3 GB in float32)
+        "bert": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+    },
     "full": {  # the base sizes; BertConfig() defaults are BERT-base
         "bert": {},
         "distilbert": {},
@@ -113,13 +116,13 @@ CONFIG_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def config_for(family: str, size: str) -> Any:
-    """A transformers config of ``family`` at ``size`` ("tiny" or "full")."""
+    """A transformers config of ``family`` at ``size`` ("tiny", "full", or "large": BERT only)."""
     import transformers
 
     if size not in CONFIG_PARAMS:
-        raise ValueError(f"unknown size {size!r} (tiny or full)")
-    if family not in _CONFIG_CLASSES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown size {size!r} (tiny, full or large)")
+    if family not in _CONFIG_CLASSES or family not in CONFIG_PARAMS[size]:
+        raise ValueError(f"no {size} config of family {family!r}; known: {', '.join(CONFIG_PARAMS[size])}")
     return getattr(transformers, _CONFIG_CLASSES[family])(**CONFIG_PARAMS[size][family])
 
 
