@@ -281,6 +281,21 @@ def int_tuple(v: Any, what: str) -> tuple[int, ...]:
         raise TargetError(f"{what}: expected integers, got {v!r}") from None
 
 
+def bound_seq_lens(target: str, option: tuple[int, ...], requested: Sequence[int]) -> tuple[int, ...] | None:
+    """The sequence buckets ``--seq-len`` (``requested``) asks of a target whose spec gave ``option``, or None
+    when the target stays as it is (one length: the bucket follows the validation samples; the same buckets).
+    Buckets in the spec that disagree with ``requested`` are a ``TargetError``."""
+    buckets = int_tuple(tuple(requested), "seq_lens")
+    if len(set(buckets)) <= 1 or buckets == option:
+        return None
+    if option:
+        raise TargetError(
+            f"{target} target: seq_lens={'+'.join(map(str, option))} in the target spec and sequence "
+            f"lengths {','.join(map(str, buckets))} disagree; give the buckets once"
+        )
+    return buckets
+
+
 def convert_input(spec: Mapping[str, Any], value: Any) -> np.ndarray:
     """Case 5: the array in the program's dtype; integers must fit."""
     a = np.asarray(value)

@@ -37,7 +37,7 @@ from tvm import relax
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Artifact
+from accelopt.targets.base import BucketedArtifact
 from accelopt.targets.params_io import read_params, write_params
 from accelopt.targets.relax.native_stderr import native_stderr_to_log
 
@@ -48,7 +48,7 @@ PARAMS = "params.bin"
 METADATA = "metadata.json"
 
 
-class RelaxArtifact(Artifact):
+class RelaxArtifact(BucketedArtifact):
     """A Relax VM executable with its parameters; runnable here when its device exists."""
 
     target_name: ClassVar[str] = "relax"
@@ -83,14 +83,6 @@ class RelaxArtifact(Artifact):
         """Called once before the first run."""
 
     # ------------------------------------------------------------ facts
-    @property
-    def buckets(self) -> list[dict[str, Any]]:
-        return list(self.metadata["buckets"])
-
-    @property
-    def parameter_bytes(self) -> int:
-        return int(self.metadata["parameters"]["bytes"])
-
     def input_specs(self) -> list[dict[str, Any]]:
         return list(self.metadata["inputs"])
 
