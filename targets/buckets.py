@@ -65,6 +65,24 @@ def symbol_key(v: Value, axis: int, d: Any) -> str:
     return d if isinstance(d, str) else f"?{v.name}:{axis}"
 
 
+def bind_shape(v: Value, dims: Mapping[str, int], *, needs: str, scope: str) -> tuple[int, ...]:
+    """``v``'s shape with symbols (and unnamed dims, by ``symbol_key``) replaced by their sizes in ``dims``.
+    ``TargetError`` for an unknown rank (``needs`` says what needs static shapes) or a dim ``dims`` does not
+    bind (``scope`` says where: "in this bucket")."""
+    if v.shape is None:
+        raise TargetError(f"input %{v.name} has unknown rank; {needs} needs static shapes")
+    out = []
+    for axis, d in enumerate(v.shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        key = symbol_key(v, axis, d)
+        if key not in dims:
+            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size {scope}")
+        out.append(int(dims[key]))
+    return tuple(out)
+
+
 def bind_symbols(
     graph: Graph, *, batch: int, batch_multiple: int = 1, dims: Mapping[str, int] | None = None, target: str = ""
 ) -> Binding:

@@ -49,6 +49,7 @@ from tvm import relax
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.targets import buckets as bk
 from accelopt.targets.lowering_table import LoweringTable
 from accelopt.targets.relax.context import (  # noqa: F401 - re-exported: lowerings import them from here
     BF16,
@@ -141,25 +142,9 @@ class LoweredModule:
         return int(sum(a.nbytes for a in self.params.values()))
 
 
-def symbol_key(v: Value, axis: int, d: Any) -> str:
-    """The name a dim binds under: its symbol, or ``?<input>:<axis>`` for an unnamed one."""
-    return d if isinstance(d, str) else f"?{v.name}:{axis}"
-
-
 def bind_shape(v: Value, dims: Mapping[str, int]) -> list[int]:
     """``v``'s shape with symbols replaced by ``dims``."""
-    if v.shape is None:
-        raise TargetError(f"input %{v.name} has unknown rank; the Relax lowering needs static shapes")
-    out = []
-    for axis, d in enumerate(v.shape):
-        if isinstance(d, int):
-            out.append(d)
-            continue
-        key = symbol_key(v, axis, d)
-        if key not in dims:
-            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size in this bucket")
-        out.append(int(dims[key]))
-    return out
+    return list(bk.bind_shape(v, dims, needs="the Relax lowering", scope="in this bucket"))
 
 
 def build_module(graph: Graph, buckets: Sequence[Bucket], kernels: Kernels | None = None) -> LoweredModule:

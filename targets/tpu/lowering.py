@@ -50,6 +50,7 @@ from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.targets import buckets as bk
 from accelopt.targets.lowering_table import LoweringTable
 from accelopt.targets.tpu.policy import Policy
 
@@ -783,18 +784,7 @@ class LoweredGraph:
 
 def bind_shape(v: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
     """``v``'s shape with symbols replaced by ``dims`` (``None`` dims looked up as ``"?<input>:<axis>"``)."""
-    if v.shape is None:
-        raise TargetError(f"input %{v.name} has unknown rank; the TPU export needs static shapes")
-    out = []
-    for axis, d in enumerate(v.shape):
-        if isinstance(d, int):
-            out.append(d)
-            continue
-        key = d if isinstance(d, str) else f"?{v.name}:{axis}"
-        if key not in dims:
-            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size for this export")
-        out.append(int(dims[key]))
-    return tuple(out)
+    return bk.bind_shape(v, dims, needs="the TPU export", scope="for this export")
 
 
 def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGraph:
