@@ -337,6 +337,28 @@ def minilm_onnx(*, exporter: str = "dynamo", opset: int = 17, cache_dir: str | o
     return export_onnx("minilm", exporter=exporter, opset=opset, cache_dir=cache_dir)
 
 
+def ort_session(path: str | os.PathLike[str]) -> Any:
+    """A quiet onnxruntime CPU session on the ONNX file at ``path``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def minilm_heldout(sentences: int = 32, seq: int = 128) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """all-MiniLM-L6-v2 (``minilm_onnx``), the first ``sentences`` held-out sentences tokenized at ``seq``, and
+    onnxruntime's fp32 outputs on the original file, by output name."""
+    from accelopt.samples import HELDOUT_SENTENCES, bundled_tokenizer, tokenize
+
+    path = minilm_onnx()
+    feed = tokenize(bundled_tokenizer(), list(HELDOUT_SENTENCES[:sentences]), seq)
+    sess = ort_session(path)
+    names = {i.name for i in sess.get_inputs()}
+    outs = sess.run(None, {k: v for k, v in feed.items() if k in names})
+    return path, feed, dict(zip([o.name for o in sess.get_outputs()], outs))
+
+
 def _export(model: Any, family: str, path: Path, *, exporter: str, opset: int) -> None:
     import torch
 
