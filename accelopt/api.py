@@ -184,6 +184,7 @@ def optimize(
     *,
     num_samples: int = 32,
     seed: int = 0,
+    local_validation: bool = True,
     example_inputs: Any = None,
     instruments: Sequence[Any] = (),
     progress: Progress | None = None,
@@ -206,7 +207,10 @@ def optimize(
     estimates use the FIRST length, so put the one to check first; a target
     that takes one length raises ``TargetError``. ``dump_ir``: a folder
     for ``NNN_<pass>.txt`` text-form dumps. ``instruments`` are added to the
-    pass manager's.
+    pass manager's. ``local_validation``: exact rewrites (cleanup, fusion,
+    layout) are checked on what they rewrote, in one sweep, with the whole
+    model checked once after them (``accelopt.passmanager``, case 7); False
+    runs the whole new graph after every pass.
 
     Raises ``ValidationError``, ``TargetError``, ``PassError`` for bad
     arguments (``ValidationError`` also for a model too large to validate),
@@ -258,7 +262,9 @@ def optimize(
     user_samples = _user_samples(calibration, model, seq, seed) if calibration is not None else None
     validator: Validator | None = None
     if validate:
-        config = ValidationConfig(num_samples=int(num_samples), seq_len=seq, seed=seed, tolerance=overrides)
+        config = ValidationConfig(
+            num_samples=int(num_samples), seq_len=seq, seed=seed, tolerance=overrides, local=bool(local_validation)
+        )
         status_fn = progress.status if progress is not None else None
         validator = Validator(model, config, user_samples, progress=status_fn)
     if user_samples is not None:

@@ -27,120 +27,102 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from accelopt.errors import InterpreterError
-from accelopt.ir.graph import Graph
+from accelopt.ir.graph import Graph, Value
 from accelopt.ir.registry import OpDef, get_op
 from accelopt.ir.types import TensorType
 
 log = logging.getLogger(__name__)
+
+#: a kernel as the registry defines them: (inputs, attrs, number of outputs) -> outputs
+Kernel = Callable[[list, dict, int], Sequence[np.ndarray]]
+#: a plan step that only reads its inputs (e.g. to compare two values) and produces nothing
+Probe = Callable[[list[np.ndarray | None]], None]
 
 
 @dataclass
 class _Step:
     node_name: str
     op: str
-    opdef: OpDef
+    opdef: OpDef | None  # None for a probe
     attrs: dict
     inputs: list[int | None]  # slot ids
     outputs: list[int]
     free_after: list[int]
-    kernel: Kernel
+    kernel: Kernel | None = None  # None for a probe
     donors: tuple[int, ...] = ()  # input positions whose array the inplace kernel may take
+    probe: Probe | None = None
 
 
-#: a kernel as the registry defines them: (inputs, attrs, number of outputs) -> outputs
-Kernel = Callable[[list, dict, int], Sequence[np.ndarray]]
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of an execution plan over numbered slots: a registry op, or a ``probe``.
 
-
-class Interpreter:
-    """A compiled execution plan for one graph; ``run`` may be called many times.
-
-    ``overrides`` maps node names to kernels that run those nodes instead of
-    their op's registry kernel (a target running some layers elsewhere, such as
-    the fpga target's VTA programs); such nodes never write into their inputs.
+    ``compile_plan`` turns a list of these into steps that ``execute`` runs; the
+    ``Interpreter`` builds one spec per graph node, and validation builds plans
+    that mix the nodes of several graphs with probes. ``kernel`` replaces the
+    op's registry kernel (an ``Interpreter`` override); such a step never
+    writes into its inputs.
     """
 
-    def __init__(self, graph: Graph, overrides: Mapping[str, Kernel] | None = None) -> None:
-        self.graph = graph
-        overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - {n.name for n in graph.nodes})
-        if unknown:
-            raise InterpreterError(f"graph {graph.name!r}: kernel overrides for unknown node(s) {', '.join(unknown)}")
-        _tune_malloc()
-        slots: dict[int, int] = {}
+    name: str
+    op: str = ""
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[int | None, ...] = ()
+    outputs: tuple[int, ...] = ()
+    probe: Probe | None = None
+    kernel: Kernel | None = None
 
-        def slot(v) -> int:
-            return slots.setdefault(id(v), len(slots))
 
-        self._inputs = [(v.name, v.type, slot(v)) for v in graph.inputs]
-        self._consts = [(slot(v), v.const) for v in graph.initializers.values()]
-        self._outputs = [(v.name, slot(v)) for v in graph.outputs]
-        self._slot_names: dict[int, str] = {}
-        for v in graph.values():
-            self._slot_names[slot(v)] = v.name
-        last_use: dict[int, int] = {}
-        for idx, node in enumerate(graph.nodes):
-            for inp in node.inputs:
-                if inp is not None:
-                    last_use[slot(inp)] = idx
-        keep = {s for _, s in self._outputs} | {s for s, _ in self._consts} | {s for _, _, s in self._inputs}
-        frees: dict[int, list[int]] = {}
-        for s, idx in last_use.items():
-            if s not in keep:
-                frees.setdefault(idx, []).append(s)
-        self._steps = []
-        for idx, node in enumerate(graph.nodes):
-            opdef = get_op(node.op)
-            ins = [None if v is None else slot(v) for v in node.inputs]
-            free = frees.get(idx, [])
-            donors: tuple[int, ...] = ()
-            override = overrides.get(node.name)
-            if opdef.inplace is not None and override is None:
-                donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
-            self._steps.append(
-                _Step(
-                    node.name,
-                    node.op,
-                    opdef,
-                    opdef.full_attrs(node.attrs),
-                    ins,
-                    [slot(v) for v in node.outputs],
-                    free,
-                    override if override is not None else opdef.kernel,
-                    donors,
-                )
-            )
-        self._n_slots = len(slots)
+def compile_plan(specs: Sequence[StepSpec], keep: Collection[int]) -> list[_Step]:
+    """Steps for ``specs`` in order; a slot not in ``keep`` is freed after its last use."""
+    last_use: dict[int, int] = {}
+    for idx, spec in enumerate(specs):
+        for s in spec.inputs:
+            if s is not None:
+                last_use[s] = idx
+    frees: dict[int, list[int]] = {}
+    for s, idx in last_use.items():
+        if s not in keep:
+            frees.setdefault(idx, []).append(s)
+    steps = []
+    for idx, spec in enumerate(specs):
+        ins = list(spec.inputs)
+        free = frees.get(idx, [])
+        if spec.probe is not None:
+            steps.append(_Step(spec.name, "probe", None, {}, ins, [], free, probe=spec.probe))
+            continue
+        opdef = get_op(spec.op)
+        donors: tuple[int, ...] = ()
+        if opdef.inplace is not None and spec.kernel is None:
+            donors = tuple(i for i, s in enumerate(ins) if s is not None and s in free and ins.count(s) == 1)
+        kernel = spec.kernel if spec.kernel is not None else opdef.kernel
+        attrs = opdef.full_attrs(spec.attrs)
+        steps.append(_Step(spec.name, spec.op, opdef, attrs, ins, list(spec.outputs), free, kernel, donors))
+    return steps
 
-    def run(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        keep_intermediates: bool = False,
-    ) -> dict[str, np.ndarray]:
-        """Run the graph. Returns the outputs by name, or every value if ``keep_intermediates``."""
-        env: list[np.ndarray | None] = [None] * self._n_slots
-        missing = [name for name, _, _ in self._inputs if name not in inputs]
-        if missing:
-            raise InterpreterError(f"graph {self.graph.name!r}: missing input(s) {', '.join(missing)}")
-        for name, t, s in self._inputs:
-            env[s] = _check_input(name, t, inputs[name])
-        for s, arr in self._consts:
-            env[s] = arr
-        with np.errstate(all="ignore"):  # NaN/Inf follow IEEE rules, as in onnxruntime, without numpy warnings
-            self._execute(env, keep_intermediates)
-        if keep_intermediates:
-            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
-        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
 
-    def _execute(self, env: list[np.ndarray | None], keep_intermediates: bool) -> None:
-        for step in self._steps:
-            args = [None if s is None else env[s] for s in step.inputs]
+def execute(steps: Sequence[_Step], env: list[np.ndarray | None], *, keep_intermediates: bool = False) -> None:
+    """Run ``steps`` over ``env`` (arrays by slot, inputs and constants filled in), freeing dead slots.
+
+    NaN/Inf follow IEEE rules, as in onnxruntime, without numpy warnings."""
+    with np.errstate(all="ignore"):
+        _execute(steps, env, keep_intermediates)
+
+
+def _execute(steps: Sequence[_Step], env: list[np.ndarray | None], keep_intermediates: bool) -> None:
+    for step in steps:
+        args = [None if s is None else env[s] for s in step.inputs]
+        if step.probe is not None:
+            step.probe(args)
+        else:
+            assert step.opdef is not None and step.kernel is not None
             try:
                 outs = None
                 if step.donors and not keep_intermediates:
@@ -163,9 +145,73 @@ class Interpreter:
                 raise InterpreterError(f"node {step.node_name} ({step.op}): kernel returned {len(outs)} outputs")
             for k, s in enumerate(step.outputs):  # no loop variable left holding an output
                 env[s] = outs[k]
-            if not keep_intermediates:
-                for s in step.free_after:
-                    env[s] = None
+            outs = None
+        args = []
+        if not keep_intermediates:
+            for s in step.free_after:
+                env[s] = None
+
+
+class Interpreter:
+    """A compiled execution plan for one graph; ``run`` may be called many times.
+
+    ``overrides`` maps node names to kernels that run those nodes instead of
+    their op's registry kernel (a target running some layers elsewhere, such as
+    the fpga target's VTA programs); such nodes never write into their inputs.
+    """
+
+    def __init__(self, graph: Graph, overrides: Mapping[str, Kernel] | None = None) -> None:
+        self.graph = graph
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - {n.name for n in graph.nodes})
+        if unknown:
+            raise InterpreterError(f"graph {graph.name!r}: kernel overrides for unknown node(s) {', '.join(unknown)}")
+        _tune_malloc()
+        slots: dict[int, int] = {}
+
+        def slot(v: Value) -> int:
+            return slots.setdefault(id(v), len(slots))
+
+        self._inputs = [(v.name, v.type, slot(v)) for v in graph.inputs]
+        self._consts = [(slot(v), v.const) for v in graph.initializers.values()]
+        self._outputs = [(v.name, slot(v)) for v in graph.outputs]
+        self._slot_names: dict[int, str] = {}
+        for v in graph.values():
+            self._slot_names[slot(v)] = v.name
+        specs = [
+            StepSpec(
+                node.name,
+                node.op,
+                node.attrs,
+                tuple(None if v is None else slot(v) for v in node.inputs),
+                tuple(slot(v) for v in node.outputs),
+                kernel=overrides.get(node.name),
+            )
+            for node in graph.nodes
+        ]
+        keep = {s for _, s in self._outputs} | {s for s, _ in self._consts} | {s for _, _, s in self._inputs}
+        self._steps = compile_plan(specs, keep)
+        self._n_slots = len(slots)
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        keep_intermediates: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Run the graph. Returns the outputs by name, or every value if ``keep_intermediates``."""
+        env: list[np.ndarray | None] = [None] * self._n_slots
+        missing = [name for name, _, _ in self._inputs if name not in inputs]
+        if missing:
+            raise InterpreterError(f"graph {self.graph.name!r}: missing input(s) {', '.join(missing)}")
+        for name, t, s in self._inputs:
+            env[s] = check_input(name, t, inputs[name])
+        for s, arr in self._consts:
+            env[s] = arr
+        execute(self._steps, env, keep_intermediates=keep_intermediates)
+        if keep_intermediates:
+            return {self._slot_names[i]: a for i, a in enumerate(env) if a is not None}
+        return {name: env[s] for name, s in self._outputs}  # type: ignore[misc]
 
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
@@ -190,6 +236,37 @@ def _tune_malloc() -> bool:
                 log.debug("mallopt unavailable: %s", e)
         log.debug("malloc tuning %s", "on" if _malloc_tuned else "off")
     return _malloc_tuned
+
+
+_MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (``fordblks``: free bytes in the heap)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS.split()]
+
+
+def release_memory(min_free: int = 0) -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim``) when at least ``min_free``
+    bytes of it are free; returns whether it trimmed.
+
+    Freed blocks under the mmap threshold stay resident otherwise: after a large model's run (or a
+    runtime's session is dropped) that is as much memory as the run's working set.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        if min_free > 0:
+            info = libc.mallinfo2
+            info.restype = _MallInfo2
+            if info().fordblks < min_free:
+                return False
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError) as e:
+        log.debug("malloc_trim unavailable: %s", e)
+        return False
 
 
 def _holders(a: object) -> int:
@@ -225,7 +302,7 @@ def _unshared(a: np.ndarray | None) -> bool:
     )
 
 
-def _check_input(name: str, t: TensorType, arr: np.ndarray) -> np.ndarray:
+def check_input(name: str, t: TensorType, arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype != t.dtype.np:
         if np.can_cast(arr.dtype, t.dtype.np, casting="same_kind") or (arr.dtype.kind in "iu" and t.dtype.is_int):

@@ -14,6 +14,12 @@ class AccuracyRecord:
     cosine_min, cosine_mean, and where they apply argmax_agreement and
     similarity_spearman); ``summary`` holds the worst value of each metric
     over all outputs.
+
+    ``scope`` says what was compared: ``"model"``, the graph's outputs on the
+    validation inputs; ``"local"``, only the values a pass rewrote (see
+    ``accelopt.validation_local``): then ``vs_previous`` and ``per_output``
+    hold the local metrics, keyed by the rewritten values' names, and
+    ``vs_reference`` is empty unless a whole-model check was also made.
     """
 
     vs_reference: dict[str, float] = field(default_factory=dict)
@@ -22,6 +28,7 @@ class AccuracyRecord:
     tolerance: dict[str, float] = field(default_factory=dict)
     ok: bool = True
     failures: list[str] = field(default_factory=list)  # "cosine_min 0.91 < 0.995 on last_hidden_state"
+    scope: str = "model"
 
 
 @dataclass

@@ -159,6 +159,7 @@ def accuracy_from_dict(d: Mapping[str, Any] | None) -> AccuracyRecord | None:
         tolerance=dict(d.get("tolerance") or {}),
         ok=bool(d.get("ok", True)),
         failures=list(d.get("failures") or []),
+        scope=str(d.get("scope", "model")),
     )
 
 

@@ -7,45 +7,8 @@ pass the interpreter runs the new graph on the same inputs, batched, and the
 outputs are compared with the reference and with the previous graph (whose
 outputs are cached from the previous check).
 
-Metrics per output (rows are the vectors along the last axis; padded tokens
-are left out when an attention mask is known):
-
-``max_abs``, ``mean_abs``
-    largest and mean absolute difference;
-``rel_l2``
-    ``||new - ref|| / ||ref||``;
-``cosine_min``, ``cosine_mean``
-    worst and mean cosine similarity of the rows;
-``argmax_agreement``
-    share of rows with the same argmax (logits-like outputs: the name holds
-    ``logit``, or a rank-2 output with at most 32 classes);
-``pooled_cosine_min``, ``similarity_spearman``, ``similarity_max_abs``
-    for embedding outputs (token states ``[N, S, H]`` mean-pooled over the
-    mask, or sentence embeddings ``[N, H]``): the worst cosine of the pooled
-    embeddings, the Spearman correlation of the pairwise cosine-similarity
-    matrices (upper triangle), and the largest change of a pairwise
-    similarity.
-
-Tolerances (``DEFAULT_TOLERANCES``; user overrides replace keys in every
-family, e.g. ``cosine=0.995,max_abs=1e-3``). Keys and the metric each bounds:
-
-=================  ======================  =====
-key                metric                  bound
-=================  ======================  =====
-``max_abs``        ``max_abs``             upper
-``mean_abs``       ``mean_abs``            upper
-``rel_l2``         ``rel_l2``              upper
-``cosine``         ``cosine_min``          lower
-``cosine_mean``    ``cosine_mean``         lower
-``argmax``         ``argmax_agreement``    lower
-``pooled_cosine``  ``pooled_cosine_min``   lower
-``spearman``       ``similarity_spearman`` lower
-``similarity``     ``similarity_max_abs``  upper
-=================  ======================  =====
-
-Defaults: cleanup, fusion, layout (exact rewrites) and test passes:
-``max_abs=1e-4, cosine=0.99999``; approximation: ``cosine=0.9999``;
-quantization: ``cosine=0.99``; precision (fp16/bf16): ``cosine=0.999``.
+Metrics: ``accelopt.metrics``; tolerances and their defaults per family:
+``accelopt.tolerance`` (both re-exported here).
 
 How a pass is judged (``Validator.check``):
 
@@ -65,284 +28,67 @@ import hashlib
 import logging
 import math
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from accelopt.errors import AccelOptError, FrontendError, InterpreterError, ValidationError
-from accelopt.interpreter import Interpreter
+from accelopt.interpreter import Interpreter, release_memory
 from accelopt.ir.graph import Graph, Node, Value
+from accelopt.metrics import MAX_LOGIT_CLASSES, WORSE_IS_LARGER, compare, is_logits, pooled, row_cosines, summarize
 from accelopt.model import Model
 from accelopt.model_checks import check_finite_outputs
 from accelopt.records import AccuracyRecord, Localization
 from accelopt.samples import SampleSet, default_samples
-from accelopt.suggest import did_you_mean
+from accelopt.tolerance import (
+    DEFAULT_TOLERANCES,
+    EXACT_FAMILIES,
+    TOLERANCE_KEYS,
+    fmt_number,
+    format_tolerance,
+    loosest,
+    parse_tolerance,
+    tightest,
+    tolerance_for,
+    violations,
+)
+
+if TYPE_CHECKING:
+    from accelopt.validation_local import LocalOutcome
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "EXACT_FAMILIES",
+    "MAX_LOGIT_CLASSES",
+    "TOLERANCE_KEYS",
+    "WORSE_IS_LARGER",
+    "ValidationConfig",
+    "Validator",
+    "compare",
+    "format_tolerance",
+    "graph_fingerprint",
+    "is_logits",
+    "loosest",
+    "parse_tolerance",
+    "pooled",
+    "row_cosines",
+    "summarize",
+    "tightest",
+    "tolerance_for",
+    "violations",
+]
 
 log = logging.getLogger(__name__)
 
-#: tolerance key -> (metric, "max" for an upper bound / "min" for a lower bound)
-TOLERANCE_KEYS: dict[str, tuple[str, str]] = {
-    "max_abs": ("max_abs", "max"),
-    "mean_abs": ("mean_abs", "max"),
-    "rel_l2": ("rel_l2", "max"),
-    "cosine": ("cosine_min", "min"),
-    "cosine_mean": ("cosine_mean", "min"),
-    "argmax": ("argmax_agreement", "min"),
-    "pooled_cosine": ("pooled_cosine_min", "min"),
-    "spearman": ("similarity_spearman", "min"),
-    "similarity": ("similarity_max_abs", "max"),
-}
-
-#: metric -> True when larger is worse
-WORSE_IS_LARGER: dict[str, bool] = {
-    "max_abs": True,
-    "mean_abs": True,
-    "rel_l2": True,
-    "cosine_min": False,
-    "cosine_mean": False,
-    "argmax_agreement": False,
-    "pooled_cosine_min": False,
-    "similarity_spearman": False,
-    "similarity_max_abs": True,
-}
-
-_TIGHT = {"max_abs": 1e-4, "cosine": 0.99999}
-
-#: documented default tolerances per pass family
-DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
-    "cleanup": dict(_TIGHT),
-    "fusion": dict(_TIGHT),
-    "layout": dict(_TIGHT),
-    "test": dict(_TIGHT),
-    "approximation": {"cosine": 0.9999},
-    "quantization": {"cosine": 0.99},
-    "precision": {"cosine": 0.999},
-}
-
-#: rank-2 outputs with at most this many columns are treated as logits
-MAX_LOGIT_CLASSES = 32
-#: pairwise similarity metrics only for up to this many embedding rows (one per sample; a [10**4, H] output
-#: that is not per sample would need a 10**8-entry similarity matrix)
-MAX_SIMILARITY_ROWS = 4096
-
-
-# ---------------------------------------------------------------- tolerances
-def parse_tolerance(spec: str | Mapping[str, float] | None) -> dict[str, float]:
-    """``"cosine=0.995,max_abs=1e-3"`` (or a dict) -> ``{"cosine": 0.995, "max_abs": 0.001}``.
-
-    Raises ``ValidationError``: 1. an unknown key (naming the known keys and the
-    closest one); 2. a key given twice; 3. a value that is not a finite number;
-    4. a value out of range (error bounds >= 0, cosine/correlation bounds in
-    [-1, 1], argmax agreement in [0, 1]).
-    """
-    if spec is None:
-        return {}
-    items: Iterable[tuple[str, Any]]
-    if isinstance(spec, str):
-        pairs = []
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            if "=" not in part:
-                raise ValidationError(f"bad tolerance {part!r} in {spec!r}: expected key=value (e.g. cosine=0.995)")
-            key, value = (s.strip() for s in part.split("=", 1))
-            pairs.append((key, value))
-        items = pairs
-    else:
-        items = spec.items()
-    out: dict[str, float] = {}
-    for k, v in items:
-        if k not in TOLERANCE_KEYS:
-            guess = did_you_mean(str(k), TOLERANCE_KEYS)
-            raise ValidationError(f"unknown tolerance {k!r}{guess}; known: {', '.join(TOLERANCE_KEYS)}")
-        if k in out:
-            raise ValidationError(f"tolerance {k!r} is given twice")
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ValidationError(f"tolerance {k}={v!r} is not a number") from None
-        if not math.isfinite(f):
-            raise ValidationError(f"tolerance {k}={v!r} is not finite")
-        lo, hi = _TOLERANCE_RANGE.get(k, (-1.0, 1.0) if TOLERANCE_KEYS[k][1] == "min" else (0.0, math.inf))
-        if not lo <= f <= hi:
-            what = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"at least {lo:g}"
-            raise ValidationError(f"tolerance {k}={v!r} is out of range: it must be {what}")
-        out[k] = f
-    return out
-
-
-#: allowed values of bounds that are not an error size (>= 0) or a correlation in [-1, 1]
-_TOLERANCE_RANGE: dict[str, tuple[float, float]] = {"argmax": (0.0, 1.0)}
-
-
-def format_tolerance(tol: Mapping[str, float]) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in tol.items())
-
-
-def tolerance_for(family: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The family's default tolerance with ``overrides`` replacing keys."""
-    base = dict(DEFAULT_TOLERANCES.get(family, _TIGHT))
-    base.update(overrides or {})
-    return base
-
-
-def loosest(tolerances: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Key-wise loosest of several tolerances; a key missing from any of them is unconstrained."""
-    if not tolerances:
-        return {}
-    keys = set(tolerances[0])
-    for t in tolerances[1:]:
-        keys &= set(t)
-    out = {}
-    for k in keys:
-        vals = [t[k] for t in tolerances]
-        out[k] = max(vals) if TOLERANCE_KEYS[k][1] == "max" else min(vals)
-    return {k: out[k] for k in TOLERANCE_KEYS if k in out}
-
-
-def violations(
-    summary: Mapping[str, float], tol: Mapping[str, float], *, against: str, where: Mapping[str, str] | None = None
-) -> list[str]:
-    """Messages for every tolerance ``summary`` breaks ("max_abs 0.53 > 0.0001 vs previous on logits")."""
-    out = []
-    for key, bound in tol.items():
-        metric, kind = TOLERANCE_KEYS[key]
-        if metric not in summary:
-            continue
-        val = summary[metric]
-        bad = math.isnan(val) or (val > bound if kind == "max" else val < bound)
-        if bad:
-            on = f" on {where[metric]}" if where and metric in where else ""
-            op = ">" if kind == "max" else "<"
-            out.append(f"{metric} {_fmt(val)} {op} {bound:g} vs {against}{on}")
-    return out
-
-
-def _fmt(x: float) -> str:
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
-        return f"{x:.3e}"
-    return f"{x:.6g}"
-
-
-# ------------------------------------------------------------------- metrics
-def _rows(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Vectors along the last axis; with a [N, S] mask matching the leading dims, valid tokens only."""
-    if a.ndim == 0:
-        return a.reshape(1, 1)
-    if a.ndim == 1:
-        return a.reshape(1, -1)
-    if mask is not None and a.ndim >= 3 and a.shape[:2] == mask.shape:
-        return a[mask.astype(bool)].reshape(-1, a.shape[-1])
-    return a.reshape(-1, a.shape[-1])
-
-
-def _cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    nx = np.linalg.norm(x, axis=-1)
-    ny = np.linalg.norm(y, axis=-1)
-    dot = np.einsum("ij,ij->i", x, y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = dot / (nx * ny)
-    tiny = 1e-30
-    both_zero = (nx <= tiny) & (ny <= tiny)
-    one_zero = (nx <= tiny) ^ (ny <= tiny)
-    cos = np.where(both_zero, 1.0, np.where(one_zero, 0.0, cos))
-    return np.clip(cos, -1.0, 1.0)
-
-
-def is_logits(name: str, shape: tuple[int, ...]) -> bool:
-    return "logit" in name.lower() or (len(shape) == 2 and 1 < shape[-1] <= MAX_LOGIT_CLASSES)
-
-
-def pooled(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
-    """Sentence embeddings: mask-aware mean pooling of [N, S, H] token states, or [N, H] as is."""
-    if a.ndim == 3:
-        if mask is not None and mask.shape == a.shape[:2]:
-            m = mask.astype(np.float64)[:, :, None]
-            return (a * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        return a.mean(axis=1)
-    if a.ndim == 2 and a.shape[-1] > MAX_LOGIT_CLASSES:
-        return a
-    return None
-
-
-def _similarity(e: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(e, axis=1, keepdims=True)
-    u = e / np.maximum(n, 1e-30)
-    return u @ u.T
-
-
-def compare(ref: np.ndarray, new: np.ndarray, *, name: str = "", mask: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics of ``new`` against ``ref`` (see the module docstring).
-
-    Cases: 1. shapes differ: worst values for every metric (``max_abs=inf``,
-    cosines -1); 2. NaN/inf in ``new`` where ``ref`` is finite: ``max_abs``
-    becomes NaN, which fails every bound; 3. otherwise the metrics, plus the
-    logits and embedding metrics where they apply.
-    """
-    if ref.shape != new.shape:
-        return {"max_abs": math.inf, "mean_abs": math.inf, "rel_l2": math.inf, "cosine_min": -1.0, "cosine_mean": -1.0}
-    r = np.asarray(ref, dtype=np.float64)
-    n = np.asarray(new, dtype=np.float64)
-    if r.size == 0:
-        return {"max_abs": 0.0, "mean_abs": 0.0, "rel_l2": 0.0, "cosine_min": 1.0, "cosine_mean": 1.0}
-    all_finite = bool(np.isfinite(n).all())
-    with np.errstate(invalid="ignore", over="ignore"):
-        delta = n - r
-    diff = np.abs(delta)
-    if not all_finite and not np.all(np.isfinite(n) | ~np.isfinite(r)):
-        max_abs = math.nan
-    else:
-        max_abs = float(np.nanmax(diff)) if diff.size else 0.0
-    out: dict[str, float] = {"max_abs": max_abs, "mean_abs": float(np.nanmean(diff))}
-    rn = float(np.linalg.norm(r))
-    dn = float(np.linalg.norm(delta if all_finite else np.nan_to_num(delta, nan=np.inf)))
-    out["rel_l2"] = dn / rn if rn > 0 else (0.0 if dn == 0 else math.inf)
-    rr, nr = _rows(r, mask), _rows(n, mask)
-    if rr.size:
-        cos = _cosines(rr, nr if all_finite else np.nan_to_num(nr, nan=0.0, posinf=0.0, neginf=0.0))
-        out["cosine_min"] = float(cos.min())
-        out["cosine_mean"] = float(cos.mean())
-    if is_logits(name, r.shape) and r.ndim >= 1:
-        out["argmax_agreement"] = float(np.mean(np.argmax(rr, axis=-1) == np.argmax(nr, axis=-1)))
-    else:
-        pr, pn = pooled(r, mask), pooled(n, mask)
-        if pr is not None and pn is not None and pr.shape[0] >= 2 and np.all(np.isfinite(pn)):
-            out["pooled_cosine_min"] = float(_cosines(pr, pn).min())
-        if pr is not None and pn is not None and 2 <= pr.shape[0] <= MAX_SIMILARITY_ROWS and np.all(np.isfinite(pn)):
-            sr, sn = _similarity(pr), _similarity(pn)
-            iu = np.triu_indices(pr.shape[0], k=1)
-            out["similarity_max_abs"] = float(np.abs(sr[iu] - sn[iu]).max())
-            if pr.shape[0] >= 3:
-                out["similarity_spearman"] = _spearman(sr[iu], sn[iu])
-    return out
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return 1.0
-    if np.ptp(a) == 0 or np.ptp(b) == 0:  # one side constant: no rank agreement (and no scipy warning)
-        return 0.0
-    rho = spearmanr(a, b).statistic
-    return float(rho) if np.isfinite(rho) else 0.0
-
-
-def summarize(per_output: Mapping[str, Mapping[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
-    """Worst value of each metric over all outputs, and which output it came from."""
-    summary: dict[str, float] = {}
-    where: dict[str, str] = {}
-    for name, metrics in per_output.items():
-        for m, v in metrics.items():
-            larger_worse = WORSE_IS_LARGER.get(m, True)
-            cur = summary.get(m)
-            if cur is None or math.isnan(v) or (not math.isnan(cur) and (v > cur if larger_worse else v < cur)):
-                summary[m] = v
-                where[m] = name
-    return summary, where
+#: free heap the validator leaves to the allocator after a run; beyond it, pages go back to the system
+#: (a large model's run frees as much as its working set: kept, it would add to every later peak)
+KEEP_FREE_HEAP = 256 << 20
+#: models with this many bytes of weights or more run ``ValidationConfig.micro_batch`` samples at a time
+MICRO_BATCH_BYTES = 256 << 20
 
 
 # ------------------------------------------------------------------ validator
@@ -351,8 +97,13 @@ class ValidationConfig:
     """Options of a validation run.
 
     ``batch``: samples per interpreter run; ``None`` runs all samples at once
-    (or in chunks of a static batch dimension). ``localize_samples``: samples
-    used to look for the first diverging node.
+    (or in chunks of a static batch dimension), except for a model with
+    ``MICRO_BATCH_BYTES`` of weights or more, which runs ``micro_batch``
+    samples at a time, as do local sweeps (``check_chain``), which hold more
+    values alive than a plain run. ``local``: let the pass manager check
+    exact rewrites locally (``check_chain``) instead of running the whole new
+    graph after each.
+    ``localize_samples``: samples used to look for the first diverging node.
     """
 
     num_samples: int = 32
@@ -361,6 +112,8 @@ class ValidationConfig:
     seed: int = 0
     tolerance: dict[str, float] | None = None
     localize_samples: int = 4
+    micro_batch: int = 8
+    local: bool = True
 
 
 def graph_fingerprint(graph: Graph) -> tuple[str, list[Any]]:
@@ -385,6 +138,24 @@ def graph_fingerprint(graph: Graph) -> tuple[str, list[Any]]:
     return h.hexdigest(), keep
 
 
+@dataclass
+class _Cached:
+    """Outputs of a graph, with what its fingerprint hashed by identity: attribute maps held,
+    constants only watched (weak references), so a cached graph does not keep its weights alive."""
+
+    outputs: list[np.ndarray]
+    held: list[Any]
+    watched: list[weakref.ref[Any]]
+
+    @classmethod
+    def of(cls, outputs: list[np.ndarray], keep: list[Any]) -> _Cached:
+        arrays = [k for k in keep if isinstance(k, np.ndarray)]
+        return cls(outputs, [k for k in keep if not isinstance(k, np.ndarray)], [weakref.ref(a) for a in arrays])
+
+    def alive(self) -> bool:
+        return all(r() is not None for r in self.watched)
+
+
 class Validator:
     """Checks graphs against the original model on fixed inputs (see the module docstring).
 
@@ -406,7 +177,7 @@ class Validator:
         self.overrides = dict(self.config.tolerance or {})
         self._samples = samples
         self._reference: list[np.ndarray] | None = None
-        self._cache: OrderedDict[str, tuple[list[np.ndarray], list[Any]]] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._last_family = "test"
         self.progress = progress
         self.reference_seconds = 0.0
@@ -415,6 +186,15 @@ class Validator:
         self.original_graph = model.graph
 
     # ----------------------------------------------------------------- inputs
+    @property
+    def local(self) -> bool:
+        """Whether the pass manager may check exact rewrites locally (``check_chain``)."""
+        return self.config.local
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.num_samples
+
     @property
     def samples(self) -> SampleSet:
         if self._samples is None:
@@ -430,11 +210,21 @@ class Validator:
             return "accelopt interpreter (no original runtime)"
         return {"onnx": "onnxruntime", "torch": "torch", "huggingface": "torch"}.get(self.model.kind, self.model.kind)
 
+    @staticmethod
+    def _static_batch(graph: Graph) -> bool:
+        return any(v.shape and isinstance(v.shape[0], int) for v in graph.inputs)
+
     def _chunk(self, graph: Graph) -> int | None:
+        """Samples per run: a static batch dimension, else ``batch``, else ``micro_batch`` for a model
+        with ``MICRO_BATCH_BYTES`` of weights or more (smaller working sets), else all at once."""
         static = [v.shape[0] for v in graph.inputs if v.shape and isinstance(v.shape[0], int)]
         if static:
             return int(static[0])
-        return self.config.batch
+        if self.config.batch is not None:
+            return self.config.batch
+        if sum(graph.parameter_bytes().values()) >= MICRO_BATCH_BYTES:
+            return self.config.micro_batch
+        return None
 
     def _run_batched(
         self,
@@ -495,6 +285,10 @@ class Validator:
                         ) from e
 
                 self._reference = self._run_batched(ref, self.original_graph, samples)
+                release = getattr(self.model.reference_fn, "release", None)
+                if callable(release):  # the runtime's copy of the weights is not needed any more
+                    release()
+                    release_memory()
             else:
                 self._reference = self.outputs(self.original_graph)
             check_finite_outputs(
@@ -510,10 +304,9 @@ class Validator:
     def outputs(self, graph: Graph) -> list[np.ndarray]:
         """``graph``'s outputs on the validation inputs, in output order (cached by graph fingerprint)."""
         key, keep = graph_fingerprint(graph)
-        hit = self._cache.get(key)
+        hit = self._recall(key)
         if hit is not None:
-            self._cache.move_to_end(key)
-            return hit[0]
+            return hit
         self._say(f"running {graph.name} on {self.samples.num_samples} samples")
         interp = Interpreter(graph)
         names = [v.name for v in graph.outputs]
@@ -524,10 +317,51 @@ class Validator:
 
         outs = self._run_batched(run, graph, self.samples)
         self.runs += 1
-        self._cache[key] = (outs, keep)
+        self._remember(key, keep, outs)
+        release_memory(KEEP_FREE_HEAP)
+        return outs
+
+    def _recall(self, key: str) -> list[np.ndarray] | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        if not hit.alive():  # a constant it hashed by identity is gone: the key may name another graph
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return hit.outputs
+
+    def _remember(self, key: str, keep: list[Any], outs: list[np.ndarray]) -> None:
+        self._cache[key] = _Cached.of(outs, keep)
         while len(self._cache) > 3:
             self._cache.popitem(last=False)
-        return outs
+
+    def check_chain(self, graphs: Sequence[Graph], families: Sequence[str]) -> list[LocalOutcome]:
+        """Check each pass of ``graphs[0] -> graphs[1] -> ...`` locally (``accelopt.validation_local``):
+        one run of ``graphs[0]`` plus the rewritten nodes, ``micro_batch`` samples at a time.
+
+        Returns one ``LocalOutcome`` per pass (``families[k]`` picks the tolerance of pass
+        ``k + 1``); its ``problem`` says when a pass cannot be checked locally. ``graphs[0]``'s
+        outputs are cached as by ``outputs``. Raises ``InterpreterError`` when a node fails.
+        """
+        from accelopt.validation_local import LocalSweep
+
+        t0 = time.perf_counter()
+        sweep = LocalSweep(graphs)
+        self._say(f"checking {len(graphs) - 1} pass(es) locally on {self.samples.num_samples} samples")
+        chunk = self._chunk(graphs[0]) if self._static_batch(graphs[0]) else self.config.micro_batch
+        outs = self._run_batched(sweep.run, graphs[0], self.samples, chunk)
+        self.runs += 1
+        results = [sweep.outcome(k, self.tolerance_for(f)) for k, f in enumerate(families, 1)]
+        tasks = sweep.tasks
+        del sweep
+        release_memory(KEEP_FREE_HEAP)
+        key, keep = graph_fingerprint(graphs[0])
+        self._remember(key, keep, outs)
+        if families:
+            self._last_family = families[-1]
+        log.debug("local sweep: %d passes, %d rewritten nodes run, %.2f s", len(families), tasks, time.perf_counter() - t0)
+        return results
 
     def _say(self, msg: str) -> None:
         if self.progress is not None:
@@ -564,13 +398,22 @@ class Validator:
         fams = sorted(set(families)) or ["cleanup"]
         return loosest([tolerance_for(f) for f in fams])
 
-    def check(self, graph: Graph, *, family: str, previous: Graph | None = None) -> AccuracyRecord:
+    def check(
+        self,
+        graph: Graph,
+        *,
+        family: str,
+        previous: Graph | None = None,
+        tolerance: Mapping[str, float] | None = None,
+    ) -> AccuracyRecord:
         """Judge ``graph`` (the result of a pass of ``family``); see "How a pass is judged" above.
 
-        Raises ``InterpreterError`` when the graph cannot run on the inputs.
+        ``tolerance`` replaces the family's (with the user's overrides) for the
+        comparison with ``previous``. Raises ``InterpreterError`` when the
+        graph cannot run on the inputs.
         """
         self._last_family = family
-        tol = self.tolerance_for(family)
+        tol = dict(tolerance) if tolerance is not None else self.tolerance_for(family)
         ref = self.reference_outputs()
         new = self.outputs(graph)
         rec, where_ref = self._measure(ref, new, tol)
@@ -733,16 +576,16 @@ def _diverges(a: np.ndarray, b: np.ndarray, tol: Mapping[str, float]) -> tuple[s
         return (
             "max_abs",
             max_abs,
-            f"max abs error {_fmt(max_abs)} (relative to scale {_fmt(scale)}: {_fmt(max_abs / scale)} > {tol['max_abs']:g})",
+            f"max abs error {fmt_number(max_abs)} (relative to scale {fmt_number(scale)}: {fmt_number(max_abs / scale)} > {tol['max_abs']:g})",
         )
     if "cosine" in tol:
         rows_x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
         rows_y = y.reshape(-1, y.shape[-1]) if y.ndim else y.reshape(1, 1)
-        cmin = float(_cosines(rows_x, rows_y).min())
+        cmin = float(row_cosines(rows_x, rows_y).min())
         if cmin < tol["cosine"]:
             return (
                 "cosine_min",
                 cmin,
-                f"worst row cosine {_fmt(cmin)} < {tol['cosine']:g} (max abs error {_fmt(max_abs)})",
+                f"worst row cosine {fmt_number(cmin)} < {tol['cosine']:g} (max abs error {fmt_number(max_abs)})",
             )
     return None

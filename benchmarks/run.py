@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import machine
 
-SECTIONS = ["foundation", "validation", "fusion", "quantization", "tpu", "cpu", "gpu", "fpga", "models"]
+SECTIONS = ["foundation", "validation", "fusion", "quantization", "tpu", "cpu", "gpu", "fpga", "models", "large"]
 
 
 def _sections(text: str) -> dict[str, str]:

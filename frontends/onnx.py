@@ -236,6 +236,10 @@ class _OrtReference:
         outs = self._session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs))
 
+    def release(self) -> None:
+        """Drop the session (and onnxruntime's copy of the weights); the next call makes a new one."""
+        self._session = None
+
 
 # ===================================================================== import
 def import_onnx_model(

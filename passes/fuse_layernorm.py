@@ -70,20 +70,28 @@ def _lnormalization_rule() -> Rule:
 
 
 # ------------------------------------------------------------- case 2
+def normalized_patterns(d: Pattern, axes: str, mean_name: str, root_name: str) -> list[tuple[str, Pattern]]:
+    """``d / sqrt(ReduceMean(d^2, axes) + eps)`` in its four spellings (``d^2`` as ``Pow(d, 2)`` or ``Mul(d, d)``):
+    ``d / r``, ``d * Reciprocal(r)``, ``d * (1 / r)``, ``d * Pow(ms + eps, -0.5)``, labelled. The mean is named
+    ``mean_name``, ``ms + eps`` ``ve`` and the square root ``root_name``; ``axes`` and ``eps`` are constants.
+    Shared by LayerNorm (``d = x - mean(x)``, cases 2a-2d) and RMSNorm (``d = x``)."""
+    sq = P.one_of(P.op("Pow", d, P.scalar(2.0)), P.op("Mul", d, d))
+    ms = P.op("ReduceMean", sq, P.const(axes), name=mean_name)
+    ve = P.op("Add", ms, P.const("eps"), commute=True, name="ve")
+    r = P.op("Sqrt", ve, name=root_name)
+    return [
+        ("div", P.op("Div", d, r)),
+        ("reciprocal", P.op("Mul", d, P.op("Reciprocal", r), commute=True)),
+        ("one-over", P.op("Mul", d, P.op("Div", P.scalar(1.0), r), commute=True)),
+        ("rsqrt-pow", P.op("Mul", d, P.op("Pow", ve, P.scalar(-0.5)), commute=True)),
+    ]
+
+
 def _core_pattern() -> list[tuple[str, Pattern]]:
     x = P.var("x")
     mean = P.op("ReduceMean", x, P.const("axes1"), name="mean")
     d = P.op("Sub", x, mean, name="d")
-    sq = P.one_of(P.op("Pow", d, P.scalar(2.0)), P.op("Mul", d, d))
-    var = P.op("ReduceMean", sq, P.const("axes2"), name="var")
-    ve = P.op("Add", var, P.const("eps"), commute=True, name="ve")
-    std = P.op("Sqrt", ve, name="std")
-    return [
-        ("div", P.op("Div", d, std)),  # 2a
-        ("reciprocal", P.op("Mul", d, P.op("Reciprocal", std), commute=True)),  # 2b
-        ("one-over", P.op("Mul", d, P.op("Div", P.scalar(1.0), std), commute=True)),  # 2c
-        ("rsqrt-pow", P.op("Mul", d, P.op("Pow", ve, P.scalar(-0.5)), commute=True)),  # 2d
-    ]
+    return normalized_patterns(d, "axes2", "var", "std")
 
 
 def norm_axes(m: Match, name: str) -> tuple[int, ...] | None:

@@ -28,7 +28,14 @@ import numpy as np
 from accelopt.ir.graph import Value
 from accelopt.passes.base import register_pass
 from accelopt.passes.fuse_common import const_of
-from accelopt.passes.fuse_layernorm import affine_check, affine_operand, fold_in_place, norm_axes, param_shape
+from accelopt.passes.fuse_layernorm import (
+    affine_check,
+    affine_operand,
+    fold_in_place,
+    norm_axes,
+    normalized_patterns,
+    param_shape,
+)
 from accelopt.passes.patterns.driver import RulePass
 from accelopt.passes.patterns.match import Match, MatchResult
 from accelopt.passes.patterns.pattern import P, Pattern
@@ -39,17 +46,7 @@ PASS_NAME = "fuse-rmsnorm"
 
 # ------------------------------------------------------------- case 1
 def _core_patterns() -> list[tuple[str, Pattern]]:
-    x = P.var("x")
-    sq = P.one_of(P.op("Pow", x, P.scalar(2.0)), P.op("Mul", x, x))
-    ms = P.op("ReduceMean", sq, P.const("axes"), name="ms")
-    ve = P.op("Add", ms, P.const("eps"), commute=True, name="ve")
-    r = P.op("Sqrt", ve, name="r")
-    return [
-        ("div", P.op("Div", x, r)),  # 1a
-        ("reciprocal", P.op("Mul", x, P.op("Reciprocal", r), commute=True)),  # 1b
-        ("one-over", P.op("Mul", x, P.op("Div", P.scalar(1.0), r), commute=True)),  # 1c
-        ("rsqrt-pow", P.op("Mul", x, P.op("Pow", ve, P.scalar(-0.5)), commute=True)),  # 1d
-    ]
+    return normalized_patterns(P.var("x"), "axes", "ms", "r")  # 1a-1d
 
 
 def _centered(x: Value) -> bool:

@@ -135,6 +135,19 @@ class Artifact:
         return {"target": self.target, "files": list(self.files), **_jsonable(self.metadata)}
 
 
+class BucketedArtifact(Artifact):
+    """An artifact with one compiled function per sequence bucket (metadata ``buckets``) and its weights saved
+    beside the program (metadata ``parameters``): the Relax (cpu, gpu) and TPU artifacts."""
+
+    @property
+    def buckets(self) -> list[dict[str, Any]]:
+        return list(self.metadata["buckets"])
+
+    @property
+    def parameter_bytes(self) -> int:
+        return int(self.metadata["parameters"]["bytes"])
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """Options of a target that takes none."""

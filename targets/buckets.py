@@ -65,6 +65,24 @@ def symbol_key(v: Value, axis: int, d: Any) -> str:
     return d if isinstance(d, str) else f"?{v.name}:{axis}"
 
 
+def bind_shape(v: Value, dims: Mapping[str, int], *, needs: str, scope: str) -> tuple[int, ...]:
+    """``v``'s shape with symbols (and unnamed dims, by ``symbol_key``) replaced by their sizes in ``dims``.
+    ``TargetError`` for an unknown rank (``needs`` says what needs static shapes) or a dim ``dims`` does not
+    bind (``scope`` says where: "in this bucket")."""
+    if v.shape is None:
+        raise TargetError(f"input %{v.name} has unknown rank; {needs} needs static shapes")
+    out = []
+    for axis, d in enumerate(v.shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        key = symbol_key(v, axis, d)
+        if key not in dims:
+            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size {scope}")
+        out.append(int(dims[key]))
+    return tuple(out)
+
+
 def bind_symbols(
     graph: Graph, *, batch: int, batch_multiple: int = 1, dims: Mapping[str, int] | None = None, target: str = ""
 ) -> Binding:
@@ -279,6 +297,21 @@ def int_tuple(v: Any, what: str) -> tuple[int, ...]:
         return tuple(int(x) for x in v)
     except (TypeError, ValueError):
         raise TargetError(f"{what}: expected integers, got {v!r}") from None
+
+
+def bound_seq_lens(target: str, option: tuple[int, ...], requested: Sequence[int]) -> tuple[int, ...] | None:
+    """The sequence buckets ``--seq-len`` (``requested``) asks of a target whose spec gave ``option``, or None
+    when the target stays as it is (one length: the bucket follows the validation samples; the same buckets).
+    Buckets in the spec that disagree with ``requested`` are a ``TargetError``."""
+    buckets = int_tuple(tuple(requested), "seq_lens")
+    if len(set(buckets)) <= 1 or buckets == option:
+        return None
+    if option:
+        raise TargetError(
+            f"{target} target: seq_lens={'+'.join(map(str, option))} in the target spec and sequence "
+            f"lengths {','.join(map(str, buckets))} disagree; give the buckets once"
+        )
+    return buckets
 
 
 def convert_input(spec: Mapping[str, Any], value: Any) -> np.ndarray:

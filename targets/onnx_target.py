@@ -6,8 +6,14 @@
 
 1. ``save(dir)`` writes ``dir/model.onnx`` (tensors over 2 GiB in total go to
    ``model.onnx.data`` next to it, as ONNX external data);
+   1a a graph whose initializers hold ``DETACH_BYTES`` (256 MiB) or more is
+      lowered with those of at least 1 KiB *detached*
+      (``onnx_writer.write_onnx_detached``): ``proto`` refers to them as external
+      data and the artifact keeps the graph's arrays, uncopied; ``save``
+      streams them into ``model.onnx.data`` (each tensor 4 KiB-aligned);
 2. ``run(inputs)`` runs it in ONNX Runtime on the CPU (one session, created on
-   first use); inputs are cast to the model's input types;
+   first use; a detached artifact hands onnxruntime its arrays as external
+   initializers until it is saved); inputs are cast to the model's input types;
 3. ``OnnxArtifact.load(dir)`` reads a saved ``model.onnx`` back; ``save`` also
    writes ``metadata.json`` (format, inputs, outputs), which
    ``accelopt.Artifact.load`` dispatches on (a folder with only ``model.onnx``,
@@ -27,6 +33,7 @@ import numpy as np
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets.base import METADATA_FILE, Artifact, Capabilities, Target, register_artifact, register_target
+from accelopt.targets.onnx_external import DetachedWeights
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,10 @@ FORMAT = "accelopt-onnx-artifact"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 #: protobuf's hard limit; larger models keep their tensors in external data
 PROTO_LIMIT = 2**31 - 1
+#: graphs with at least this many bytes of initializers are lowered with detached weights (case 1a)
+DETACH_BYTES = 256 << 20
+#: the smallest initializer detached (case 1a)
+DETACH_TENSOR_BYTES = 1024
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -62,9 +73,11 @@ class OnnxArtifact(Artifact):
         path: Path | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         metadata: Mapping[str, Any] | None = None,
+        weights: DetachedWeights | None = None,
     ) -> None:
         super().__init__("onnx", graph, metadata=metadata)
         self.proto = proto
+        self.weights = weights
         self.path = path
         self.providers = list(providers)
         self._session: Any = None
@@ -76,21 +89,29 @@ class OnnxArtifact(Artifact):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         path = d / MODEL_FILE
-        external = self.proto.ByteSize() > PROTO_LIMIT
+        files = [path]
         try:
-            onnx.save_model(
-                self.proto,
-                str(path),
-                save_as_external_data=external,
-                all_tensors_to_one_file=True,
-                location=EXTERNAL_DATA_FILE,
-            )
+            if self.weights is not None:  # case 1a
+                path.write_bytes(self.proto.SerializeToString())
+                self.weights.write(d / self.weights.location)
+                files.append(d / self.weights.location)
+            else:
+                external = self.proto.ByteSize() > PROTO_LIMIT
+                onnx.save_model(
+                    self.proto,
+                    str(path),
+                    save_as_external_data=external,
+                    all_tensors_to_one_file=True,
+                    location=EXTERNAL_DATA_FILE,
+                )
+                if external:
+                    files.append(d / EXTERNAL_DATA_FILE)
         except (OSError, ValueError) as e:
             raise TargetError(f"cannot write {path}: {e}") from e
         self.path = path
         meta_path = d / METADATA_FILE
         meta_path.write_text(json.dumps(self._metadata_json(), indent=2, sort_keys=True) + "\n")
-        return [path, d / EXTERNAL_DATA_FILE, meta_path] if external else [path, meta_path]
+        return [*files, meta_path]
 
     def _metadata_json(self) -> dict[str, Any]:
         """What metadata.json says: the format ``Artifact.load`` dispatches on, and the model's inputs/outputs."""
@@ -134,6 +155,9 @@ class OnnxArtifact(Artifact):
             try:
                 if self.path is not None and self.path.is_file():
                     self._session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+                elif self.weights is not None:
+                    self.weights.add_to(opts)
+                    self._session = ort.InferenceSession(self.proto.SerializeToString(), opts, providers=self.providers)
                 else:
                     self._session = ort.InferenceSession(self.proto.SerializeToString(), opts, providers=self.providers)
             except Exception as e:
@@ -178,18 +202,22 @@ class OnnxTarget(Target):
         from accelopt.errors import AccelOptError
 
         try:
-            from accelopt.targets.onnx_writer import write_onnx
+            from accelopt.targets.onnx_writer import write_onnx, write_onnx_detached
         except ImportError as e:
             raise TargetError(f"the ONNX writer is not available: {e}") from e
+        weights = None
         try:
-            proto = write_onnx(graph)
+            if sum(int(v.const.nbytes) for v in graph.initializers.values() if v.const is not None) >= DETACH_BYTES:
+                proto, weights = write_onnx_detached(graph, threshold=DETACH_TENSOR_BYTES, location=EXTERNAL_DATA_FILE)
+            else:
+                proto = write_onnx(graph)
         except AccelOptError:
             raise
         except Exception as e:
             raise TargetError(f"cannot write graph {graph.name!r} as ONNX: {type(e).__name__}: {e}") from e
         opsets = {i.domain or "ai.onnx": i.version for i in proto.opset_import}
         meta = {"opsets": opsets, "nodes": len(proto.graph.node), "batch": _batch_info(graph, self.requested_batch)}
-        return OnnxArtifact(proto, graph, metadata=meta)
+        return OnnxArtifact(proto, graph, metadata=meta, weights=weights)
 
 
 def _batch_info(graph: Graph, requested: int) -> dict[str, Any]:

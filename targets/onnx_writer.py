@@ -51,7 +51,11 @@ Cases handled:
    when ``external_data=True``, or automatically when the weights exceed
    2 GB. ``write_onnx(..., external_data_threshold=n)`` instead marks such
    tensors for ``onnx.save_model`` (location ``<graph>.onnx.data``); a marked
-   model must be checked by path once saved.
+   model must be checked by path once saved. ``write_onnx_detached`` never
+   copies large initializers into the model: each becomes an external-data
+   reference and the graph's array is kept aside (``onnx_external``), so the
+   model stays small, is checked with those tensors as typed inputs, runs in
+   onnxruntime from the arrays, and is saved by streaming them to disk.
 9. **Provenance**: each node's provenance (pass, rule, origins) is kept in its
    ``doc_string``.
 """
@@ -76,6 +80,7 @@ from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import REQUIRED, OpDef, all_ops
 from accelopt.ir.types import TensorType
+from accelopt.targets.onnx_external import DetachedWeights
 
 log = logging.getLogger(__name__)
 
@@ -409,8 +414,17 @@ class ExportContext:
     value_infos: dict[str, TensorType] = field(default_factory=dict)
     domains: dict[str, int] = field(default_factory=dict)
     renames: dict[str, str] = field(default_factory=dict)
+    weights: DetachedWeights | None = None
     _used: set[str] = field(default_factory=set)
     _counter: int = 0
+
+    def tensor(self, array: np.ndarray, name: str) -> TensorProto:
+        """An initializer's ``TensorProto``: a placeholder into the detached weights when large (case 8)."""
+        if self.weights is not None:
+            placeholder = self.weights.placeholder(array, name)
+            if placeholder is not None:
+                return placeholder
+        return tensor_proto(np.asarray(array), name)
 
     def name(self, v: Value | None) -> str:
         """The ONNX name of an IR value ("" for an omitted optional input)."""
@@ -442,7 +456,7 @@ class ExportContext:
     def add_initializer(self, array: np.ndarray, hint: str = "const") -> str:
         """Add a constant tensor to the model; returns its (fresh) name."""
         name = self.fresh(hint)
-        self.initializers.append(tensor_proto(np.asarray(array), name))
+        self.initializers.append(self.tensor(np.asarray(array), name))
         return name
 
     def set_type(self, name: str, t: TensorType) -> None:
@@ -558,9 +572,14 @@ def _plan(graph: Graph, floor: int) -> tuple[int, dict[int, _StdNode]]:
 
 
 def _build(
-    graph: Graph, opset: int, std: dict[int, _StdNode], ir_version: int | None, value_infos: bool
+    graph: Graph,
+    opset: int,
+    std: dict[int, _StdNode],
+    ir_version: int | None,
+    value_infos: bool,
+    weights: DetachedWeights | None = None,
 ) -> onnx.ModelProto:
-    ctx = ExportContext(graph=graph, opset=opset)
+    ctx = ExportContext(graph=graph, opset=opset, weights=weights)
     ctx._used.update(v.name for v in graph.values())
     ctx._used.update(n.name for n in graph.nodes)
     nodes: list[NodeProto] = []
@@ -582,7 +601,7 @@ def _build(
             out_names.append(v.name)
         seen.add(v.name)
 
-    initializers = [tensor_proto(v.const, ctx.name(v)) for v in graph.initializers.values()]  # type: ignore[arg-type]
+    initializers = [ctx.tensor(v.const, ctx.name(v)) for v in graph.initializers.values()]  # type: ignore[arg-type]
 
     for node in graph.nodes:
         prepared = std.get(id(node))
@@ -635,15 +654,15 @@ def _build(
         ir_version=ir_version or helper.find_min_ir_version_for([imports[0]]),
     )
     if any(v.shape is None for v in graph.outputs):
-        _infer_output_shapes(model)
+        _infer_output_shapes(model, weights)
     return model
 
 
-def _infer_output_shapes(model: onnx.ModelProto) -> None:
+def _infer_output_shapes(model: onnx.ModelProto, weights: DetachedWeights | None = None) -> None:
     """Give graph outputs of unknown rank the shape ONNX infers (the checker requires one, case 5)."""
     missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(weights.checkable(model) if weights else model, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise TargetError(f"graph {model.graph.name!r}: cannot infer the rank of output(s): {e}") from e
     found = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -684,29 +703,7 @@ def write_onnx(
     over 2 GB or marked for external data) and turns a failure into a
     ``TargetError``.
     """
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise TargetError(f"opset {opset} is out of range: accelopt writes opsets {MIN_OPSET}..{MAX_OPSET}")
-    _load_plugins()
-    chosen, std = _plan(graph, opset)
-    while True:
-        try:
-            model = _build(graph, chosen, std, ir_version, value_infos)
-            break
-        except _OpsetBump as bump:
-            if bump.version > MAX_OPSET:
-                raise TargetError(
-                    f"graph {graph.name!r}: an exporter needs opset {bump.version} ({bump.why}), "
-                    f"the newest known is {MAX_OPSET}"
-                ) from None
-            chosen, std = _plan(graph, max(bump.version, chosen))
-    if chosen != opset:
-        log.info("graph %r written at opset %d (requested %d)", graph.name, chosen, opset)
-    too_big = model.ByteSize() > PROTOBUF_LIMIT if check else False
-    if check and external_data_threshold is None and not too_big:
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            raise TargetError(f"ONNX written for graph {graph.name!r} fails the checker: {e}") from e
+    model, _ = _write(graph, opset, ir_version, value_infos, check and external_data_threshold is None, None)
     if external_data_threshold is not None:
         from onnx.external_data_helper import convert_model_to_external_data
 
@@ -717,6 +714,55 @@ def write_onnx(
             size_threshold=external_data_threshold,
         )
     return model
+
+
+def write_onnx_detached(
+    graph: Graph,
+    *,
+    threshold: int = 1024,
+    location: str = "model.onnx.data",
+    opset: int = 18,
+    ir_version: int | None = None,
+    value_infos: bool = True,
+    check: bool = True,
+) -> tuple[onnx.ModelProto, DetachedWeights]:
+    """Write ``graph`` with its initializers of at least ``threshold`` bytes detached (case 8): the model
+    refers to them as external data in ``location``; the returned ``DetachedWeights`` holds the graph's
+    arrays (not copies). The checker runs on the model with those initializers as typed inputs."""
+    model, weights = _write(graph, opset, ir_version, value_infos, check, DetachedWeights(threshold, location))
+    assert weights is not None
+    return model, weights
+
+
+def _write(
+    graph: Graph, opset: int, ir_version: int | None, value_infos: bool, check: bool, weights: DetachedWeights | None
+) -> tuple[onnx.ModelProto, DetachedWeights | None]:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise TargetError(f"opset {opset} is out of range: accelopt writes opsets {MIN_OPSET}..{MAX_OPSET}")
+    _load_plugins()
+    chosen, std = _plan(graph, opset)
+    while True:
+        if weights is not None:
+            weights = DetachedWeights(weights.threshold, weights.location)
+        try:
+            model = _build(graph, chosen, std, ir_version, value_infos, weights)
+            break
+        except _OpsetBump as bump:
+            if bump.version > MAX_OPSET:
+                raise TargetError(
+                    f"graph {graph.name!r}: an exporter needs opset {bump.version} ({bump.why}), "
+                    f"the newest known is {MAX_OPSET}"
+                ) from None
+            chosen, std = _plan(graph, max(bump.version, chosen))
+    if chosen != opset:
+        log.info("graph %r written at opset %d (requested %d)", graph.name, chosen, opset)
+    checked = weights.checkable(model) if weights is not None else model
+    if check and checked.ByteSize() <= PROTOBUF_LIMIT:
+        try:
+            onnx.checker.check_model(checked, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            raise TargetError(f"ONNX written for graph {graph.name!r} fails the checker: {e}") from e
+    return model, weights
 
 
 def save_onnx(

@@ -96,6 +96,9 @@ CONFIG_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
             **_TINY,
         },
     },
+    "large": {  # BERT-large (bert-large-uncased sizes; 335 M parameters, 1.3 GB in float32)
+        "bert": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+    },
     "full": {  # the base sizes; BertConfig() defaults are BERT-base
         "bert": {},
         "distilbert": {},
@@ -113,13 +116,13 @@ CONFIG_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def config_for(family: str, size: str) -> Any:
-    """A transformers config of ``family`` at ``size`` ("tiny" or "full")."""
+    """A transformers config of ``family`` at ``size`` ("tiny", "full", or "large": BERT only)."""
     import transformers
 
     if size not in CONFIG_PARAMS:
-        raise ValueError(f"unknown size {size!r} (tiny or full)")
-    if family not in _CONFIG_CLASSES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown size {size!r} (tiny, full or large)")
+    if family not in _CONFIG_CLASSES or family not in CONFIG_PARAMS[size]:
+        raise ValueError(f"no {size} config of family {family!r}; known: {', '.join(CONFIG_PARAMS[size])}")
     return getattr(transformers, _CONFIG_CLASSES[family])(**CONFIG_PARAMS[size][family])
 
 
@@ -332,6 +335,28 @@ def cached_export(
 def minilm_onnx(*, exporter: str = "dynamo", opset: int = 17, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """all-MiniLM-L6-v2 (real weights) exported to ONNX and cached."""
     return export_onnx("minilm", exporter=exporter, opset=opset, cache_dir=cache_dir)
+
+
+def ort_session(path: str | os.PathLike[str]) -> Any:
+    """A quiet onnxruntime CPU session on the ONNX file at ``path``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def minilm_heldout(sentences: int = 32, seq: int = 128) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """all-MiniLM-L6-v2 (``minilm_onnx``), the first ``sentences`` held-out sentences tokenized at ``seq``, and
+    onnxruntime's fp32 outputs on the original file, by output name."""
+    from accelopt.samples import HELDOUT_SENTENCES, bundled_tokenizer, tokenize
+
+    path = minilm_onnx()
+    feed = tokenize(bundled_tokenizer(), list(HELDOUT_SENTENCES[:sentences]), seq)
+    sess = ort_session(path)
+    names = {i.name for i in sess.get_inputs()}
+    outs = sess.run(None, {k: v for k, v in feed.items() if k in names})
+    return path, feed, dict(zip([o.name for o in sess.get_outputs()], outs))
 
 
 def _export(model: Any, family: str, path: Path, *, exporter: str, opset: int) -> None:

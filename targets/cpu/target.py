@@ -154,15 +154,8 @@ class CpuTarget(Target):
         )
 
     def with_seq_lens(self, seq_lens: Sequence[int]) -> CpuTarget:
-        buckets = bk.int_tuple(tuple(seq_lens), "seq_lens")
-        if len(set(buckets)) <= 1 or buckets == self.options.seq_lens:
-            return self
-        if self.options.seq_lens:
-            raise TargetError(
-                f"cpu target: seq_lens={'+'.join(map(str, self.options.seq_lens))} in the target spec and sequence "
-                f"lengths {','.join(map(str, buckets))} disagree; give the buckets once"
-            )
-        return CpuTarget(dataclasses.replace(self.options, seq_lens=buckets))
+        buckets = bk.bound_seq_lens(self.name, self.options.seq_lens, seq_lens)
+        return self if buckets is None else CpuTarget(dataclasses.replace(self.options, seq_lens=buckets))
 
     def with_batch(self, batch: int) -> CpuTarget:
         """``--batch``: the batch the functions are compiled for (a spec ``batch`` that disagrees is an error)."""

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 
@@ -250,39 +251,22 @@ def _flag_values(f: Flags) -> dict[str, int]:
     return {"pop_prev": f.pop_prev, "pop_next": f.pop_next, "push_prev": f.push_prev, "push_next": f.push_next}
 
 
+def _field_values(insn: Insn) -> dict[str, int]:
+    """The instruction's own fields (all but the flags) as integers, by name."""
+    return {f.name: int(getattr(insn, f.name)) for f in dataclasses.fields(insn) if f.name != "flags"}
+
+
 def _values(insn: Insn) -> tuple[str, dict[str, int]]:
     base = {"opcode": int(insn.opcode), **_flag_values(insn.flags)}
     if isinstance(insn, MemInsn):
-        mem_names = ("memory_type", "sram_base", "dram_base", "y_size", "x_size", "x_stride")
-        vals = {n: int(getattr(insn, n)) for n in mem_names + ("y_pad_0", "y_pad_1", "x_pad_0", "x_pad_1")}
-        return "mem", {**base, **vals}
+        return "mem", {**base, **_field_values(insn)}
     if isinstance(insn, GemmInsn):
-        gemm_names = [n for n, _, _ in _LOOP_FIELDS] + ["wgt_factor_out", "wgt_factor_in"]
-        return "gemm", {**base, **{n: int(getattr(insn, n)) for n in gemm_names}}
+        return "gemm", {**base, **_field_values(insn)}
     if isinstance(insn, AluInsn):
-        alu_names = [n for n, _, _ in _LOOP_FIELDS] + ["alu_op", "use_imm"]
-        vals = {n: int(getattr(insn, n)) for n in alu_names}
         if not -(1 << 15) <= insn.imm < (1 << 15):
             raise IsaError(f"ALU immediate {insn.imm} does not fit 16 signed bits")
-        vals["imm"] = insn.imm & 0xFFFF
-        return "alu", {**base, **vals}
+        return "alu", {**base, **_field_values(insn), "imm": insn.imm & 0xFFFF}
     return "finish", base
-
-
-_LOOP_FIELDS: tuple[Field, ...] = tuple(
-    (n, 0, 0)
-    for n in (
-        "reset",
-        "uop_bgn",
-        "uop_end",
-        "iter_out",
-        "iter_in",
-        "dst_factor_out",
-        "dst_factor_in",
-        "src_factor_out",
-        "src_factor_in",
-    )
-)
 
 
 def encode(insn: Insn, config: VTAConfig, index: int | None = None) -> bytes:
@@ -311,6 +295,19 @@ def _get(word: int, field: tuple[int, int]) -> int:
     return (word >> lo) & ((1 << (hi - lo)) - 1)
 
 
+def _fields_of(word: int, fields: Sequence[Field]) -> dict[str, int]:
+    return {n: _get(word, (lo, hi)) for n, lo, hi in fields}
+
+
+_I = TypeVar("_I", MemInsn, GemmInsn, AluInsn)
+
+
+def _build(cls: type[_I], f: dict[str, int], flags: Flags, **typed: object) -> _I:
+    """A ``cls`` from decoded fields ``f``; ``typed`` gives the fields that are not plain integers."""
+    kw: dict[str, object] = {x.name: f[x.name] for x in dataclasses.fields(cls) if x.name != "flags"}
+    return cls(**{**kw, **typed}, flags=flags)  # type: ignore[arg-type]
+
+
 def decode(data: bytes, config: VTAConfig, index: int | None = None) -> Insn:
     """One instruction from 16 bytes; unknown opcodes and memory types are ``IsaError``."""
     if len(data) != INSN_BYTES:
@@ -321,59 +318,21 @@ def decode(data: bytes, config: VTAConfig, index: int | None = None) -> Insn:
     flags = Flags(bool(word >> 3 & 1), bool(word >> 4 & 1), bool(word >> 5 & 1), bool(word >> 6 & 1))
     where = f"instruction {index}" if index is not None else "instruction"
     if op in (Opcode.LOAD, Opcode.STORE):
-        f = {n: _get(word, (lo, hi)) for n, lo, hi in layout.mem}
+        f = _fields_of(word, layout.mem)
         mt = f["memory_type"]
         if mt > MemType.ACC_8BIT:
             raise IsaError(f"{where}: unknown memory type {mt}")
-        return MemInsn(
-            Opcode(op),
-            MemType(mt),
-            f["sram_base"],
-            f["dram_base"],
-            f["y_size"],
-            f["x_size"],
-            f["x_stride"],
-            f["y_pad_0"],
-            f["y_pad_1"],
-            f["x_pad_0"],
-            f["x_pad_1"],
-            flags,
-        )
+        return _build(MemInsn, f, flags, opcode=Opcode(op), memory_type=MemType(mt))
     if op == Opcode.GEMM:
-        f = {n: _get(word, (lo, hi)) for n, lo, hi in layout.gemm}
-        return GemmInsn(
-            bool(f["reset"]),
-            f["uop_bgn"],
-            f["uop_end"],
-            f["iter_out"],
-            f["iter_in"],
-            f["dst_factor_out"],
-            f["dst_factor_in"],
-            f["src_factor_out"],
-            f["src_factor_in"],
-            f["wgt_factor_out"],
-            f["wgt_factor_in"],
-            flags,
-        )
+        f = _fields_of(word, layout.gemm)
+        return _build(GemmInsn, f, flags, reset=bool(f["reset"]))
     if op == Opcode.ALU:
-        f = {n: _get(word, (lo, hi)) for n, lo, hi in layout.alu}
+        f = _fields_of(word, layout.alu)
         if f["alu_op"] > AluOp.MUL:
             raise IsaError(f"{where}: unknown ALU opcode {f['alu_op']}")
         imm = f["imm"] - (1 << 16) if f["imm"] >= 1 << 15 else f["imm"]
-        return AluInsn(
-            AluOp(f["alu_op"]),
-            bool(f["use_imm"]),
-            imm,
-            f["uop_bgn"],
-            f["uop_end"],
-            f["iter_out"],
-            f["iter_in"],
-            f["dst_factor_out"],
-            f["dst_factor_in"],
-            f["src_factor_out"],
-            f["src_factor_in"],
-            bool(f["reset"]),
-            flags,
+        return _build(
+            AluInsn, f, flags, alu_op=AluOp(f["alu_op"]), use_imm=bool(f["use_imm"]), imm=imm, reset=bool(f["reset"])
         )
     if op == Opcode.FINISH:
         return FinishInsn(flags)

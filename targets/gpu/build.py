@@ -32,6 +32,7 @@ from tvm import relax
 from accelopt.errors import TargetError
 from accelopt.targets.gpu import toolchain
 from accelopt.targets.gpu.schedules import ScheduleReport, schedule_module
+from accelopt.targets.relax.native_stderr import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def build_library(
         seconds["compile"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    ex.export_library(str(out))
+    with native_stderr_to_log("export_library"):
+        ex.export_library(str(out))
     seconds["export"] = time.perf_counter() - t3
     seconds["total"] = time.perf_counter() - t0
     kernels = sum(1 for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))

@@ -37,8 +37,9 @@ from tvm import relax
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Artifact
+from accelopt.targets.base import BucketedArtifact
 from accelopt.targets.params_io import read_params, write_params
+from accelopt.targets.relax.native_stderr import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ PARAMS = "params.bin"
 METADATA = "metadata.json"
 
 
-class RelaxArtifact(Artifact):
+class RelaxArtifact(BucketedArtifact):
     """A Relax VM executable with its parameters; runnable here when its device exists."""
 
     target_name: ClassVar[str] = "relax"
@@ -82,14 +83,6 @@ class RelaxArtifact(Artifact):
         """Called once before the first run."""
 
     # ------------------------------------------------------------ facts
-    @property
-    def buckets(self) -> list[dict[str, Any]]:
-        return list(self.metadata["buckets"])
-
-    @property
-    def parameter_bytes(self) -> int:
-        return int(self.metadata["parameters"]["bytes"])
-
     def input_specs(self) -> list[dict[str, Any]]:
         return list(self.metadata["inputs"])
 
@@ -102,7 +95,8 @@ class RelaxArtifact(Artifact):
         arrays = {k: self.params[k] for k in dict.fromkeys(order)}
         meta["parameters"]["file"] = PARAMS
         meta["parameters"]["tensors"] = write_params(out / PARAMS, arrays, sort=False)
-        self.library.export_library(str(out / LIBRARY))
+        with native_stderr_to_log("export_library"):
+            self.library.export_library(str(out / LIBRARY))
         (out / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / METADATA, out / LIBRARY, out / PARAMS]
 
@@ -120,7 +114,8 @@ class RelaxArtifact(Artifact):
         art = cls(metadata=meta, library=None, params={}, source=str(d))
         art.check_host()
         try:
-            art.library = tvm.runtime.load_module(str(lib_path))
+            with native_stderr_to_log("load_module"):
+                art.library = tvm.runtime.load_module(str(lib_path))
         except Exception as e:
             raise TargetError(f"{lib_path}: cannot load the compiled library: {e}") from e
         par = meta["parameters"]
@@ -151,7 +146,8 @@ class RelaxArtifact(Artifact):
         """The VM function of ``bucket`` and its parameters on the device (both created once)."""
         if self._vm is None:
             self.prepare()
-            self._vm = relax.VirtualMachine(self.library, self.device())
+            with native_stderr_to_log("VirtualMachine"):
+                self._vm = relax.VirtualMachine(self.library, self.device())
         name = bucket["function"]
         if name not in self._device_params:
             dev = self.device()

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ from tvm import relax
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.targets import buckets as bk
+from accelopt.targets.lowering_table import LoweringTable
 from accelopt.targets.relax.context import (  # noqa: F401 - re-exported: lowerings import them from here
     BF16,
     MIN_PARAM_NUMEL,
@@ -73,7 +75,6 @@ Operand = Any
 LoweringFn = Callable[["LowerCtx", Node, list[Any], dict[str, Any]], Sequence[Any]]
 
 
-
 # --------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Lowering:
@@ -83,48 +84,35 @@ class Lowering:
     fold: bool = True
 
 
-_LOWERINGS: dict[str, Lowering] = {}
+_TABLE: LoweringTable[Lowering] = LoweringTable(
+    "Relax",
+    [
+        f"accelopt.targets.relax.{m}"
+        for m in (
+            "ops_elementwise",
+            "ops_fused",
+            "ops_index",
+            "ops_matmul",
+            "ops_pool",
+            "ops_quant",
+            "ops_reduce",
+            "ops_shape",
+        )
+    ],
+)
 
 
 def lower(*ops: str, fold: bool = True) -> Callable[[LoweringFn], LoweringFn]:
     """Register ``fn`` as the Relax lowering of each op in ``ops``."""
-
-    def deco(fn: LoweringFn) -> LoweringFn:
-        for op in ops:
-            if op in _LOWERINGS:
-                raise ValueError(f"op {op!r} already has a Relax lowering")
-            _LOWERINGS[op] = Lowering(op, fn, fold)
-        return fn
-
-    return deco
+    return _TABLE.register(ops, lambda op, fn: Lowering(op, fn, fold))
 
 
-def _ensure_loaded() -> None:
-    import accelopt.targets.relax.ops_elementwise  # noqa: F401
-    import accelopt.targets.relax.ops_fused  # noqa: F401
-    import accelopt.targets.relax.ops_index  # noqa: F401
-    import accelopt.targets.relax.ops_matmul  # noqa: F401
-    import accelopt.targets.relax.ops_pool  # noqa: F401
-    import accelopt.targets.relax.ops_quant  # noqa: F401
-    import accelopt.targets.relax.ops_reduce  # noqa: F401
-    import accelopt.targets.relax.ops_shape  # noqa: F401
-
-
-def lowering_for(op: str) -> Lowering | None:
-    _ensure_loaded()
-    return _LOWERINGS.get(op)
-
-
-def lowered_ops() -> set[str]:
-    """Names of every op with a Relax lowering."""
-    _ensure_loaded()
-    return set(_LOWERINGS)
-
-
-def unlowered_ops(ops: Iterable[str]) -> list[str]:
-    """The ops among ``ops`` that have no Relax lowering, sorted."""
-    _ensure_loaded()
-    return sorted({op for op in ops if op not in _LOWERINGS})
+#: the Relax lowering of an op (None if it has none)
+lowering_for = _TABLE.get
+#: names of every op with a Relax lowering
+lowered_ops = _TABLE.ops
+#: the ops among the given ones that have no Relax lowering, sorted
+unlowered_ops = _TABLE.missing
 
 
 # ------------------------------------------------------------- the module
@@ -154,25 +142,9 @@ class LoweredModule:
         return int(sum(a.nbytes for a in self.params.values()))
 
 
-def symbol_key(v: Value, axis: int, d: Any) -> str:
-    """The name a dim binds under: its symbol, or ``?<input>:<axis>`` for an unnamed one."""
-    return d if isinstance(d, str) else f"?{v.name}:{axis}"
-
-
 def bind_shape(v: Value, dims: Mapping[str, int]) -> list[int]:
     """``v``'s shape with symbols replaced by ``dims``."""
-    if v.shape is None:
-        raise TargetError(f"input %{v.name} has unknown rank; the Relax lowering needs static shapes")
-    out = []
-    for axis, d in enumerate(v.shape):
-        if isinstance(d, int):
-            out.append(d)
-            continue
-        key = symbol_key(v, axis, d)
-        if key not in dims:
-            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size in this bucket")
-        out.append(int(dims[key]))
-    return out
+    return list(bk.bind_shape(v, dims, needs="the Relax lowering", scope="in this bucket"))
 
 
 def build_module(graph: Graph, buckets: Sequence[Bucket], kernels: Kernels | None = None) -> LoweredModule:
@@ -241,7 +213,7 @@ def _lower_nodes(ctx: LowerCtx, graph: Graph, inputs: Sequence[relax.Var]) -> li
         if any(v is not None and id(v) in poisoned for v in node.inputs):
             poisoned.update(id(o) for o in node.outputs)
             continue
-        low = _LOWERINGS[node.op]
+        low = _TABLE[node.op]
         opdef = get_op(node.op)
         attrs = opdef.full_attrs(node.attrs)
         ctx.node = node

@@ -53,42 +53,50 @@ def _expm1(ctx: LowerCtx, x: relax.Expr) -> relax.Expr:
     return ctx.emit(R.subtract(R.exp(x), _k(ctx, 1.0, x)))
 
 
+#: unary ops that are one Relax op
+_ONE_OP: dict[str, Callable[[relax.Expr], relax.Expr]] = {
+    "Abs": R.abs,
+    "Neg": R.negative,
+    "Exp": R.exp,
+    "Log": R.log,
+    "Sqrt": R.sqrt,
+    "Floor": R.floor,
+    "Ceil": R.ceil,
+    "Round": R.round,  # half to even (nearbyint), as numpy
+    "Sign": R.sign,
+    "Sin": R.sin,
+    "Cos": R.cos,
+    "Tan": R.tan,
+    "Asin": R.asin,
+    "Acos": R.acos,
+    "Atan": R.atan,
+    "Asinh": R.asinh,
+    "Acosh": R.acosh,
+    "Atanh": R.atanh,
+    "Tanh": R.tanh,
+    "Sigmoid": R.sigmoid,
+    "Erf": R.erf,
+    "Not": R.logical_not,
+    "BitwiseNot": R.bitwise_not,
+    "IsNaN": R.isnan,
+}
+
+
+def _one_op(f: Callable[[relax.Expr], relax.Expr]) -> Callable[[LowerCtx, relax.Expr], relax.Expr]:
+    return lambda c, x: c.emit(f(x))
+
+
 _UNARY: dict[str, Callable[[LowerCtx, relax.Expr], relax.Expr]] = {
-    "Abs": lambda c, x: c.emit(R.abs(x)),
-    "Neg": lambda c, x: c.emit(R.negative(x)),
-    "Exp": lambda c, x: c.emit(R.exp(x)),
-    "Log": lambda c, x: c.emit(R.log(x)),
-    "Sqrt": lambda c, x: c.emit(R.sqrt(x)),
+    **{op: _one_op(f) for op, f in _ONE_OP.items()},
     "Reciprocal": lambda c, x: c.emit(R.divide(_k(c, 1.0, x), x)),
-    "Floor": lambda c, x: c.emit(R.floor(x)),
-    "Ceil": lambda c, x: c.emit(R.ceil(x)),
-    "Round": lambda c, x: c.emit(R.round(x)),  # half to even (nearbyint), as numpy
-    "Sign": lambda c, x: c.emit(R.sign(x)),
-    "Sin": lambda c, x: c.emit(R.sin(x)),
-    "Cos": lambda c, x: c.emit(R.cos(x)),
-    "Tan": lambda c, x: c.emit(R.tan(x)),
-    "Asin": lambda c, x: c.emit(R.asin(x)),
-    "Acos": lambda c, x: c.emit(R.acos(x)),
-    "Atan": lambda c, x: c.emit(R.atan(x)),
     # (e^x -/+ e^-x) / 2: LLVM has no vector form of TIR's sinh/cosh intrinsics
     "Sinh": lambda c, x: c.emit(R.multiply(R.subtract(R.exp(x), R.exp(R.negative(x))), _k(c, 0.5, x))),
     "Cosh": lambda c, x: c.emit(R.multiply(R.add(R.exp(x), R.exp(R.negative(x))), _k(c, 0.5, x))),
-    "Asinh": lambda c, x: c.emit(R.asinh(x)),
-    "Acosh": lambda c, x: c.emit(R.acosh(x)),
-    "Atanh": lambda c, x: c.emit(R.atanh(x)),
-    "Tanh": lambda c, x: c.emit(R.tanh(x)),
-    "Sigmoid": lambda c, x: c.emit(R.sigmoid(x)),
-    "Erf": lambda c, x: c.emit(R.erf(x)),
     "Relu": lambda c, x: c.emit(R.maximum(x, _k(c, 0, x))),
     "Softplus": _softplus,
     "Softsign": lambda c, x: c.emit(R.divide(x, R.add(R.abs(x), _k(c, 1.0, x)))),
     "Mish": lambda c, x: c.emit(R.multiply(x, R.tanh(_softplus(c, x)))),
-    "HardSwish": lambda c, x: c.emit(
-        R.multiply(x, R.clip(R.add(R.multiply(x, _k(c, 1 / 6, x)), _k(c, 0.5, x)), 0, 1))
-    ),
-    "Not": lambda c, x: c.emit(R.logical_not(x)),
-    "BitwiseNot": lambda c, x: c.emit(R.bitwise_not(x)),
-    "IsNaN": lambda c, x: c.emit(R.isnan(x)),
+    "HardSwish": lambda c, x: c.emit(R.multiply(x, R.clip(R.add(R.multiply(x, _k(c, 1 / 6, x)), _k(c, 0.5, x)), 0, 1))),
     "Identity": lambda c, x: x,
 }
 #: unary ops whose reference computes half types in float32
@@ -286,8 +294,10 @@ def _bitshift(ctx, node, ins, attrs):
         fill: relax.Expr = _k(ctx, 0, x)
     else:
         r = ctx.emit(R.right_shift(x, safe))
-        fill = ctx.emit(R.where(R.less(x, _k(ctx, 0, x)), _k(ctx, -1, x), _k(ctx, 0, x))) if dt[0] == "i" else _k(
-            ctx, 0, x
+        fill = (
+            ctx.emit(R.where(R.less(x, _k(ctx, 0, x)), _k(ctx, -1, x), _k(ctx, 0, x)))
+            if dt[0] == "i"
+            else _k(ctx, 0, x)
         )
     return [ctx.emit(R.where(out, fill, r))]
 
@@ -361,4 +371,3 @@ def _cast(ctx, node, ins, attrs):
 @lower("CastLike")
 def _cast_like(ctx, node, ins, attrs):
     return [_cast_to(ctx, _x(ctx, node, ins), relax_dtype(node.outputs[0].dtype))]
-

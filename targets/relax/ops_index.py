@@ -19,6 +19,7 @@ Cases:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -47,21 +48,26 @@ def wrap_index(ctx: LowerCtx, node: Node, i: int, idx: Any, dim: Any, *, clamp: 
     return ctx.emit(R.maximum(R.minimum(x, R.subtract(dv, ctx.const(np.asarray(1, np.int64)))), zero))
 
 
-@lower("Gather")
-def _gather(ctx, node, ins, attrs):
+def _data_axis_index(
+    ctx: LowerCtx, node: Node, ins: list[Any], attrs: Mapping[str, Any], *, clamp: bool
+) -> tuple[relax.Expr, int, relax.Expr]:
+    """Gather's and the *Elements ops' operands: the data (input 0), the ``axis`` attribute normalized, and the
+    indices (input 1) wrapped into that axis (``wrap_index``)."""
     x = ctx.operand(node, 0, ins[0])
     shape = ctx.shape(x)
     axis = normalize_axis(int(attrs.get("axis", 0)), len(shape))
-    idx = wrap_index(ctx, node, 1, ins[1], shape[axis])
+    return x, axis, wrap_index(ctx, node, 1, ins[1], shape[axis], clamp=clamp)
+
+
+@lower("Gather")
+def _gather(ctx, node, ins, attrs):
+    x, axis, idx = _data_axis_index(ctx, node, ins, attrs, clamp=False)
     return [ctx.emit(R.take(x, idx, axis=axis, mode="clip"))]
 
 
 @lower("GatherElements")
 def _gather_elements(ctx, node, ins, attrs):
-    x = ctx.operand(node, 0, ins[0])
-    shape = ctx.shape(x)
-    axis = normalize_axis(int(attrs.get("axis", 0)), len(shape))
-    idx = wrap_index(ctx, node, 1, ins[1], shape[axis], clamp=True)
+    x, axis, idx = _data_axis_index(ctx, node, ins, attrs, clamp=True)
     return [ctx.emit(R.gather_elements(x, idx, axis=axis))]
 
 
@@ -94,10 +100,7 @@ def _scatter_nd(ctx, node, ins, attrs):
 
 @lower("ScatterElements")
 def _scatter_elements(ctx, node, ins, attrs):
-    x = ctx.operand(node, 0, ins[0])
-    shape = ctx.shape(x)
-    axis = normalize_axis(int(attrs.get("axis", 0)), len(shape))
-    idx = wrap_index(ctx, node, 1, ins[1], shape[axis], clamp=True)
+    x, axis, idx = _data_axis_index(ctx, node, ins, attrs, clamp=True)
     upd = ctx.operand(node, 2, ins[2], ctx.dtype(x))
     red = _REDUCTIONS[attrs.get("reduction", "none")]
     return [ctx.emit(R.scatter_elements(x, idx, upd, axis=axis, reduction=red))]

@@ -22,6 +22,7 @@ from tvm import relax
 
 from accelopt.targets import buckets as bk
 from accelopt.targets.relax.artifact import RelaxArtifact, device_tensor
+from accelopt.targets.relax.native_stderr import native_stderr_to_log
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ def profile(art: RelaxArtifact, inputs: Mapping[str, np.ndarray], repeat: int = 
     dev = art.device()
     args = [device_tensor(bk.fit(art.metadata, s, a, bucket, 0), dev) for s, a in zip(specs, arrays)]
     args += art._device_params[fn_name]
-    vm = relax.VirtualMachine(art.library, dev)
+    with native_stderr_to_log("VirtualMachine"):
+        vm = relax.VirtualMachine(art.library, dev)
     totals: dict[str, float] = {}
     calls: dict[str, int] = {}
     started: list[float] = []

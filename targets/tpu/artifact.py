@@ -34,7 +34,7 @@ import numpy as np
 from accelopt.errors import TargetError
 from accelopt.ir.graph import Graph
 from accelopt.targets import buckets as bk
-from accelopt.targets.base import Artifact, register_artifact
+from accelopt.targets.base import BucketedArtifact, register_artifact
 from accelopt.targets.params_io import read_params, write_params
 from accelopt.targets.tpu.export import deserialize, serialize
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 FORMAT = "accelopt-tpu-artifact"
 VERSION = 1
 
-class TpuArtifact(Artifact):
+class TpuArtifact(BucketedArtifact):
     """Exported programs + weights + metadata; ``run`` executes them on this machine's XLA (CPU here)."""
 
     files = ("metadata.json", "params.bin", "model.<bucket>.jaxexport", "model.<bucket>.stablehlo.mlir")
@@ -72,14 +72,6 @@ class TpuArtifact(Artifact):
     @property
     def platforms(self) -> tuple[str, ...]:
         return tuple(self.metadata["platforms"])
-
-    @property
-    def buckets(self) -> list[dict[str, Any]]:
-        return list(self.metadata["buckets"])
-
-    @property
-    def parameter_bytes(self) -> int:
-        return int(self.metadata["parameters"]["bytes"])
 
     @property
     def notes(self) -> list[str]:

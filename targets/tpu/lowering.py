@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,8 @@ from accelopt.errors import TargetError
 from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value
 from accelopt.ir.registry import get_op
+from accelopt.targets import buckets as bk
+from accelopt.targets.lowering_table import LoweringTable
 from accelopt.targets.tpu.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,9 @@ class Lowering:
     unpack: UnpackFn | None = None
 
 
-_LOWERINGS: dict[str, Lowering] = {}
+_TABLE: LoweringTable[Lowering] = LoweringTable(
+    "TPU", [f"accelopt.targets.tpu.{m}" for m in ("ops_conv", "ops_fused", "ops_pool", "ops_quant", "ops_std")]
+)
 
 
 def lower(
@@ -115,40 +119,15 @@ def lower(
     ``unpack`` turns a weight stored in another layout into its 2-D form
     before it is prepared.
     """
-
-    def deco(fn: LoweringFn) -> LoweringFn:
-        for op in ops:
-            if op in _LOWERINGS:
-                raise ValueError(f"op {op!r} already has a TPU lowering")
-            _LOWERINGS[op] = Lowering(op, fn, weights, fold, unpack)
-        return fn
-
-    return deco
+    return _TABLE.register(ops, lambda op, fn: Lowering(op, fn, weights, fold, unpack))
 
 
-def _ensure_loaded() -> None:
-    import accelopt.targets.tpu.ops_conv  # noqa: F401
-    import accelopt.targets.tpu.ops_fused  # noqa: F401
-    import accelopt.targets.tpu.ops_pool  # noqa: F401
-    import accelopt.targets.tpu.ops_quant  # noqa: F401
-    import accelopt.targets.tpu.ops_std  # noqa: F401
-
-
-def lowering_for(op: str) -> Lowering | None:
-    _ensure_loaded()
-    return _LOWERINGS.get(op)
-
-
-def lowered_ops() -> set[str]:
-    """Names of every op with a TPU lowering."""
-    _ensure_loaded()
-    return set(_LOWERINGS)
-
-
-def unlowered_ops(ops: Iterable[str]) -> list[str]:
-    """The ops among ``ops`` that have no lowering, sorted."""
-    _ensure_loaded()
-    return sorted({op for op in ops if op not in _LOWERINGS})
+#: the TPU lowering of an op (None if it has none)
+lowering_for = _TABLE.get
+#: names of every op with a TPU lowering
+lowered_ops = _TABLE.ops
+#: the ops among the given ones that have no TPU lowering, sorted
+unlowered_ops = _TABLE.missing
 
 
 def rhs_weight(node: Node, attrs: Mapping[str, Any]) -> Mapping[int, bool]:
@@ -805,18 +784,7 @@ class LoweredGraph:
 
 def bind_shape(v: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
     """``v``'s shape with symbols replaced by ``dims`` (``None`` dims looked up as ``"?<input>:<axis>"``)."""
-    if v.shape is None:
-        raise TargetError(f"input %{v.name} has unknown rank; the TPU export needs static shapes")
-    out = []
-    for axis, d in enumerate(v.shape):
-        if isinstance(d, int):
-            out.append(d)
-            continue
-        key = d if isinstance(d, str) else f"?{v.name}:{axis}"
-        if key not in dims:
-            raise TargetError(f"input %{v.name}: dimension {axis} ({d or 'unknown'}) has no size for this export")
-        out.append(int(dims[key]))
-    return tuple(out)
+    return bk.bind_shape(v, dims, needs="the TPU export", scope="for this export")
 
 
 def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGraph:
@@ -829,7 +797,7 @@ def build_function(graph: Graph, policy: Policy, plan: WeightPlan) -> LoweredGra
         if node.name in plan.skip:
             continue
         opdef = get_op(node.op)
-        low = _LOWERINGS[node.op]
+        low = _TABLE[node.op]
         steps.append((node, low, opdef, opdef.full_attrs(node.attrs)))
     # constants known before tracing: initializers, and outputs of nodes folded by the plan
     consts: list[tuple[Value, np.ndarray]] = [(v, v.const) for v in graph.initializers.values()]  # type: ignore[misc]

@@ -180,15 +180,8 @@ class TpuTarget(Target):
         One length keeps the target as is (the bucket follows the validation
         samples, case 3); buckets already given in the target spec must agree.
         """
-        buckets = bk.int_tuple(tuple(seq_lens), "seq_lens")
-        if len(set(buckets)) <= 1 or buckets == self.options.seq_lens:
-            return self
-        if self.options.seq_lens:
-            raise TargetError(
-                f"tpu target: seq_lens={'+'.join(map(str, self.options.seq_lens))} in the target spec and sequence "
-                f"lengths {','.join(map(str, buckets))} disagree; give the buckets once"
-            )
-        return TpuTarget(TpuOptions.make(self.options, seq_lens=buckets))
+        buckets = bk.bound_seq_lens(self.name, self.options.seq_lens, seq_lens)
+        return self if buckets is None else TpuTarget(TpuOptions.make(self.options, seq_lens=buckets))
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]  # Target: a ClassVar; here it depends on the chip

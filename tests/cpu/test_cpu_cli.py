@@ -109,3 +109,32 @@ def test_bench_works_for_an_onnx_artifact(tiny_bert: Path, tmp_path: Path, capsy
 def test_unknown_mcpu_is_a_usage_error(tiny_bert: Path, tmp_path: Path, capsys):
     rc, _, stderr = run([tiny_bert, "--target", "cpu{mcpu=znver44}", "-o", tmp_path / "o"], capsys)
     assert rc == EXIT_USAGE and "unknown mcpu 'znver44'" in " ".join(stderr.split())
+
+
+def test_tvm_native_log_noise_stays_off_the_console(tiny_bert: Path, tmp_path: Path, capfd):
+    """TVM 0.27 writes "Scope Saving/Loaded:" to descriptor 2 for every VM constant; a user never sees it."""
+    import accelopt as ao
+    from accelopt.cli.main import main
+
+    capfd.readouterr()
+    rc = main([str(tiny_bert), "--target", "cpu", "--passes", "fuse", "--seq-len", "16", "--samples", "2",
+               "-o", str(tmp_path / "out"), "-q"])
+    assert rc == EXIT_OK
+    art = ao.Artifact.load(tmp_path / "out")
+    art.run(modelzoo.family_inputs("bert", 1, 16, seed=1))
+    err = capfd.readouterr().err
+    assert "Scope Loaded" not in err and "Scope Saving" not in err and "executable.cc" not in err
+
+
+def test_native_stderr_lines_other_than_the_noise_are_logged(caplog, capfd):
+    import os
+
+    from accelopt.targets.relax.native_stderr import forward, native_stderr_to_log
+
+    with caplog.at_level("WARNING", logger="accelopt.targets.relax.native_stderr"):
+        with native_stderr_to_log("load_module"):
+            os.write(2, b"[09:50:11] /project/src/runtime/vm/executable.cc:340: Warning: Scope Loaded:\n\n")
+            os.write(2, b"[09:50:12] /project/src/runtime/x.cc:1: Warning: something real\n")
+    assert "Scope Loaded" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == ["load_module: [09:50:12] /project/src/runtime/x.cc:1: Warning: something real"]
+    assert forward("\n[t] vm/executable.cc:276: Warning: Scope Saving:\n", "x") == []

@@ -20,25 +20,10 @@ from accelopt.validation import compare
 pytestmark = pytest.mark.slow
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def minilm_heldout():
     """all-MiniLM-L6-v2, 32 held-out sentences at sequence 128, and onnxruntime's fp32 outputs on the original file."""
-    from accelopt.samples import HELDOUT_SENTENCES, bundled_tokenizer, tokenize
-
-    path = modelzoo.minilm_onnx()
-    feed = tokenize(bundled_tokenizer(), list(HELDOUT_SENTENCES[:32]), 128)
-    sess = _session(path)
-    names = {i.name for i in sess.get_inputs()}
-    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {k: v for k, v in feed.items() if k in names})))
-    return path, feed, ref
+    return modelzoo.minilm_heldout()
 
 
 @pytest.mark.parametrize("passes", ["cleanup,fuse", "fuse,int8"])
@@ -80,7 +65,7 @@ def test_bert_base_fp32_matches_onnxruntime_and_compiles_in_time():
     print(f"BERT-base fp32 cpu compile: {seconds:.1f} s ({art.metadata['seconds']})")
     assert seconds <= 120
     feed = modelzoo.family_inputs("bert", 2, 128, seed=3, config=modelzoo.config_for("bert", "full"))
-    sess = _session(path)
+    sess = modelzoo.ort_session(path)
     names = [i.name for i in sess.get_inputs()]
     ref = sess.run(None, {k: feed[k] for k in names})
     got = art.run(feed)

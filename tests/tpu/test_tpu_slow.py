@@ -26,14 +26,6 @@ def bert_base():
     return path, load_onnx(path)
 
 
-def _session(path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def test_bert_base_bf16_export_passes_the_stablehlo_checks(bert_base):
     """Lowering + export time is measured in benchmarks/bench_tpu.py (goal <= 60 s), not asserted here."""
     _, model = bert_base
@@ -49,7 +41,7 @@ def test_bert_base_fp32_export_on_cpu_matches_onnxruntime(bert_base):
     feed = modelzoo.family_inputs("bert", 1, 128, seed=0)
     art = TpuTarget(seq_lens=(128,), batch_multiple=1).lower(model.graph)
     assert art.metadata["policy"]["precision"] == "fp32"
-    sess = _session(path)
+    sess = modelzoo.ort_session(path)
     ref = sess.run(None, feed)
     got = art.run(feed)
     for o, want in zip(sess.get_outputs(), ref):
@@ -115,14 +107,8 @@ def test_bert_base_cli_int8_and_bf16(bert_base, tmp_path):
 @pytest.fixture(scope="module")
 def minilm_heldout():
     """all-MiniLM-L6-v2, 32 held-out sentences at sequence 128 and onnxruntime's fp32 output on the original file."""
-    from accelopt.samples import HELDOUT_SENTENCES, bundled_tokenizer, tokenize
-
-    path = modelzoo.minilm_onnx()
-    feed = tokenize(bundled_tokenizer(), list(HELDOUT_SENTENCES[:32]), 128)
-    sess = _session(path)
-    names = {i.name for i in sess.get_inputs()}
-    ref = sess.run(["last_hidden_state"], {k: v for k, v in feed.items() if k in names})[0]
-    return path, feed, ref
+    path, feed, ref = modelzoo.minilm_heldout()
+    return path, feed, ref["last_hidden_state"]
 
 
 @pytest.mark.parametrize("passes", ["fuse,bf16", "fuse,int8"])

@@ -296,17 +296,8 @@ def core_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _attention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
-    a = core_attrs(attrs)
     out = attention(
-        ins[0],
-        ins[1],
-        _opt(ins, 2),
-        _opt(ins, 3),
-        int(attrs["num_heads"]),
-        a["scale"],
-        a["mask_filter_value"],
-        bias=_opt(ins, 4),
-        unidirectional=a["unidirectional"],
+        ins[0], ins[1], _opt(ins, 2), _opt(ins, 3), int(attrs["num_heads"]), bias=_opt(ins, 4), **core_attrs(attrs)
     )
     return [out]
 

@@ -318,16 +318,7 @@ def _qattention_infer(ctx: InferContext) -> list[TensorType]:
 
 def _qattention_kernel(ins: list[Any], attrs: Mapping[str, Any], n_out: int) -> Sequence[np.ndarray]:
     qkv = dequantized_matmul(ins[0], ins[1], _opt(ins, 2), ins[3], ins[4], _opt(ins, 5), _opt(ins, 6))
-    a = core_attrs(attrs)
-    out = attention_from_qkv(
-        qkv,
-        _opt(ins, 7),
-        int(attrs["num_heads"]),
-        a["scale"],
-        a["mask_filter_value"],
-        bias=_opt(ins, 8),
-        unidirectional=a["unidirectional"],
-    )
+    out = attention_from_qkv(qkv, _opt(ins, 7), int(attrs["num_heads"]), bias=_opt(ins, 8), **core_attrs(attrs))
     return [out]
 
 

@@ -1,0 +1,432 @@
+"""Local validation: check only what a pass rewrote, on real inputs, instead of rerunning the whole model.
+
+A pass that rewrites a subgraph exactly (cleanup, fusion, layout) changes a few
+regions of the graph and leaves every other node alone.
+``accelopt.ir.diff.diff_graphs(old, new)`` finds them: the *region* (new
+nodes without a counterpart) and the *pairs* (values of the two graphs that
+must agree, where the region meets the unchanged nodes). If every pair agrees,
+the new graph computes what the old one did: each unchanged node sees the same
+inputs as before (by induction in topological order), so everything downstream
+agrees too. The check compares the pairs.
+
+Several passes in a row are checked in one sweep (``LocalSweep``): graphs
+``G0 -> G1 -> ... -> GK``. Values are resolved backwards through the chain: a
+value of ``Gk`` that computes the same as one of ``Gk-1`` is that value, down
+to ``G0``, whose values come from one interpreter run of ``G0``; a value made by
+a region node of pass ``k`` is computed by running that node on its (resolved)
+inputs. So the sweep runs ``G0`` once plus each pass's rewritten nodes, never a
+whole new graph, and compares each pair on the same inputs. The nodes of all
+passes are scheduled into ``G0``'s run right after their inputs exist, so an
+intermediate value lives only until its last reader: memory stays that of one
+run of ``G0``. The samples go through in micro-batches; the comparison
+statistics accumulate across them.
+
+Per pair (``new`` against ``old``, elementwise): the largest error
+``|new - old| / max(1, |old|)`` (absolute for values within [-1, 1], relative
+beyond: a rewrite's rounding scales with the magnitude of what it computes, and
+masks of -1e4 or -3.4e38 must not hide or fake errors), the absolute error, the
+worst cosine of rows along the last axis, and for integer and boolean values
+exact equality. Elements where ``old`` is not finite are skipped; a non-finite
+``new`` where ``old`` is finite is an error (NaN). A pass passes when every
+pair's error is within its family's ``max_abs`` and every row cosine at least
+its ``cosine``; model-level metrics (argmax agreement, pooled embeddings...)
+are checked by the whole-model runs the pass manager makes around local sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from accelopt.interpreter import StepSpec, check_input, compile_plan, execute
+from accelopt.ir.diff import Rewrite, diff_graphs
+from accelopt.ir.graph import Graph, Node, Value, attr_key
+from accelopt.metrics import row_cosines
+from accelopt.records import AccuracyRecord, Localization
+from accelopt.tolerance import fmt_number
+
+log = logging.getLogger(__name__)
+
+#: float dtypes compared in their own precision (others are compared as float32)
+_FAST = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+
+#: the tolerance keys a local check can judge (the others bound model-level metrics)
+LOCAL_KEYS = ("max_abs", "cosine")
+
+
+class NotLocal(Exception):
+    """A value of a rewritten graph that the sweep cannot produce (e.g. a graph input with no counterpart)."""
+
+
+# --------------------------------------------------------------- statistics
+@dataclass
+class PairStats:
+    """Agreement of one pair, accumulated over micro-batches (see the module docstring)."""
+
+    new: str
+    old: str
+    node: str
+    op: str
+    max_err: float = 0.0
+    max_abs: float = 0.0
+    cosine_min: float = 1.0
+    int_mismatches: int = 0
+    elements: int = 0
+    shape: str = ""  # set when the shapes differ
+
+    def update(self, a: np.ndarray | None, b: np.ndarray | None) -> None:
+        if a is None or b is None:
+            self.shape = "missing value"
+            return
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            self.shape = f"shape {list(a.shape)} != {list(b.shape)}"
+            return
+        self.elements += a.size
+        if a.size == 0:
+            return
+        if a.dtype.kind in "biu" and b.dtype.kind in "biu":
+            bad = int(np.count_nonzero(a != b))
+            if bad:
+                self.int_mismatches += bad
+                diff = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64))))
+                self.max_err = max(self.max_err, diff)
+                self.max_abs = max(self.max_abs, diff)
+            return
+        if a.dtype not in _FAST or b.dtype != a.dtype:
+            a, b = a.astype(np.float32), b.astype(np.float32)
+        if a.ndim == 0:  # a scalar: no rows to compare by cosine
+            a, b = a.reshape(1), b.reshape(1)
+            rows = False
+        else:
+            rows = True
+        if not self._fast(a, b, rows):
+            self._careful(a, b, rows)
+
+    def _fast(self, a: np.ndarray, b: np.ndarray, rows: bool) -> bool:
+        """Both all finite (else False, nothing recorded): errors in the arrays' own precision, row
+        sums in float64, cosines as ``1 - (|a-b|^2 - (|a|-|b|)^2) / (2 |a| |b|)`` (no cancellation)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.subtract(a, b)
+            np.abs(d, out=d)
+            dmax = float(d.max())
+            if not math.isfinite(dmax):  # an inf or NaN on either side (or an overflowing difference)
+                return False
+            scaled = np.abs(b)
+            np.maximum(scaled, 1.0, out=scaled)
+            np.divide(d, scaled, out=scaled)
+            self.max_err = max(self.max_err, float(scaled.max()))
+            self.max_abs = max(self.max_abs, dmax)
+            del scaled
+            if rows:
+                n = a.shape[-1]
+                d2, x2, y2 = (np.einsum("ij,ij->i", v.reshape(-1, n), v.reshape(-1, n), dtype=np.float64) for v in (d, b, a))
+                nx, ny = np.sqrt(x2), np.sqrt(y2)
+                one_minus = (d2 - (nx - ny) ** 2) / (2.0 * nx * ny)
+                one_minus = np.where((nx == 0) & (ny == 0), 0.0, np.where((nx == 0) | (ny == 0), 1.0, one_minus))
+                self.cosine_min = min(self.cosine_min, float(np.clip(1.0 - one_minus, -1.0, 1.0).min()))
+        return True
+
+    def _careful(self, a: np.ndarray, b: np.ndarray, rows: bool) -> None:
+        """Non-finite values: elements where ``b`` is not finite are skipped; ``a`` not finite where
+        ``b`` is makes the error NaN."""
+        x = b.astype(np.float64)
+        y = a.astype(np.float64)
+        finite = np.isfinite(x)
+        if not np.all(np.isfinite(y) | ~finite):
+            self.max_err = self.max_abs = math.nan
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.abs(np.where(finite, y - x, 0.0))
+            scaled = d / np.maximum(1.0, np.abs(np.where(finite, x, 0.0)))
+        if not math.isnan(self.max_err):
+            self.max_err = max(self.max_err, float(scaled.max()))
+            self.max_abs = max(self.max_abs, float(d.max()))
+        if rows and finite.all():
+            n = x.shape[-1]
+            cos = row_cosines(x.reshape(-1, n), y.reshape(-1, n))
+            self.cosine_min = min(self.cosine_min, float(cos.min()))
+
+    def metrics(self) -> dict[str, float]:
+        if self.shape:
+            return {"max_abs": math.inf, "max_abs_unscaled": math.inf, "cosine_min": -1.0}
+        return {"max_abs": self.max_err, "max_abs_unscaled": self.max_abs, "cosine_min": self.cosine_min}
+
+    def failure(self, tol: Mapping[str, float]) -> tuple[str, float, str] | None:
+        """(metric, value, message) when this pair breaks ``tol``."""
+        where = f"%{self.new} ({self.node}: {self.op}) vs %{self.old} of the previous graph"
+        if self.shape:
+            return "max_abs", math.inf, f"{self.shape} on {where}"
+        if self.int_mismatches:
+            return "max_abs", self.max_err, f"{self.int_mismatches} integer elements differ on {where}"
+        bound = tol.get("max_abs")
+        if bound is not None and (math.isnan(self.max_err) or self.max_err > bound):
+            return (
+                "max_abs",
+                self.max_err,
+                f"max_abs {fmt_number(self.max_err)} > {bound:g} (error scaled by max(1, |value|); "
+                f"absolute {fmt_number(self.max_abs)}) on {where}",
+            )
+        bound = tol.get("cosine")
+        if bound is not None and self.cosine_min < bound:
+            return "cosine_min", self.cosine_min, f"cosine_min {fmt_number(self.cosine_min)} < {bound:g} on {where}"
+        return None
+
+
+@dataclass
+class LocalOutcome:
+    """A local check of one pass: its record (``scope="local"``) and, when it failed, where;
+    or, when the pass cannot be checked locally, no record and the ``problem``."""
+
+    record: AccuracyRecord | None
+    localization: Localization | None = None
+    compared: int = 0  # pairs compared
+    problem: str = ""
+
+
+def judge(stats: Sequence[PairStats], tol: Mapping[str, float]) -> LocalOutcome:
+    """Summarize the pairs of one pass and judge them by the local keys of ``tol``."""
+    local_tol = {k: v for k, v in tol.items() if k in LOCAL_KEYS}
+    per_output = {s.new: s.metrics() for s in stats}
+    summary = {"max_abs": 0.0, "max_abs_unscaled": 0.0, "cosine_min": 1.0}
+    for m in per_output.values():
+        for k, v in m.items():
+            cur = summary[k]
+            worse = v < cur if k == "cosine_min" else v > cur
+            if math.isnan(v) or (not math.isnan(cur) and worse):
+                summary[k] = v
+    failures: list[str] = []
+    loc = None
+    for s in stats:
+        hit = s.failure(local_tol)
+        if hit is not None:
+            metric, value, msg = hit
+            failures.append(msg + " [local]")
+            if loc is None:
+                loc = Localization(
+                    node=s.node,
+                    op=s.op,
+                    value=s.new,
+                    metric=metric,
+                    error=value,
+                    detail=f"{msg}; found by the local check of the rewritten region",
+                )
+    rec = AccuracyRecord(
+        vs_previous=summary,
+        per_output=per_output,
+        tolerance=dict(tol),
+        ok=not failures,
+        failures=failures,
+        scope="local",
+    )
+    return LocalOutcome(rec, loc, len(stats))
+
+
+# -------------------------------------------------------------------- sweep
+_Src = tuple  # ("const", array) | ("input", name) | ("g0", Value) | ("task", step, Node, index)
+
+
+class LocalSweep:
+    """Checks passes ``graphs[0] -> graphs[1] -> ...`` in one run of ``graphs[0]`` (module docstring).
+
+    ``run(batch)`` runs one micro-batch and returns ``graphs[0]``'s outputs;
+    ``outcome(k, tol)`` judges pass ``k`` (1-based) afterwards.
+    """
+
+    def __init__(self, graphs: Sequence[Graph], rewrites: Sequence[Rewrite] | None = None) -> None:
+        if len(graphs) < 2:
+            raise ValueError("a sweep needs at least two graphs")
+        self.graphs = list(graphs)
+        self.rewrites: list[Rewrite | None] = [None, *(rewrites or [diff_graphs(a, b) for a, b in zip(graphs, graphs[1:])])]
+        self.problems: dict[int, str] = {}
+        self.stats: dict[int, list[PairStats]] = {}
+        self._region_ids: list[set[int]] = [set(), *(rw.region_ids for rw in self.rewrites[1:] if rw is not None)]
+        self._build()
+
+    # ------------------------------------------------------------- resolution
+    def _source(self, k: int, v: Value) -> _Src:
+        """Where value ``v`` of ``graphs[k]`` comes from (module docstring), walking back through the chain."""
+        while True:
+            if v.const is not None:
+                return ("const", v.const)
+            if k == 0:
+                return ("input", v.name) if v.producer is None else ("g0", v)
+            rw = self.rewrites[k]
+            assert rw is not None
+            m = rw.value_map.get(id(v))
+            if m is not None:
+                v, k = m, k - 1
+                continue
+            node = v.producer
+            if node is None or id(node) not in self._region_ids[k]:
+                raise NotLocal(f"%{v.name} of the graph after pass {k} has no counterpart and no producer to run")
+            return ("task", k, node, v.index)
+
+    def _needed(self, k: int, values: Iterable[tuple[int, Value]], done: set[tuple[int, int]]) -> list[tuple[int, Node]]:
+        """The region nodes (by pass) that must run to produce ``values``; raises ``NotLocal``."""
+        out: list[tuple[int, Node]] = []
+        seen = set(done)
+        work = list(values)
+        while work:
+            j, v = work.pop()
+            src = self._source(j, v)
+            if src[0] != "task":
+                continue
+            key = (src[1], id(src[2]))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((src[1], src[2]))
+            work.extend((src[1], x) for x in src[2].inputs if x is not None)
+        return out
+
+    def _build(self) -> None:
+        g0 = self.graphs[0]
+        slots: dict[Any, int] = {}
+
+        def slot(key: Any) -> int:
+            return slots.setdefault(key, len(slots))
+
+        self._inputs = [(v.name, v.type, slot(("v", id(v)))) for v in g0.inputs]
+        input_slots = {name: s for name, _, s in self._inputs}
+        self._consts: dict[int, tuple[int, np.ndarray]] = {}
+        ready: dict[int, float] = {s: -1.0 for s in input_slots.values()}
+        order: list[tuple[tuple[float, int, int], StepSpec]] = []
+        computed: dict[tuple[Any, ...], tuple[int, ...]] = {}  # signature -> output slots (shared work)
+        for i, n in enumerate(g0.nodes):
+            ins = tuple(None if x is None else self._g0_slot(x, slot, ready) for x in n.inputs)
+            outs = tuple(slot(("v", id(o))) for o in n.outputs)
+            for o in outs:
+                ready[o] = float(i)
+            order.append(((float(i), 0, 0), StepSpec(n.name, n.op, n.attrs, ins, outs)))
+            sig = _signature(n.op, n.attrs, ins)
+            if sig is not None:
+                computed.setdefault(sig, outs)
+        self._outputs = [slot(("v", id(v))) if v.const is None else self._g0_slot(v, slot, ready) for v in g0.outputs]
+
+        needed: set[tuple[int, int]] = set()
+        tasks: dict[tuple[int, int], Node] = {}
+        plans: dict[int, list[tuple[Value, Value]]] = {}
+        for k in range(1, len(self.graphs)):
+            rw = self.rewrites[k]
+            assert rw is not None
+            if rw.problem:
+                self.problems[k] = rw.problem
+                continue
+            try:
+                want = [(k, a) for a, _ in rw.pairs] + [(k - 1, b) for _, b in rw.pairs]
+                new = self._needed(k, want, needed)
+            except NotLocal as e:
+                self.problems[k] = str(e)
+                continue
+            for j, node in new:
+                needed.add((j, id(node)))
+                tasks[(j, id(node))] = node
+            plans[k] = rw.pairs
+
+        position = {k: {id(n): i for i, n in enumerate(g.nodes)} for k, g in enumerate(self.graphs)}
+        seq = 0
+        task_slots: dict[tuple[int, int], tuple[int, ...]] = {}
+
+        def src_slot(src: _Src) -> int:
+            kind = src[0]
+            if kind == "const":
+                return self._const_slot(src[1], slot, ready)
+            if kind == "input":
+                if src[1] not in input_slots:
+                    raise NotLocal(f"graph input {src[1]!r} is not an input of the first graph")
+                return input_slots[src[1]]
+            if kind == "g0":
+                return slots[("v", id(src[1]))]
+            return task_slots[(src[1], id(src[2]))][src[3]]
+
+        self.shared = 0
+        for j, nid in sorted(tasks, key=lambda t: (t[0], position[t[0]][t[1]])):
+            node = tasks[(j, nid)]
+            ins = tuple(None if x is None else src_slot(self._source(j, x)) for x in node.inputs)
+            sig = _signature(node.op, node.attrs, ins)
+            same = computed.get(sig) if sig is not None else None
+            if same is not None and len(same) == len(node.outputs):  # already computed: reuse it
+                task_slots[(j, nid)] = same
+                self.shared += 1
+                continue
+            outs = tuple(slot(("t", j, id(o))) for o in node.outputs)
+            if sig is not None:
+                computed[sig] = outs
+            pos = max((ready[s] for s in ins if s is not None), default=-1.0)
+            for o in outs:
+                ready[o] = pos
+            task_slots[(j, nid)] = outs
+            seq += 1
+            order.append(((pos, 1, seq), StepSpec(f"{node.name} [pass {j}]", node.op, node.attrs, ins, outs)))
+
+        for k, pairs in plans.items():
+            stats = []
+            for a, b in pairs:
+                sa, sb = src_slot(self._source(k, a)), src_slot(self._source(k - 1, b))
+                prod = a.producer
+                st = PairStats(a.name, b.name, prod.name if prod else a.name, prod.op if prod else "constant")
+                stats.append(st)
+                if sa == sb:
+                    continue  # the same computation on both sides
+                seq += 1
+                order.append(((max(ready[sa], ready[sb]), 2, seq), StepSpec(f"compare %{a.name}", inputs=(sa, sb), probe=_probe(st))))
+            self.stats[k] = stats
+        order.sort(key=lambda t: t[0])
+        keep = set(self._outputs) | set(input_slots.values()) | {s for s, _ in self._consts.values()}
+        self._steps = compile_plan([spec for _, spec in order], keep)
+        self._n_slots = len(slots)
+        self.tasks = len(tasks) - self.shared
+
+    def _g0_slot(self, v: Value, slot: Callable[[Any], int], ready: dict[int, float]) -> int:
+        if v.const is not None:
+            return self._const_slot(v.const, slot, ready)
+        return slot(("v", id(v)))
+
+    def _const_slot(self, arr: np.ndarray, slot: Callable[[Any], int], ready: dict[int, float]) -> int:
+        got = self._consts.get(id(arr))
+        if got is None:
+            got = (slot(("c", id(arr))), arr)
+            self._consts[id(arr)] = got
+            ready[got[0]] = -1.0
+        return got[0]
+
+    # -------------------------------------------------------------------- run
+    def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """One micro-batch: ``graphs[0]``'s outputs; every pair's statistics are updated."""
+        env: list[np.ndarray | None] = [None] * self._n_slots
+        for name, t, s in self._inputs:
+            env[s] = check_input(name, t, batch[name])
+        for s, arr in self._consts.values():
+            env[s] = arr
+        execute(self._steps, env)
+        return [env[s] for s in self._outputs]  # type: ignore[misc]
+
+    def outcome(self, k: int, tol: Mapping[str, float]) -> LocalOutcome:
+        if k in self.problems or k not in self.stats:
+            return LocalOutcome(None, problem=self.problems.get(k, "not part of this sweep"))
+        return judge(self.stats[k], tol)
+
+
+def _signature(op: str, attrs: Mapping[str, Any], ins: tuple[int | None, ...]) -> tuple[Any, ...] | None:
+    """What a node computes, for sharing work between the graphs of a sweep: op, attributes and input
+    slots (``None`` for nodes with tensor attributes). ``Linear`` without bias or activation is the
+    ``MatMul`` it computes (a pass that moves a bias elsewhere re-creates one)."""
+    if any(isinstance(v, np.ndarray) for v in attrs.values()):
+        return None
+    if op == "Linear" and len(ins) == 2 and attrs.get("activation", "none") == "none":
+        return ("MatMul", (), ins)
+    return (op, tuple(sorted((k, attr_key(v)) for k, v in attrs.items())), ins)
+
+
+def _probe(stats: PairStats) -> Callable[[list[np.ndarray | None]], None]:
+    def probe(args: list[np.ndarray | None]) -> None:
+        stats.update(args[0], args[1])
+
+    return probe
+
