@@ -17,6 +17,9 @@ What ``optimize`` does, in order:
 2. loads the model when given a path or a torch object (``load``);
 3. builds the validation inputs (user samples, else built-in sentences, else
    seeded random inputs; see ``accelopt.samples``) and the ``Validator``;
+   when validating, checks that the imported model runs on them (its first
+   micro-batch for a large model; a failure is a ``FrontendError``) and
+   computes the reference outputs;
 4. runs the pipeline through the ``PassManager`` (verify always; validation
    and rollback when ``validate``; IR dumps when ``dump_ir``);
 5. judges the final graph against the reference (the user's tolerance, else
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from accelopt.errors import FrontendError, InterpreterError, ValidationError
+from accelopt.interpreter import release_memory
 from accelopt.ir.graph import Graph
 from accelopt.model import Model
 from accelopt.model_checks import check_inputs_hold_values, check_validation_size, warn_nonfinite_weights
@@ -296,16 +300,11 @@ def optimize(
         progress=progress.advance if progress is not None else None,
     )
     baseline: AccuracyRecord | None = None
-    if validator is not None:
-        try:
-            baseline = validator.evaluate(graph_in, tolerance_for("cleanup"))
-        except InterpreterError as e:  # the imported model itself: a shape or index problem is the model's
-            shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in validator.samples.arrays.items())
-            raise FrontendError(
-                f"{model.source}: the model does not run on the validation inputs ({shapes}): {e}",
-                hint="the model itself fails on these shapes; check --seq-len and --batch against what it takes",
-            ) from e
+    if validator is not None:  # the imported model runs (first micro-batch): else a FrontendError, before the passes
+        _model_runs(validator, model, lambda: validator.precheck(graph_in))
     graph, records = PassManager(pipeline, ctx).run(graph_in)
+    if validator is not None:  # the passes' first check ran the imported graph on every sample (cached)
+        baseline = _model_runs(validator, model, lambda: validator.evaluate(graph_in, tolerance_for("cleanup")))
 
     # 5. final accuracy
     final = artifact_check = None
@@ -333,6 +332,7 @@ def optimize(
     if validator is not None and artifact is not None and not cannot_run:
         if progress is not None:
             progress.status("running the artifact")
+        release_memory()  # the validator's spare heap goes back before the artifact's runtime loads the weights
         artifact_check = _check_artifact(validator, artifact, graph, final_tol, int(batch))
         if not artifact_check.ok:
             status = "tolerance-not-met"
@@ -484,6 +484,19 @@ def _user_samples(calibration: Any, model: Model, seq_len: int, seed: int) -> Sa
     mask = out.get("attention_mask")
     n = len(next(iter(out.values()))) if out else 0
     return SampleSet(out, f"{n} user samples", mask=mask if mask is not None and mask.ndim == 2 else None)
+
+
+def _model_runs(validator: Any, model: Model, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with an ``InterpreterError`` (the imported model itself fails: a shape or index problem
+    is the model's) raised as a ``FrontendError`` naming the input shapes."""
+    try:
+        return fn()
+    except InterpreterError as e:
+        shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in validator.samples.arrays.items())
+        raise FrontendError(
+            f"{model.source}: the model does not run on the validation inputs ({shapes}): {e}",
+            hint="the model itself fails on these shapes; check --seq-len and --batch against what it takes",
+        ) from e
 
 
 def _check_artifact(

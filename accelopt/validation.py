@@ -321,6 +321,26 @@ class Validator:
         release_memory(KEEP_FREE_HEAP)
         return outs
 
+    def precheck(self, graph: Graph) -> None:
+        """Whether ``graph`` runs on the validation inputs, cheaply: a model run in chunks (a static
+        batch, ``batch``, or a large model's micro-batches) runs its first chunk only, as ``outputs``
+        would batch it (the full run comes later, cached); others run in full (``outputs``, cached).
+        Then the reference outputs are computed (once). Raises ``InterpreterError`` when a node fails,
+        ``FrontendError`` when the reference runtime refuses the model or its outputs are not finite.
+        """
+        chunk = self._chunk(graph)
+        samples = self.samples
+        if chunk is None or chunk >= samples.num_samples:
+            self.outputs(graph)
+        else:
+            self._say(f"checking that {graph.name} runs on the first {chunk} of {samples.num_samples} samples")
+            interp = Interpreter(graph)
+            names = [v.name for v in graph.outputs]
+            self._run_batched(lambda b: [interp.run(b)[k] for k in names], graph, samples.take(chunk), chunk)
+            del interp
+            release_memory(KEEP_FREE_HEAP)
+        self.reference_outputs()
+
     def _recall(self, key: str) -> list[np.ndarray] | None:
         hit = self._cache.get(key)
         if hit is None:

@@ -425,3 +425,51 @@ def test_run_inputs_in_chunks_of_a_given_batch() -> None:
     np.testing.assert_array_equal(out, v.outputs(model.graph)[0])
     rec = v.evaluate_outputs([out], {"max_abs": 0.0}, previous=model.graph)
     assert rec.ok and rec.vs_previous["max_abs"] == 0.0
+
+
+def test_precheck_runs_the_first_chunk_only_then_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model run in chunks: the pre-check runs the imported graph on the first chunk (nothing cached,
+    no full run) and computes the reference once; a later full run is not skipped."""
+    model, ref = mlp_model()
+    v = Validator(model, ValidationConfig(num_samples=10, seq_len=3, batch=4))
+    sizes: list[int] = []
+    run = Interpreter.run
+
+    def counting(self, inputs, **kw):
+        if self is not ref.interp:  # the validator's runs, not the reference's
+            sizes.append(inputs["x"].shape[0])
+        return run(self, inputs, **kw)
+
+    monkeypatch.setattr(Interpreter, "run", counting)
+    v.precheck(model.graph)
+    assert sizes == [4]
+    assert v.runs == 0
+    assert ref.calls == 3  # the reference: 10 samples in chunks of 4, computed once
+    v.precheck(model.graph)
+    assert ref.calls == 3
+    sizes.clear()
+    rec = v.evaluate(model.graph, tolerance_for("cleanup"))
+    assert rec.ok and sizes == [4, 4, 4] and v.runs == 1
+
+
+def test_precheck_of_an_unchunked_model_is_the_cached_full_run() -> None:
+    model, ref = mlp_model()
+    v = Validator(model, ValidationConfig(num_samples=4, seq_len=3))
+    v.precheck(model.graph)
+    assert v.runs == 1 and ref.calls == 1
+    v.evaluate(model.graph)
+    assert v.runs == 1
+
+
+def test_precheck_raises_when_the_first_chunk_fails() -> None:
+    """A graph that does not run on the inputs: the pre-check raises InterpreterError naming the node."""
+    from accelopt.errors import InterpreterError
+
+    g = mlp()
+    bad = g.copy()
+    node = next(n for n in bad.nodes if n.name == "mm2")
+    node.inputs[1].const = np.ones((3, 8), np.float32)  # [.., 8] @ [3, 8]: fails when run
+    model, _ = mlp_model()
+    v = Validator(model, ValidationConfig(num_samples=10, seq_len=3, batch=4))
+    with pytest.raises(InterpreterError, match="mm2"):
+        v.precheck(bad)
