@@ -48,9 +48,8 @@ def _table(res: dict[str, Any]) -> list[str]:
 def _builds() -> list[str]:
     """Build MiniLM and BERT-base for sm_90 here; one row each with the build's own times."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    import modelzoo
-
     import accelopt as ao
+    import modelzoo
 
     out = [
         "Built here (`optimize MODEL --target gpu --passes fuse,fp16`, sequence 128, batch 1; validation off, the",
