@@ -28,8 +28,10 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic  # its __init__ omits dataflow_lower_passes
 
+from accelopt.targets.cpu.artifact import configure_threads
 from accelopt.targets.cpu.schedule_rules import ApplyCpuSchedules, LookupFn, ScheduleReport
 from accelopt.targets.cpu.tuning import TuningOptions, TuningReport, tune_module
+from accelopt.targets.cpu.tuning_guard import compare
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,19 @@ def legalize_and_schedule(
         return tvm.transform.Sequential([ApplyCpuSchedules(report, lookup)])(mod)
 
 
-def compile_module(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningOptions | None = None) -> BuildResult:
+def compile_module(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    tuning: TuningOptions | None = None,
+    *,
+    measure_here: str | None = None,
+) -> BuildResult:
     """Stages 1-3 for a Relax module from ``accelopt.targets.relax.build_module``.
 
     ``tuning``: MetaSchedule tuning of the kernels between stages 1 and 2, and/or a database whose best
-    records schedule the functions it has (``tuning.py``).
+    records schedule the functions it has (``tuning.py``). When database records schedule some function,
+    the hand-scheduled module is built too and the faster of the two whole modules is kept
+    (``tuning_guard.py``), unless ``measure_here`` says why this machine cannot time the code.
     """
     report = ScheduleReport()
     t0 = time.perf_counter()
@@ -91,16 +101,22 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningO
             best = db.best(func, target)
             return None if best is None else best[0]
 
+    # the scheduling pass rewrites the module it is given in place: a pristine copy for the hand-scheduled build
+    legalized = tvm.ir.load_json(tvm.ir.save_json(mod)) if lookup is not None else mod
     with target:
         mod = tvm.transform.Sequential([ApplyCpuSchedules(report, lookup)])(mod)
     t1 = time.perf_counter()
     n_funcs = sum(1 for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc))
-    lower = tvm.transform.Sequential(
-        [*cpu_generic.dataflow_lower_passes(target), *cpu_generic.finalize_passes(target)]
-    )
-    executable = tvm.compile(mod, target, relax_pipeline=lower)
+    executable = _codegen(mod, target)
     t2 = time.perf_counter()
-    seconds = {"legalize_schedule": round(t1 - t0 - seconds.get("tune", 0.0), 3), **seconds, "codegen": round(t2 - t1, 3)}
+    if tuning_report is not None and any(r.startswith("database:") for r in report.rules.values()):
+        executable, report = _faster_of(executable, report, legalized, target, tuning_report, measure_here)
+        seconds["end_to_end_check"] = round(time.perf_counter() - t2, 3)
+    seconds = {
+        "legalize_schedule": round(t1 - t0 - seconds.get("tune", 0.0), 3),
+        **seconds,
+        "codegen": round(t2 - t1, 3),
+    }
     log.info(
         "compiled %d PrimFuncs for %s in %.1f s (rules: %s)",
         n_funcs,
@@ -109,3 +125,36 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningO
         ", ".join(f"{k} {v}" for k, v in report.counts().items()),
     )
     return BuildResult(executable, report, seconds, n_funcs, tuning_report)
+
+
+def _codegen(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
+    """Stage 3."""
+    lower = tvm.transform.Sequential([*cpu_generic.dataflow_lower_passes(target), *cpu_generic.finalize_passes(target)])
+    return tvm.compile(mod, target, relax_pipeline=lower)
+
+
+def _faster_of(
+    tuned: Any,
+    report: ScheduleReport,
+    legalized: tvm.IRModule,
+    target: tvm.target.Target,
+    tuning: TuningReport,
+    measure_here: str | None,
+) -> tuple[Any, ScheduleReport]:
+    """The tuned executable or the hand-scheduled one, whichever runs the whole module faster here."""
+    if measure_here is not None:
+        tuning.end_to_end = {"kept": "tuned", "skipped": measure_here}
+        return tuned, report
+    hand_report = ScheduleReport()
+    with target:
+        hand_mod = tvm.transform.Sequential([ApplyCpuSchedules(hand_report)])(legalized)
+    hand = _codegen(hand_mod, target)
+    configure_threads(int(target.attrs.get("num-cores", 1)))
+    verdict = compare(tuned, hand, legalized)
+    if verdict is None:
+        tuning.end_to_end = {"kept": "tuned", "skipped": "the module has symbolic shapes"}
+        return tuned, report
+    tuning.end_to_end = verdict.as_dict()
+    if verdict.keep == "tuned":
+        return tuned, report
+    return hand, hand_report

@@ -163,7 +163,9 @@ class CpuTarget(Target):
         return self if b == self.options.batch else CpuTarget(dataclasses.replace(self.options, batch=b))
 
     # ------------------------------------------------------------------ lower
-    def lower(self, graph: Graph, *, model: Any = None, samples: Any = None, kernels: Kernels | None = None) -> CpuArtifact:
+    def lower(
+        self, graph: Graph, *, model: Any = None, samples: Any = None, kernels: Kernels | None = None
+    ) -> CpuArtifact:
         """Cases 1-5."""
         opts = self.options
         t0 = time.perf_counter()
@@ -182,7 +184,17 @@ class CpuTarget(Target):
         lowered = build_module(graph, buckets, kern)
         t_lower = time.perf_counter() - t0
         threads = opts.num_threads or len(host.physical_cores())
-        result = compile_module(lowered.mod, llvm_target(mcpu, threads), opts.tuning())  # case 5
+        missing = host.missing_features(features)
+        measure_here = (
+            "candidates were measured over RPC"
+            if opts.rpc
+            else f"this CPU lacks {', '.join(missing)}"
+            if missing
+            else None
+        )
+        result = compile_module(
+            lowered.mod, llvm_target(mcpu, threads), opts.tuning(), measure_here=measure_here
+        )  # case 5
         notes.extend(n for n in lowered.notes if n not in notes)
         first = buckets[0].name
         meta = {
@@ -204,7 +216,11 @@ class CpuTarget(Target):
                 "export": binding.export_batch,
                 "padded": False,
             },
-            "seq": {"keys": sorted(binding.seq_keys), "buckets": list(dict.fromkeys(seq_lens)), "mask_inputs": binding.masks},
+            "seq": {
+                "keys": sorted(binding.seq_keys),
+                "buckets": list(dict.fromkeys(seq_lens)),
+                "mask_inputs": binding.masks,
+            },
             "buckets": [
                 {
                     "name": b.name,

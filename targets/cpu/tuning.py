@@ -92,6 +92,8 @@ class TuningReport:
     reused: list[str] = field(default_factory=list)
     trials: int = 0
     seconds: float = 0.0
+    #: the whole tuned module against the hand-scheduled one (``tuning_guard.py``): which was kept, both times
+    end_to_end: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,7 @@ class TuningReport:
             "reused": list(self.reused),
             "trials": self.trials,
             "seconds": round(self.seconds, 1),
+            "end_to_end": dict(self.end_to_end),
         }
 
 

@@ -106,8 +106,17 @@ def test_the_database_keeps_the_faster_schedule(faster: str, tmp_path: Path):
     tvm.ir.assert_structural_equal(plain(best[0]), plain(want.mod["main"]))
 
 
-def test_a_database_schedules_the_model_without_trials(tmp_path: Path):
+def _verdict(monkeypatch: pytest.MonkeyPatch, keep: str) -> None:
+    """The end-to-end comparison of tuned and hand-scheduled modules, decided without timing."""
+    from accelopt.targets.cpu import build
+    from accelopt.targets.cpu.tuning_guard import Verdict
+
+    monkeypatch.setattr(build, "compare", lambda tuned, hand, mod: Verdict(keep, 1.0, 2.0) if keep == "tuned" else Verdict(keep, 2.0, 1.0))
+
+
+def test_a_database_schedules_the_model_without_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A compile with ``tuning_db`` and no trials applies the records it has, and the result is correct."""
+    _verdict(monkeypatch, "tuned")
     graph, feed = _linear_graph()
     plain = _compile(graph, "cpu")
     func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
@@ -116,10 +125,58 @@ def test_a_database_schedules_the_model_without_trials(tmp_path: Path):
     art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
     counts = art.metadata["schedule"]["counts"]
     assert counts.get("database:dense_fp32") == 1 and "kernel:dense_fp32" not in counts
-    assert art.metadata["tuning"]["trials"] == 0
+    assert art.metadata["tuning"]["trials"] == 0 and art.metadata["tuning"]["end_to_end"]["kept"] == "tuned"
     want = run(graph, feed)  # type: ignore[arg-type]
     for out in (art.run(feed), plain.run(feed)):
         np.testing.assert_allclose(out[graph.outputs[0].name], want[graph.outputs[0].name], rtol=0, atol=1e-4)  # type: ignore[attr-defined]
+
+
+def test_hand_schedules_are_kept_when_the_tuned_module_is_slower_end_to_end(tmp_path: Path, monkeypatch):
+    """Kernels measured faster alone can make the model slower: then the build keeps the hand schedules."""
+    _verdict(monkeypatch, "hand")
+    graph, feed = _linear_graph()
+    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
+    db = tuning.Database(tmp_path / "db")
+    _record(db, func, dense.DenseTile(4, 3), 1e-3)
+    art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+    counts = art.metadata["schedule"]["counts"]
+    assert counts.get("kernel:dense_fp32") == 1 and not any(k.startswith("database:") for k in counts)
+    assert art.metadata["tuning"]["end_to_end"] == {"kept": "hand", "tuned_ms": 2.0, "hand_ms": 1.0}
+    want = run(graph, feed)  # type: ignore[arg-type]
+    name = graph.outputs[0].name  # type: ignore[attr-defined]
+    np.testing.assert_allclose(art.run(feed)[name], want[name], rtol=0, atol=1e-4)
+
+
+def _kept_the_faster(e2e: dict) -> bool:
+    """The verdict names the faster module (either one where the rounded times tie)."""
+    if e2e["tuned_ms"] == e2e["hand_ms"]:
+        return e2e["kept"] in ("tuned", "hand")
+    return e2e["kept"] == ("tuned" if e2e["tuned_ms"] < e2e["hand_ms"] else "hand")
+
+
+def test_the_end_to_end_check_times_both_modules_and_keeps_the_faster(tmp_path: Path):
+    graph, _ = _linear_graph()
+    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
+    db = tuning.Database(tmp_path / "db")
+    _record(db, func, dense.DenseTile(2, 3), 1e-3)
+    art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+    e2e = art.metadata["tuning"]["end_to_end"]
+    assert e2e["tuned_ms"] > 0 and e2e["hand_ms"] > 0
+    assert _kept_the_faster(e2e)
+    database_rules = any(k.startswith("database:") for k in art.metadata["schedule"]["counts"])
+    assert database_rules == (e2e["kept"] == "tuned")
+    assert "end_to_end_check" in art.metadata["seconds"]
+
+
+def test_the_end_to_end_check_is_skipped_where_this_machine_cannot_time_the_code():
+    from accelopt.targets.cpu.build import _faster_of
+    from accelopt.targets.cpu.schedule_rules import ScheduleReport
+
+    rep = tuning.TuningReport()
+    report = ScheduleReport()
+    ex, got = _faster_of("tuned-executable", report, tvm.IRModule({}), _target(), rep, "candidates were measured over RPC")
+    assert ex == "tuned-executable" and got is report
+    assert rep.end_to_end == {"kept": "tuned", "skipped": "candidates were measured over RPC"}
 
 
 def _legalized_funcs(graph: object) -> list[tuple[str, object]]:
@@ -148,7 +205,10 @@ def test_tuning_end_to_end_never_slower_and_a_warm_database_runs_no_trials(tmp_p
     rep1, rep2 = first.metadata["tuning"], second.metadata["tuning"]
     assert rep1["trials"] == 4 and rep1["tasks"] and not rep1["reused"]
     assert rep2["trials"] == 0 and rep2["reused"] == rep1["tasks"]  # the warm database: no new trials
-    assert second.metadata["schedule"]["counts"].get("database:dense_fp32") == 1
+    e2e = second.metadata["tuning"]["end_to_end"]  # the whole module: tuned kept only where it ran faster
+    assert _kept_the_faster(e2e)
+    kernel_rule = "database:dense_fp32" if e2e["kept"] == "tuned" else "kernel:dense_fp32"
+    assert second.metadata["schedule"]["counts"].get(kernel_rule) == 1
     db = tuning.Database(tmp_path / "db")
     func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
     records = db.ms.get_top_k(db.ms.commit_workload(tuning._module(func)), 100)
