@@ -323,6 +323,10 @@ def bench(model: Model, batch: int, tmp: Path, ort_extra: dict[str, tuple[Path, 
         t = meta_t.get("tuning") or {}
         how = (f"tuned now: {t.get('trials')} trials in {t.get('seconds', 0):.0f} s" if t.get("trials")
                else f"database from an earlier run ({TUNE_TRIALS} trials), no new trials")
+        e2e = t.get("end_to_end") or {}
+        if "kept" in e2e and "tuned_ms" in e2e:
+            how += (f"; whole module timed at compile: tuned {e2e['tuned_ms']:.1f} ms, hand-scheduled "
+                    f"{e2e['hand_ms']:.1f} ms, the {e2e['kept']} schedules kept")
         res.rows["acc_tuned"] = Row(f"accelopt cpu fp32, tuned ({TUNE_TRIALS} trials)", lambda: art_t.run(feed), s_t,
                                     max_err(art_t.run(feed)["last_hidden_state"]), how)
     art_q, s_q, meta_q = _accelopt(model, batch, "cleanup,fuse,int8")
