@@ -44,6 +44,7 @@ def export_minilm_onnx(folder: Path, out: Path) -> Path:
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            transformers.utils.logging.disable_progress_bar()  # the demo prints its own progress
             self.bert = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001

@@ -56,10 +56,12 @@ The driver is ``accelopt.frontends.torch_importer.Importer``; the per-op convert
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +122,9 @@ def load_torch(
             raise FrontendError(f"{src}: example_inputs are needed to export an nn.Module")
         args, kwargs = _as_args_kwargs(example_inputs, src)
         kwargs = _without_cache(module, args, kwargs, src)
-        ep = export_module(module, args, kwargs, dynamic=dynamic, source=src)
-        graph = import_exported_program(_decompose(ep, src), source=src)
+        with _torch_internal_warnings_off():
+            ep = export_module(module, args, kwargs, dynamic=dynamic, source=src)
+            graph = import_exported_program(_decompose(ep, src), source=src)
         runner = module
         binder = _InputBinder.from_program(ep, src)
     else:
@@ -233,6 +236,14 @@ def _export(module: Any, args: tuple, kwargs: dict, spec: Any) -> Any:
     torch = torch_module()
     with torch.no_grad():
         return torch.export.export(module, args, kwargs, dynamic_shapes=spec)
+
+
+@contextlib.contextmanager
+def _torch_internal_warnings_off() -> Iterator[None]:
+    """torch 2.13's own pytree code trips its ``LeafSpec`` deprecation while exporting: nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
 
 
 def _max_positions(module: Any) -> int | None:
