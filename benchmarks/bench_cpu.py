@@ -141,8 +141,7 @@ def _ort_session(path: Path | str) -> Any:
 
 
 def _ort_runner(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
-    names = {i.name for i in sess.get_inputs()}
-    f = {k: v for k, v in feed.items() if k in names}
+    f = _feed_for(sess, feed)
     return lambda: sess.run(None, f)
 
 
@@ -298,7 +297,7 @@ def bench(model: Model, batch: int, tmp: Path, ort_extra: dict[str, tuple[Path, 
     res = Result()
     out_names = ["last_hidden_state", "pooler_output"]
     ref_sess = _ort_session(model.path)
-    ref = ref_sess.run(None, {i.name: feed[i.name] for i in ref_sess.get_inputs()})[0]
+    ref = ref_sess.run(None, _feed_for(ref_sess, feed))[0]
 
     def max_err(out: Any) -> str:
         return f"max abs {float(np.max(np.abs(np.asarray(out, np.float64) - ref))):.1e}"

@@ -29,7 +29,7 @@ from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic  # its __init__ omits dataflow_lower_passes
 
 from accelopt.targets.cpu.artifact import configure_threads
-from accelopt.targets.cpu.schedule_rules import ApplyCpuSchedules, LookupFn, ScheduleReport
+from accelopt.targets.cpu.schedule_rules import ApplyCpuSchedules, LookupFn, ScheduleReport, copy_func
 from accelopt.targets.cpu.tuning import TuningOptions, TuningReport, tune_module
 from accelopt.targets.cpu.tuning_guard import compare
 
@@ -102,7 +102,15 @@ def compile_module(
             return None if best is None else best[0]
 
     # the scheduling pass rewrites the module it is given in place: a pristine copy for the hand-scheduled build
-    legalized = tvm.ir.load_json(tvm.ir.save_json(mod)) if lookup is not None else mod
+    legalized = (
+        tvm.IRModule(
+            {gv: copy_func(f) if isinstance(f, tirx.PrimFunc) else f for gv, f in mod.functions_items()},
+            attrs=mod.attrs,
+            global_infos=mod.global_infos,
+        )
+        if lookup is not None
+        else mod
+    )
     with target:
         mod = tvm.transform.Sequential([ApplyCpuSchedules(report, lookup)])(mod)
     t1 = time.perf_counter()
