@@ -336,7 +336,12 @@ class Validator:
             self._say(f"checking that {graph.name} runs on the first {chunk} of {samples.num_samples} samples")
             interp = Interpreter(graph)
             names = [v.name for v in graph.outputs]
-            self._run_batched(lambda b: [interp.run(b)[k] for k in names], graph, samples.take(chunk), chunk)
+
+            def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+                res = interp.run(batch)  # once per chunk, whatever the number of outputs
+                return [res[k] for k in names]
+
+            self._run_batched(run, graph, samples.take(chunk), chunk)
             del interp
             release_memory(KEEP_FREE_HEAP)
         self.reference_outputs()

@@ -42,8 +42,9 @@ I64 = ir.DType.INT64
 
 
 # --------------------------------------------------------------- fixtures
-def mlp(bias_scale: float = 1.0, *, w2_noise: float = 0.0) -> ir.Graph:
-    """x[batch, seq, 8] -> MatMul -> Add -> Relu -> MatMul -> y; weights seeded."""
+def mlp(bias_scale: float = 1.0, *, w2_noise: float = 0.0, hidden_output: bool = False) -> ir.Graph:
+    """x[batch, seq, 8] -> MatMul -> Add -> Relu -> MatMul -> y; weights seeded.
+    ``hidden_output``: the Relu's result is a second output."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((8, 8)).astype(np.float32)
     w2 = rng.standard_normal((8, 8)).astype(np.float32)
@@ -55,7 +56,7 @@ def mlp(bias_scale: float = 1.0, *, w2_noise: float = 0.0) -> ir.Graph:
     b = g.add_node("Add", [a, g.add_initializer("b1", np.arange(8, dtype=np.float32) * bias_scale)], name="add1").output
     r = g.add_node("Relu", [b], name="relu").output
     y = g.add_node("MatMul", [r, g.add_initializer("w2", w2)], name="mm2").output
-    g.set_outputs([y])
+    g.set_outputs([y, r] if hidden_output else [y])
     return g
 
 
@@ -71,9 +72,9 @@ class CountingReference:
         return self.interp.run(inputs)
 
 
-def mlp_model() -> tuple[Model, CountingReference]:
-    ref = CountingReference(mlp())
-    return Model(mlp(), "mlp", "test", reference_fn=ref), ref
+def mlp_model(*, hidden_output: bool = False) -> tuple[Model, CountingReference]:
+    ref = CountingReference(mlp(hidden_output=hidden_output))
+    return Model(mlp(hidden_output=hidden_output), "mlp", "test", reference_fn=ref), ref
 
 
 def text_graph(vocab: int) -> ir.Graph:
@@ -427,10 +428,14 @@ def test_run_inputs_in_chunks_of_a_given_batch() -> None:
     assert rec.ok and rec.vs_previous["max_abs"] == 0.0
 
 
-def test_precheck_runs_the_first_chunk_only_then_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A model run in chunks: the pre-check runs the imported graph on the first chunk (nothing cached,
-    no full run) and computes the reference once; a later full run is not skipped."""
-    model, ref = mlp_model()
+@pytest.mark.parametrize("hidden_output", [False, True], ids=["one-output", "two-outputs"])
+def test_precheck_runs_the_first_chunk_only_then_the_reference(
+    monkeypatch: pytest.MonkeyPatch, hidden_output: bool
+) -> None:
+    """A model run in chunks: the pre-check runs the imported graph once on the first chunk (nothing
+    cached, no full run; one run whatever the number of outputs) and computes the reference once; a
+    later full run is not skipped."""
+    model, ref = mlp_model(hidden_output=hidden_output)
     v = Validator(model, ValidationConfig(num_samples=10, seq_len=3, batch=4))
     sizes: list[int] = []
     run = Interpreter.run
