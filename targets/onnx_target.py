@@ -12,8 +12,9 @@
       data and the artifact keeps the graph's arrays, uncopied; ``save``
       streams them into ``model.onnx.data`` (each tensor 4 KiB-aligned);
 2. ``run(inputs)`` runs it in ONNX Runtime on the CPU (one session, created on
-   first use; a detached artifact hands onnxruntime its arrays as external
-   initializers until it is saved); inputs are cast to the model's input types;
+   first use; a detached artifact shares its arrays with onnxruntime, uncopied,
+   until it is saved: ``DetachedWeights.session``); inputs are cast to the
+   model's input types;
 3. ``OnnxArtifact.load(dir)`` reads a saved ``model.onnx`` back; ``save`` also
    writes ``metadata.json`` (format, inputs, outputs), which
    ``accelopt.Artifact.load`` dispatches on (a folder with only ``model.onnx``,
@@ -156,8 +157,7 @@ class OnnxArtifact(Artifact):
                 if self.path is not None and self.path.is_file():
                     self._session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
                 elif self.weights is not None:
-                    self.weights.add_to(opts)
-                    self._session = ort.InferenceSession(self.proto.SerializeToString(), opts, providers=self.providers)
+                    self._session = self.weights.session(self.proto, opts, self.providers)
                 else:
                     self._session = ort.InferenceSession(self.proto.SerializeToString(), opts, providers=self.providers)
             except Exception as e:
