@@ -186,6 +186,26 @@ def test_pair_stats_scale_errors_by_magnitude_and_catch_nan_and_integers() -> No
     assert "shape" in judge([sh], TIGHT).record.failures[0]  # type: ignore[union-attr]
 
 
+def test_pair_stats_row_cosines_are_accurate_across_blocks_of_rows() -> None:
+    """1 - cosine of nearly equal rows (rounding-sized differences, one row also rescaled: |a| != |b|)
+    against float64 dot products; the worst row sits in a later block of rows than the first."""
+    rng = np.random.default_rng(5)
+    old = rng.standard_normal((2, 40, 4096)).astype(np.float32)
+    new = (old * (1 + 1e-6 * rng.standard_normal(old.shape))).astype(np.float32)
+    new[1, 37] *= np.float32(1 + 3e-5)  # a pure rescale: cosine 1 up to the rounding above
+    new[1, 30] += np.float32(1e-3) * rng.standard_normal(4096).astype(np.float32)  # the worst row
+    s = PairStats("a", "b", "n", "Op")
+    s.update(new, old)
+    x, y = new.reshape(-1, 4096).astype(np.float64), old.reshape(-1, 4096).astype(np.float64)
+    one_minus = 1.0 - np.einsum("ij,ij->i", x, y) / np.sqrt(np.einsum("ij,ij->i", x, x) * np.einsum("ij,ij->i", y, y))
+    assert int(np.argmax(one_minus)) == 40 + 30
+    assert 1.0 - s.cosine_min == pytest.approx(float(one_minus.max()), rel=1e-3)
+    assert s.max_abs == pytest.approx(float(np.abs(x - y).max()), rel=1e-6)
+    rescaled = PairStats("a", "b", "n", "Op")
+    rescaled.update(new[1, 37:38], old[1, 37:38])
+    assert 1.0 - rescaled.cosine_min == pytest.approx(float(one_minus[77]), rel=0.05, abs=1e-13)
+
+
 def test_plan_probe_sees_a_value_an_inplace_kernel_could_have_taken() -> None:
     seen: list[np.ndarray] = []
     specs = [
