@@ -21,6 +21,14 @@ intermediate value lives only until its last reader: memory stays that of one
 run of ``G0``. The samples go through in micro-batches; the comparison
 statistics accumulate across them.
 
+Work is shared: a rewritten node that computes what an already scheduled step
+computes (the same op and attributes on the same slots) reuses that step, and a
+float32 ``Linear`` with bias and no activation runs as the ``MatMul`` and ``Add``
+that define it, so a later pass that moves the bias out (``SkipLayerNorm``)
+leaves a bias-free ``Linear`` that costs no second product (BERT-large: 48 of
+its 121 rewritten GEMMs per micro-batch). The ``Linear`` kernel itself runs in
+the whole-model checks around the sweep.
+
 Per pair (``new`` against ``old``, elementwise): the largest error
 ``|new - old| / max(1, |old|)`` (absolute for values within [-1, 1], relative
 beyond: a rewrite's rounding scales with the magnitude of what it computes, and
@@ -45,6 +53,7 @@ import numpy as np
 
 from accelopt.interpreter import StepSpec, check_input, compile_plan, execute
 from accelopt.ir.diff import Rewrite, diff_graphs
+from accelopt.ir.dtypes import DType
 from accelopt.ir.graph import Graph, Node, Value, attr_key
 from accelopt.metrics import row_cosines
 from accelopt.records import AccuracyRecord, Localization
@@ -365,21 +374,32 @@ class LocalSweep:
         for j, nid in sorted(tasks, key=lambda t: (t[0], position[t[0]][t[1]])):
             node = tasks[(j, nid)]
             ins = tuple(None if x is None else src_slot(self._source(j, x)) for x in node.inputs)
-            sig = _signature(node.op, node.attrs, ins)
-            same = computed.get(sig) if sig is not None else None
-            if same is not None and len(same) == len(node.outputs):  # already computed: reuse it
-                task_slots[(j, nid)] = same
-                self.shared += 1
-                continue
-            outs = tuple(slot(("t", j, id(o))) for o in node.outputs)
-            if sig is not None:
-                computed[sig] = outs
-            pos = max((ready[s] for s in ins if s is not None), default=-1.0)
-            for o in outs:
-                ready[o] = pos
+            parts = _definition(node, ins) or [(node.op, node.attrs, ins)]
+            made = False
+            for i, (op, attrs, pins) in enumerate(parts):
+                last = i == len(parts) - 1
+                if i:
+                    pins = (outs[0], *pins[1:])  # the previous part's result
+                sig = _signature(op, attrs, pins)
+                same = computed.get(sig) if sig is not None else None
+                if same is not None and (not last or len(same) == len(node.outputs)):  # already computed
+                    outs = same
+                    continue
+                if last:
+                    outs = tuple(slot(("t", j, id(o))) for o in node.outputs)
+                else:
+                    outs = (slot(("t", j, id(node), i)),)
+                if sig is not None:
+                    computed[sig] = outs
+                pos = max((ready[s] for s in pins if s is not None), default=-1.0)
+                for o in outs:
+                    ready[o] = pos
+                seq += 1
+                name = f"{node.name} [pass {j}]" if len(parts) == 1 else f"{node.name} [pass {j}, {op}]"
+                order.append(((pos, 1, seq), StepSpec(name, op, attrs, pins, outs)))
+                made = True
             task_slots[(j, nid)] = outs
-            seq += 1
-            order.append(((pos, 1, seq), StepSpec(f"{node.name} [pass {j}]", node.op, node.attrs, ins, outs)))
+            self.shared += not made
 
         for k, pairs in plans.items():
             stats = []
@@ -438,6 +458,19 @@ def _signature(op: str, attrs: Mapping[str, Any], ins: tuple[int | None, ...]) -
     if op == "Linear" and len(ins) == 2 and attrs.get("activation", "none") == "none":
         return ("MatMul", (), ins)
     return (op, tuple(sorted((k, attr_key(v)) for k, v in attrs.items())), ins)
+
+
+def _definition(node: Node, ins: tuple[int | None, ...]) -> list[tuple[str, Mapping[str, Any], tuple[int | None, ...]]] | None:
+    """A rewritten node the sweep runs as the ops that define it, each shared when the same op already
+    runs on the same slots (``_signature``), or ``None`` to run the node itself. A float32/float64
+    ``Linear(x, W, b)`` without activation is ``Add(MatMul(x, W), b)``: a later pass that moves the bias
+    elsewhere (``fuse-skiplayernorm``) leaves a bias-free ``Linear`` whose product is then computed once.
+    (The whole-model checks around a sweep run the ``Linear`` kernel itself.)"""
+    if node.op != "Linear" or len(ins) != 3 or ins[2] is None or node.attrs.get("activation", "none") != "none":
+        return None
+    if node.inputs[0].type.dtype not in (DType.FLOAT32, DType.FLOAT64):
+        return None
+    return [("MatMul", {}, ins[:2]), ("Add", {}, (None, ins[2]))]
 
 
 def _probe(stats: PairStats) -> Callable[[list[np.ndarray | None]], None]:

@@ -128,7 +128,8 @@ def test_sweep_outputs_equal_a_plain_run_and_stats_match_across_micro_batches() 
     g2 = damaged(g1)
     x = np.random.default_rng(1).standard_normal((6, 5, 8)).astype(np.float32)
     sweep = LocalSweep([g0, g1, g2])
-    assert sweep.tasks == 2  # lin and the damaged mm2: nothing else of g1 or g2 runs
+    # the damaged mm2 only: lin runs as the MatMul and Add that define it, which g0's mm1 and add1 are
+    assert (sweep.tasks, sweep.shared) == (1, 1)
     outs = sweep.run({"x": x})
     np.testing.assert_array_equal(outs[0], Interpreter(g0).run({"x": x})["scale"])
     ok, bad = sweep.outcome(1, TIGHT), sweep.outcome(2, TIGHT)
@@ -163,6 +164,58 @@ def test_sweep_shares_work_a_rewritten_node_repeats() -> None:
     for k in (1, 2):
         out = sweep.outcome(k, TIGHT)
         assert out.record is not None and out.record.ok and out.compared == 1
+
+
+def bias_chain(bias_noise: float = 0.0) -> list[ir.Graph]:
+    """g0: x -> Relu -> MatMul -> Add -> y; g1: the Relu as Max(x, 0) (a rewritten node that runs);
+    g2: MatMul + Add -> Linear(r, W, b); g3: the bias moved out again, Linear(r, W) -> Add."""
+    rng = np.random.default_rng(4)
+    g0 = ir.Graph("chain")
+    x = g0.add_input("x", ir.TensorType(F32, ("batch", "seq", 8)))
+    r = g0.add_node("Relu", [x], name="relu").output
+    w = g0.add_initializer("w", rng.standard_normal((8, 8)).astype(np.float32))
+    b = g0.add_initializer("b", rng.standard_normal(8).astype(np.float32))
+    m = g0.add_node("MatMul", [r, w], name="mm").output
+    g0.set_outputs([g0.add_node("Add", [m, b], name="add").output])
+    g1 = g0.copy()
+    relu = g1.node("relu")
+    mx = g1.add_node("Max", [relu.inputs[0], g1.add_initializer("zero", np.zeros((), np.float32))], name="max", before=relu)
+    relu.output.replace_all_uses_with(mx.output)
+    g1.remove_unused()
+    g2 = g1.copy()
+    mm, add = g2.node("mm"), g2.node("add")
+    bias = add.inputs[1]
+    if bias_noise:
+        bias = g2.add_initializer("b_damaged", bias.const + np.float32(bias_noise))
+    lin = g2.add_node("Linear", [mm.inputs[0], mm.inputs[1], bias], name="lin", before=add)
+    add.output.replace_all_uses_with(lin.output)
+    g2.remove_unused()
+    g3 = g2.copy()
+    lin = g3.node("lin")
+    bare = g3.add_node("Linear", list(lin.inputs[:2]), name="lin_bare", before=lin)
+    moved = g3.add_node("Add", [bare.output, lin.inputs[2]], name="bias_add", before=lin)
+    lin.output.replace_all_uses_with(moved.output)
+    g3.remove_unused()
+    return [g0, g1, g2, g3]
+
+
+def test_sweep_runs_a_biased_linear_as_matmul_and_add_so_a_moved_bias_costs_no_product() -> None:
+    """A Linear with bias runs as the MatMul and Add that define it: when a later pass moves the bias out
+    (SkipLayerNorm fusion does), the bias-free Linear is that MatMul, computed once."""
+    graphs = bias_chain()
+    sweep = LocalSweep(graphs)
+    assert (sweep.tasks, sweep.shared) == (2, 2)  # max, lin (its MatMul and Add); lin_bare and bias_add are shared
+    assert sum("[pass 2, MatMul]" in st.node_name for st in sweep._steps) == 1
+    x = np.random.default_rng(6).standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(sweep.run({"x": x})[0], Interpreter(graphs[0]).run({"x": x})["add"])
+    for k in (1, 2, 3):
+        out = sweep.outcome(k, TIGHT)
+        assert out.record is not None and out.record.ok
+    # a wrong bias in the Linear is still caught: its Add runs on the Linear's own bias
+    bad = LocalSweep(bias_chain(bias_noise=0.5))
+    bad.run({"x": x})
+    out = bad.outcome(2, TIGHT)
+    assert out.record is not None and not out.record.ok and "%lin" in out.record.failures[0]
 
 
 def test_pair_stats_scale_errors_by_magnitude_and_catch_nan_and_integers() -> None:
