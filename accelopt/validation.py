@@ -322,18 +322,22 @@ class Validator:
         return outs
 
     def precheck(self, graph: Graph) -> None:
-        """Whether ``graph`` runs on the validation inputs, cheaply: a model run in chunks (a static
-        batch, ``batch``, or a large model's micro-batches) runs its first chunk only, as ``outputs``
-        would batch it (the full run comes later, cached); others run in full (``outputs``, cached).
-        Then the reference outputs are computed (once). Raises ``InterpreterError`` when a node fails,
-        ``FrontendError`` when the reference runtime refuses the model or its outputs are not finite.
+        """Whether ``graph`` runs on the validation inputs, cheaply: a model run in chunks of a static
+        batch or ``batch`` runs its first chunk only, as ``outputs`` would batch it, and a large model
+        (micro-batches, any batch size) its first sample; the full run comes later (cached). Others run
+        in full (``outputs``, cached). Then the reference outputs are computed (once). Raises
+        ``InterpreterError`` when a node fails, ``FrontendError`` when the reference runtime refuses
+        the model or its outputs are not finite.
         """
         chunk = self._chunk(graph)
         samples = self.samples
         if chunk is None or chunk >= samples.num_samples:
             self.outputs(graph)
         else:
-            self._say(f"checking that {graph.name} runs on the first {chunk} of {samples.num_samples} samples")
+            if not self._static_batch(graph) and self.config.batch is None:
+                chunk = 1  # micro-batches: the batch size is free, one sample shows that every node runs
+            first = "sample" if chunk == 1 else f"{chunk} samples"
+            self._say(f"checking that {graph.name} runs on the first {first} of {samples.num_samples}")
             interp = Interpreter(graph)
             names = [v.name for v in graph.outputs]
 

@@ -457,6 +457,30 @@ def test_precheck_runs_the_first_chunk_only_then_the_reference(
     assert rec.ok and sizes == [4, 4, 4] and v.runs == 1
 
 
+def test_precheck_of_a_micro_batched_model_runs_one_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large model (micro-batches, no batch size asked for): one sample shows that it runs; the full
+    run later goes in micro-batches."""
+    import accelopt.validation as validation
+
+    monkeypatch.setattr(validation, "MICRO_BATCH_BYTES", 1)
+    model, ref = mlp_model()
+    v = Validator(model, ValidationConfig(num_samples=10, seq_len=3, micro_batch=4))
+    sizes: list[int] = []
+    run = Interpreter.run
+
+    def counting(self, inputs, **kw):
+        if self is not ref.interp:
+            sizes.append(inputs["x"].shape[0])
+        return run(self, inputs, **kw)
+
+    monkeypatch.setattr(Interpreter, "run", counting)
+    v.precheck(model.graph)
+    assert sizes == [1] and v.runs == 0
+    sizes.clear()
+    v.evaluate(model.graph, tolerance_for("cleanup"))
+    assert sizes == [4, 4, 4]
+
+
 def test_precheck_of_an_unchunked_model_is_the_cached_full_run() -> None:
     model, ref = mlp_model()
     v = Validator(model, ValidationConfig(num_samples=4, seq_len=3))
