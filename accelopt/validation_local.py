@@ -468,7 +468,8 @@ def _definition(node: Node, ins: tuple[int | None, ...]) -> list[tuple[str, Mapp
     (The whole-model checks around a sweep run the ``Linear`` kernel itself.)"""
     if node.op != "Linear" or len(ins) != 3 or ins[2] is None or node.attrs.get("activation", "none") != "none":
         return None
-    if node.inputs[0].type.dtype not in (DType.FLOAT32, DType.FLOAT64):
+    x = node.inputs[0]
+    if x is None or x.type.dtype not in (DType.FLOAT32, DType.FLOAT64):
         return None
     return [("MatMul", {}, ins[:2]), ("Add", {}, (None, ins[2]))]
 
