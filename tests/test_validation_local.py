@@ -218,6 +218,52 @@ def test_sweep_runs_a_biased_linear_as_matmul_and_add_so_a_moved_bias_costs_no_p
     assert out.record is not None and not out.record.ok and "%lin" in out.record.failures[0]
 
 
+def norm_chain(epsilon: float = 1e-5) -> list[ir.Graph]:
+    """g0: x -> LayerNormalization -> MatMul -> Add(bias, product) -> y (an exported layer);
+    g1: the LayerNormalization as an accelopt LayerNorm (``epsilon``);
+    g2: MatMul + Add -> Linear(ln, W, b), with b an equal copy of the bias (as ``cse`` may leave it)."""
+    rng = np.random.default_rng(7)
+    g0 = ir.Graph("norm")
+    x = g0.add_input("x", ir.TensorType(F32, ("batch", "seq", 8)))
+    gamma = g0.add_initializer("gamma", rng.standard_normal(8).astype(np.float32))
+    beta = g0.add_initializer("beta", rng.standard_normal(8).astype(np.float32))
+    ln = g0.add_node("LayerNormalization", [x, gamma, beta], {"axis": -1, "epsilon": 1e-5}, name="ln").output
+    m = g0.add_node("MatMul", [ln, g0.add_initializer("w", rng.standard_normal((8, 8)).astype(np.float32))], name="mm")
+    bias = g0.add_initializer("b", rng.standard_normal(8).astype(np.float32))
+    g0.set_outputs([g0.add_node("Add", [bias, m.output], name="add").output])
+    g1 = g0.copy()
+    old = g1.node("ln")
+    new = g1.add_node("LayerNorm", list(old.inputs), {"axis": -1, "epsilon": epsilon}, name="ln_fused", before=old)
+    old.output.replace_all_uses_with(new.output)
+    g1.remove_unused()
+    g2 = g1.copy()
+    mm, add = g2.node("mm"), g2.node("add")
+    copy = g2.add_initializer("b_copy", add.inputs[0].const.copy())
+    lin = g2.add_node("Linear", [mm.inputs[0], mm.inputs[1], copy], name="lin", before=add)
+    add.output.replace_all_uses_with(lin.output)
+    g2.remove_unused()
+    return [g0, g1, g2]
+
+
+def test_sweep_runs_layernorm_as_the_exported_layernormalization_and_linear_as_its_ops() -> None:
+    """A LayerNorm is ONNX LayerNormalization: rewriting an exported one runs nothing, and the Linear that
+    reads it is the old MatMul and Add (the bias an equal copy, the Add's operands the other way round)."""
+    graphs = norm_chain()
+    sweep = LocalSweep(graphs)
+    assert (sweep.tasks, sweep.shared) == (0, 2)
+    x = np.random.default_rng(8).standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(sweep.run({"x": x})[0], Interpreter(graphs[0]).run({"x": x})["add"])
+    for k in (1, 2):
+        out = sweep.outcome(k, TIGHT)
+        assert out.record is not None and out.record.ok
+    # a LayerNorm with another epsilon is not the old node: it runs, and the check sees the difference
+    bad = LocalSweep(norm_chain(epsilon=0.1))
+    assert (bad.tasks, bad.shared) == (2, 0)  # ln_fused, and lin (its MatMul and Add) on its result
+    bad.run({"x": x})
+    out = bad.outcome(1, TIGHT)
+    assert out.record is not None and not out.record.ok and "%ln_fused" in out.record.failures[0]
+
+
 def test_pair_stats_scale_errors_by_magnitude_and_catch_nan_and_integers() -> None:
     s = PairStats("a", "b", "n", "Op")
     old = np.array([[-1e4, 0.5, 2.0]], dtype=np.float32)
