@@ -104,6 +104,24 @@ print(json.dumps({"status": r.report.status, "validate": [[p.spec, p.validate_se
 """
 
 
+def gemm_speed() -> float:
+    """This machine's float32 GEMM speed now (GFLOP/s, numpy, 1024 x 1024 x 4096, median of 5): the
+    shared VM's speed drifts (126-194 GFLOP/s measured on one day), and the wall time with it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1024, 1024), dtype=np.float32)
+    b = rng.standard_normal((1024, 4096), dtype=np.float32)
+    out = np.empty((1024, 4096), np.float32)
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - t0)
+    return 2 * 1024 * 1024 * 4096 / sorted(times)[2] / 1e9
+
+
 def model_path() -> Path:
     """The cached BERT-large export (built in a child process the first time)."""
     got = run_child(_python(_EXPORT, str(CACHE)))
@@ -116,6 +134,7 @@ def measure() -> dict[str, object]:
     path = model_path()
     weights = sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
     load_before = os.getloadavg()[0]
+    gemm_before = gemm_speed()
     imp = run_child(_python(_IMPORT, str(path)))
     info = json.loads(imp.stdout.strip().splitlines()[-1])
     optimize_bin = Path(sys.executable).with_name("optimize")
@@ -144,6 +163,7 @@ def measure() -> dict[str, object]:
         "whole_info": whole_info,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
+        "gemm": (gemm_before, gemm_speed()),
     }
 
 
@@ -167,7 +187,8 @@ def run(lines: list[str]) -> None:
         f"Model: seeded random BERT-large, dynamo export with external data ({m['nodes']} nodes, "
         f"{weights / 2**30:.2f} GiB of weights). Each step is a child process; wall and CPU (user + system) "
         f"seconds and peak RSS from `os.wait4`. Load average {m['load_before']:.1f} before, "
-        f"{m['load_after']:.1f} after (2 cores).",
+        f"{m['load_after']:.1f} after (2 cores); float32 GEMM speed {m['gemm'][0]:.0f} GFLOP/s before, "  # type: ignore[index]
+        f"{m['gemm'][1]:.0f} after (numpy, 1024x1024x4096: the shared machine's speed drifts, the times with it).",  # type: ignore[index]
         "",
         "| step | wall s | CPU s | peak RSS GiB | x weights | result |",
         "|---|---:|---:|---:|---:|---|",

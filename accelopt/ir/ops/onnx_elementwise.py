@@ -38,6 +38,7 @@ from accelopt.ir.ops.common import (
     check_dtype_in,
     check_same_dtype,
     fast_erf,
+    fast_gelu,
     fits_into,
     float_compute,
 )
@@ -216,7 +217,9 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
 def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
-    """GELU in x's precision: exact (erf) or the tanh approximation."""
+    """GELU in x's precision: exact (erf) or the tanh approximation (float32: ``fast_gelu``)."""
+    if x.dtype == np.float32 and approximate in ("none", "tanh"):
+        return fast_gelu(x, approximate)
     if approximate == "tanh":
         inner = x * x
         inner *= 0.044715
