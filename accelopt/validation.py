@@ -308,14 +308,7 @@ class Validator:
         if hit is not None:
             return hit
         self._say(f"running {graph.name} on {self.samples.num_samples} samples")
-        interp = Interpreter(graph)
-        names = [v.name for v in graph.outputs]
-
-        def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-            res = interp.run(batch)
-            return [res[k] for k in names]
-
-        outs = self._run_batched(run, graph, self.samples)
+        outs = self._run_batched(_output_runner(graph), graph, self.samples)
         self.runs += 1
         self._remember(key, keep, outs)
         release_memory(KEEP_FREE_HEAP)
@@ -338,15 +331,7 @@ class Validator:
                 chunk = 1  # micro-batches: the batch size is free, one sample shows that every node runs
             first = "sample" if chunk == 1 else f"{chunk} samples"
             self._say(f"checking that {graph.name} runs on the first {first} of {samples.num_samples}")
-            interp = Interpreter(graph)
-            names = [v.name for v in graph.outputs]
-
-            def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-                res = interp.run(batch)  # once per chunk, whatever the number of outputs
-                return [res[k] for k in names]
-
-            self._run_batched(run, graph, samples.take(chunk), chunk)
-            del interp
+            self._run_batched(_output_runner(graph), graph, samples.take(chunk), chunk)
             release_memory(KEEP_FREE_HEAP)
         self.reference_outputs()
 
@@ -580,6 +565,19 @@ class Validator:
             if index < len(last.outputs):
                 return last.outputs[index].name, f"provenance (origin {last.name})"
         return None, ""
+
+
+def _output_runner(graph: Graph) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """A function running ``graph`` in the interpreter on one batch: its outputs in output order (one
+    run per batch, whatever the number of outputs)."""
+    interp = Interpreter(graph)
+    names = [v.name for v in graph.outputs]
+
+    def run(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        res = interp.run(batch)
+        return [res[k] for k in names]
+
+    return run
 
 
 def _diverges(a: np.ndarray, b: np.ndarray, tol: Mapping[str, float]) -> tuple[str, float, str] | None:

@@ -106,6 +106,18 @@ def test_the_database_keeps_the_faster_schedule(faster: str, tmp_path: Path):
     tvm.ir.assert_structural_equal(plain(best[0]), plain(want.mod["main"]))
 
 
+def _dense_func(graph: object) -> object:
+    """The graph's legalized dense PrimFunc (the one tuning task of ``_linear_graph``)."""
+    return next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
+
+
+def _compile_with_record(graph: object, tmp_path: Path, tile: dense.DenseTile) -> ao.Artifact:
+    """Compile ``graph`` with a tuning database holding one record: the dense task scheduled with ``tile``."""
+    db = tuning.Database(tmp_path / "db")
+    _record(db, _dense_func(graph), tile, 1e-3)
+    return _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+
+
 def _verdict(monkeypatch: pytest.MonkeyPatch, keep: str) -> None:
     """The end-to-end comparison of tuned and hand-scheduled modules, decided without timing."""
     from accelopt.targets.cpu import build
@@ -119,10 +131,7 @@ def test_a_database_schedules_the_model_without_trials(tmp_path: Path, monkeypat
     _verdict(monkeypatch, "tuned")
     graph, feed = _linear_graph()
     plain = _compile(graph, "cpu")
-    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
-    db = tuning.Database(tmp_path / "db")
-    _record(db, func, dense.DenseTile(4, 3), 1e-3)
-    art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+    art = _compile_with_record(graph, tmp_path, dense.DenseTile(4, 3))
     counts = art.metadata["schedule"]["counts"]
     assert counts.get("database:dense_fp32") == 1 and "kernel:dense_fp32" not in counts
     assert art.metadata["tuning"]["trials"] == 0 and art.metadata["tuning"]["end_to_end"]["kept"] == "tuned"
@@ -135,10 +144,7 @@ def test_hand_schedules_are_kept_when_the_tuned_module_is_slower_end_to_end(tmp_
     """Kernels measured faster alone can make the model slower: then the build keeps the hand schedules."""
     _verdict(monkeypatch, "hand")
     graph, feed = _linear_graph()
-    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
-    db = tuning.Database(tmp_path / "db")
-    _record(db, func, dense.DenseTile(4, 3), 1e-3)
-    art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+    art = _compile_with_record(graph, tmp_path, dense.DenseTile(4, 3))
     counts = art.metadata["schedule"]["counts"]
     assert counts.get("kernel:dense_fp32") == 1 and not any(k.startswith("database:") for k in counts)
     assert art.metadata["tuning"]["end_to_end"] == {"kept": "hand", "tuned_ms": 2.0, "hand_ms": 1.0}
@@ -156,10 +162,7 @@ def _kept_the_faster(e2e: dict) -> bool:
 
 def test_the_end_to_end_check_times_both_modules_and_keeps_the_faster(tmp_path: Path):
     graph, _ = _linear_graph()
-    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
-    db = tuning.Database(tmp_path / "db")
-    _record(db, func, dense.DenseTile(2, 3), 1e-3)
-    art = _compile(graph, f"cpu{{tuning_db={tmp_path / 'db'}}}")
+    art = _compile_with_record(graph, tmp_path, dense.DenseTile(2, 3))
     e2e = art.metadata["tuning"]["end_to_end"]
     assert e2e["tuned_ms"] > 0 and e2e["hand_ms"] > 0
     assert _kept_the_faster(e2e)
@@ -210,7 +213,7 @@ def test_tuning_end_to_end_never_slower_and_a_warm_database_runs_no_trials(tmp_p
     kernel_rule = "database:dense_fp32" if e2e["kept"] == "tuned" else "kernel:dense_fp32"
     assert second.metadata["schedule"]["counts"].get(kernel_rule) == 1
     db = tuning.Database(tmp_path / "db")
-    func = next(f for _, f in _legalized_funcs(graph) if "dense_fp32" in str(f.attrs.get("accelopt.kernel", "")))
+    func = _dense_func(graph)
     records = db.ms.get_top_k(db.ms.commit_workload(tuning._module(func)), 100)
     assert len(records) >= 2  # the hand schedule and what the search measured
     hand = Schedule(tuning._module(func))
